@@ -1,0 +1,94 @@
+"""The core API the CLI stands on: where config, inventory and state are, loaded lazily.
+
+Resolution order follows SPEC.md "Files and configuration". Nothing is read until a
+command asks, so `orch inventory list` never opens the state file and `orch hosts`
+never touches GitHub.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from .errors import UsageError
+from .models import SPECIALTIES, Host
+from .settings import Settings
+
+LOCAL_HOST_NAME = "local"
+
+
+def find_config(cli_path: str | None) -> Path | None:
+    """--config, $ORCH_CONFIG, ./orch.yml, ~/.config/orch/orch.yml; None: built-in defaults."""
+    explicit = cli_path or os.environ.get("ORCH_CONFIG")
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise UsageError(f"{p}: config file not found",
+                             hint="check --config / $ORCH_CONFIG, or remove it to use the defaults")
+        return p
+    for candidate in (Path("orch.yml"), Path("~/.config/orch/orch.yml").expanduser()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class App:
+    def __init__(self, config_path: str | None = None, inventory_path: str | None = None,
+                 state_dir: str | None = None) -> None:
+        self._config_arg = config_path
+        self._inventory_arg = inventory_path
+        self._state_arg = state_dir
+
+    @cached_property
+    def settings(self) -> Settings:
+        from .config import load_settings
+        path = find_config(self._config_arg)
+        return load_settings(path) if path else Settings()
+
+    @cached_property
+    def state_dir(self) -> Path:
+        raw = self._state_arg or os.environ.get("ORCH_HOME") or self.settings.state_dir \
+            or "~/.local/state/orch"
+        p = Path(raw).expanduser()
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @cached_property
+    def inventory_path(self) -> Path | None:
+        """The hosts.yml in force, or None for the embedded default (one local host)."""
+        explicit = self._inventory_arg or os.environ.get("ORCH_INVENTORY") or self.settings.inventory
+        if explicit:
+            p = Path(explicit).expanduser()
+            if not p.is_file():
+                raise UsageError(f"{p}: inventory file not found",
+                                 hint="create it (see inventory/hosts.yml) or `orch inventory add`")
+            return p
+        default = Path("inventory/hosts.yml")
+        return default if default.is_file() else None
+
+    @cached_property
+    def hosts(self) -> list[Host]:
+        path = self.inventory_path
+        if path is None:
+            return [self.local_host()]
+        from .inventory import load_inventory
+        return load_inventory(path)
+
+    def local_host(self) -> Host:
+        """The embedded default: this machine, every specialty, workspace in the state dir."""
+        return Host(name=LOCAL_HOST_NAME, address="localhost", connection="local",
+                    specialties=SPECIALTIES, max_tasks=2,
+                    workspace_root=str(self.state_dir / "work"))
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        known = ", ".join(h.name for h in self.hosts) or "none"
+        raise UsageError(f"no host named {name!r} in the inventory (known: {known})")
+
+    @cached_property
+    def store(self):
+        from .store import Store
+        return Store(self.state_dir)

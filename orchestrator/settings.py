@@ -1,0 +1,110 @@
+"""Typed settings with SPEC.md's defaults: `Settings()` alone is a working configuration.
+
+config.py fills these from orch.yml; nothing else reads the YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SPECIALTIES: dict[str, dict[str, list[str]]] = {
+    "backend": {"labels": ["backend", "api", "database"],
+                "keywords": ["api", "endpoint", "database", "sql", "server", "fastapi", "django"]},
+    "frontend": {"labels": ["frontend", "ui"],
+                 "keywords": ["react", "css", "component", "ui", "page", "typescript"]},
+    "testing": {"labels": ["testing", "qa"],
+                "keywords": ["test", "pytest", "jest", "e2e", "coverage"]},
+    "devops": {"labels": ["devops", "ci", "infra"],
+               "keywords": ["docker", "ci", "deploy", "terraform", "kubernetes"]},
+}
+
+
+@dataclass
+class GithubSettings:
+    url: str = "https://api.github.com"
+    token_env: str = "GITHUB_TOKEN"
+    timeout: float = 15.0             # seconds per API request
+    retries: int = 5                  # 5xx, 403 secondary rate limits, timeouts
+
+
+@dataclass
+class TriggerSettings:
+    label: str = "orch"
+    min_permission: str = "write"     # none < read < triage < write < maintain < admin
+
+
+@dataclass
+class SSHSettings:
+    known_hosts: str = "~/.ssh/known_hosts"
+    config: str | None = "~/.ssh/config"
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 3
+    max_sessions: int = 8             # per connection; sshd's MaxSessions is 10
+    client_keys: list[str] = field(default_factory=list)  # extra identity files for every host
+
+
+@dataclass
+class AgentSettings:
+    command: str = "claude"
+    max_turns: int = 40
+    timeout: float = 45 * 60          # seconds of wall clock per agent run
+    max_cost_usd: float | None = 5.0
+    daily_budget_usd: float | None = None
+    model: str | None = None
+    permission_mode: str = "bypassPermissions"
+    allow_root: bool = False
+    env: dict[str, str] = field(default_factory=dict)   # extra env for the agent (not secrets)
+
+
+@dataclass
+class GitSettings:
+    author: str = "orch <orch@localhost>"
+
+
+@dataclass
+class PollSettings:
+    lost_after: float = 10 * 60       # seconds
+    max_attempts: int = 3
+
+
+@dataclass
+class TestsSettings:
+    command: str | None = None
+    max_fix_attempts: int = 2
+    timeout: float = 20 * 60
+
+
+@dataclass
+class WorkspaceSettings:
+    keep_on_success: bool = False
+    keep_on_failure: bool = True
+
+
+@dataclass
+class MetricsSettings:
+    textfile: str | None = None
+
+
+@dataclass
+class Settings:
+    github: GithubSettings = field(default_factory=GithubSettings)
+    repos: list[str] = field(default_factory=list)
+    repo_urls: dict[str, str] = field(default_factory=dict)   # owner/name -> clone URL override
+    trigger: TriggerSettings = field(default_factory=TriggerSettings)
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    git: GitSettings = field(default_factory=GitSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
+    tests: TestsSettings = field(default_factory=TestsSettings)
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    specialties: dict[str, dict[str, list[str]]] = field(
+        default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
+                                 for k, v in DEFAULT_SPECIALTIES.items()})
+    inventory: str | None = None
+    state_dir: str | None = None
+    playbooks_dir: str | None = None  # override the shipped playbooks/
+    prompts_dir: str | None = None    # override the shipped prompts/
+    source: Path | None = None        # the orch.yml these came from, None for defaults
