@@ -1,0 +1,341 @@
+"""The Connection protocol over SSH, with asyncssh.
+
+Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
+- `connect_timeout` and keepalives are always set: asyncssh has neither by default, so a
+  silent host would hang a whole `orch poll` for two minutes and a cut link forever.
+- Host keys are checked against the configured known_hosts file only, strictly: an
+  unknown or changed key is an error with a hint (`orch trust`), never auto-accepted.
+- The ssh config file is honoured (aliases, HostName, Port, User, IdentityFile,
+  ProxyJump); the inventory's port/user/identity_file win when set.
+- One connection carries many sessions, but sshd's MaxSessions (10) refuses more, so a
+  semaphore (ssh.max_sessions, 8) bounds the sessions open at once on a connection.
+- No PTY, ever: stream-json must arrive byte for byte, and detached jobs must survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import getpass
+import os
+import socket
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from ..errors import HostUnreachable
+from ..models import Host
+from ..settings import SSHSettings
+from .base import CommandResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncssh
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def _known_host_name(address: str, port: int | None) -> str:
+    """The known_hosts spelling of a host: `addr` on port 22, else `[addr]:port`."""
+    return address if not port or port == 22 else f"[{address}]:{port}"
+
+
+def _config_paths(ssh: SSHSettings) -> list[str]:
+    """The ssh config to honour: [] when disabled (None) or when the file is missing."""
+    if not ssh.config:
+        return []
+    path = _expand(ssh.config)
+    return [path] if os.path.isfile(path) else []
+
+
+def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
+    """What the ssh config says about this host (HostName, Port, User, IdentityFile...).
+
+    asyncssh applies the config itself; we read it too to name the real address in
+    messages and to add explicit keys *on top of* the config's IdentityFile (asyncssh
+    would otherwise replace them). Uses asyncssh's own parser; on any surprise, {}.
+    """
+    paths = _config_paths(ssh)
+    if not paths:
+        return {}
+    try:
+        from asyncssh.config import SSHClientConfig
+        cfg = SSHClientConfig.load(None, paths, False, False, False, getpass.getuser(),
+                                   host.user if host.user else (), host.address,
+                                   host.port if host.port else ())
+        return {k: cfg.get(k) for k in ("Hostname", "Port", "User", "IdentityFile",
+                                        "HostKeyAlias") if cfg.get(k) is not None}
+    except Exception:  # noqa: BLE001 - the config is applied by asyncssh anyway
+        return {}
+
+
+def target_of(host: Host, ssh: SSHSettings) -> tuple[str, int]:
+    """(address, port) that a connection to `host` really reaches, after the ssh config."""
+    cfg = _config_lookup(host, ssh)
+    address = str(cfg.get("Hostname") or host.address)
+    port = host.port or int(cfg.get("Port") or 22)
+    return address, port
+
+
+def _client_keys(host: Host, ssh: SSHSettings, cfg: dict[str, Any]) -> list[str]:
+    """Identity files to offer: the config's (if present on disk), then the host's
+    identity_file, then ssh.client_keys. [] lets asyncssh use ~/.ssh/id_* and the agent.
+
+    A missing file named by orch's own inventory/config is an error (a typo should not
+    silently turn into "permission denied"); a missing one from ssh config is skipped,
+    as OpenSSH does.
+    """
+    explicit = ([host.identity_file] if host.identity_file else []) + list(ssh.client_keys)
+    keys: list[str] = []
+    for k in cfg.get("IdentityFile") or ():
+        p = _expand(str(k))
+        if os.path.isfile(p) and p not in keys:
+            keys.append(p)
+    for k in explicit:
+        p = _expand(k)
+        if not os.path.isfile(p):
+            raise HostUnreachable(host.name, "auth", f"identity file {k} does not exist",
+                                  hint="fix identity_file in the inventory or ssh.client_keys")
+        if p not in keys:
+            keys.append(p)
+    return keys
+
+
+def _client_class():
+    import asyncssh
+
+    class _Client(asyncssh.SSHClient):
+        """Remembers why the link went away and which host key the server offered."""
+
+        def __init__(self) -> None:
+            self.lost: Exception | None = None
+            self.closed = False
+            self.offered: tuple[str, str, int, Any] | None = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.closed = True
+            self.lost = exc
+
+        def validate_host_public_key(self, host: str, addr: str, port: int, key) -> bool:
+            # Called only for a key that known_hosts does not list: record it, refuse it.
+            self.offered = (host, addr, port, key)
+            return False
+
+    return _Client
+
+
+def _hostkey_error(host: Host, ssh: SSHSettings, client, exc: Exception) -> HostUnreachable:
+    """Tell an unknown key from a changed one by looking the host up in known_hosts."""
+    import asyncssh
+    kh_file = ssh.known_hosts
+    if client is None or client.offered is None:
+        return HostUnreachable(host.name, "hostkey-changed",
+                               f"host key refused: {exc}",
+                               hint=f"check {kh_file} for a revoked or conflicting entry")
+    name, addr, port, key = client.offered
+    shown = _known_host_name(name, port)
+    fp = key.get_fingerprint("sha256")
+    known: list = []
+    path = _expand(kh_file)
+    if os.path.isfile(path):
+        try:
+            known = list(asyncssh.read_known_hosts(path).match(
+                name, addr, port if port != 22 else None)[0])
+        except Exception:  # noqa: BLE001 - an unreadable file: treat as unknown
+            known = []
+    if known:
+        return HostUnreachable(
+            host.name, "hostkey-changed",
+            f"host key for {shown} has CHANGED (server now offers {key.get_algorithm()} {fp}); "
+            f"refusing to connect",
+            hint=f"verify the new key with the host's owner, then `orch trust --replace {host.name}`")
+    scan = f"ssh-keyscan -p {port} {name}" if port != 22 else f"ssh-keyscan {name}"
+    return HostUnreachable(
+        host.name, "hostkey-unknown",
+        f"host key for {shown} is not in known_hosts {kh_file} (server offers {fp})",
+        hint=f"`orch trust {host.name}`, or `{scan} >> {kh_file}` after checking the fingerprint")
+
+
+def classify_error(host: Host, ssh: SSHSettings, exc: BaseException,
+                   client=None, *, during: str = "connect") -> HostUnreachable:
+    """Any failure to reach a host -> HostUnreachable with one of its REASONS."""
+    import asyncssh
+    if isinstance(exc, HostUnreachable):
+        return exc
+    address, port = target_of(host, ssh)
+    where = _known_host_name(address, port)
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return _hostkey_error(host, ssh, client, exc)
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return HostUnreachable(host.name, "auth", f"authentication refused by {where}: {exc}",
+                               hint="check the user, identity_file / ssh.client_keys and the "
+                                    "host's authorized_keys")
+    if isinstance(exc, asyncssh.KeyImportError):
+        return HostUnreachable(host.name, "auth", f"cannot use an identity file: {exc}",
+                               hint="an encrypted key needs ssh-agent; check identity_file")
+    if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError,
+                        asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError,
+                        ConnectionAbortedError)):
+        return HostUnreachable(host.name, "disconnected",
+                               f"connection to {where} dropped during {during}: {exc or 'EOF'}")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return HostUnreachable(host.name, "timeout",
+                               f"no SSH answer from {where} within {ssh.connect_timeout:g}s",
+                               hint="is the host up and sshd listening? (ssh.connect_timeout)")
+    if isinstance(exc, ConnectionRefusedError):
+        return HostUnreachable(host.name, "refused", f"connection refused by {where}",
+                               hint="sshd is not running or listens on another port")
+    if isinstance(exc, socket.gaierror):
+        return HostUnreachable(host.name, "dns", f"cannot resolve {host.address}: {exc.strerror}",
+                               hint="check the address, or the alias in your ssh config")
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return HostUnreachable(host.name, "other", f"no route to {where}: {exc.strerror}")
+    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
+        return HostUnreachable(host.name, "timeout", f"connection to {where} timed out")
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return HostUnreachable(host.name, "other", f"cannot reach {where}: {detail}")
+
+
+class SSHConnection:
+    """One asyncssh connection to one host; many sessions, at most max_sessions at once."""
+
+    def __init__(self, host: Host, ssh: SSHSettings, conn: "asyncssh.SSHClientConnection",
+                 client) -> None:
+        self.host = host
+        self.ssh = ssh
+        self._conn = conn
+        self._client = client
+        self._sessions = asyncio.Semaphore(max(1, ssh.max_sessions))
+
+    @classmethod
+    async def open(cls, host: Host, ssh: SSHSettings) -> "SSHConnection":
+        """Connect and authenticate; every failure is a HostUnreachable with a reason."""
+        import asyncssh
+        cfg = _config_lookup(host, ssh)
+        keys = _client_keys(host, ssh, cfg)
+        kh_path = _expand(ssh.known_hosts)
+        known_hosts: Any = kh_path if os.path.isfile(kh_path) else asyncssh.import_known_hosts("")
+        kwargs: dict[str, Any] = dict(
+            config=_config_paths(ssh), known_hosts=known_hosts, client_keys=keys,
+            connect_timeout=ssh.connect_timeout, keepalive_interval=ssh.keepalive_interval,
+            keepalive_count_max=ssh.keepalive_count_max, request_pty=False)
+        if host.port:
+            kwargs["port"] = host.port
+        if host.user:
+            kwargs["username"] = host.user
+        holder: dict[str, Any] = {}
+        client_cls = _client_class()
+
+        def factory():
+            holder["client"] = client_cls()
+            return holder["client"]
+
+        try:
+            conn, client = await asyncssh.create_connection(factory, host.address, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise classify_error(host, ssh, exc, holder.get("client")) from None
+        return cls(host, ssh, conn, client)
+
+    def _dropped(self, exc: BaseException | None = None, during: str = "a command") -> HostUnreachable:
+        why = exc if exc is not None else (self._client.lost or "the link closed")
+        return HostUnreachable(self.host.name, "disconnected",
+                               f"connection to {self.host.address} dropped during {during}: {why}",
+                               hint="the host went away or the network cut; a detached job "
+                                    "keeps running and is picked up again later")
+
+    async def _process(self, command: str, *, stdin_data: bytes | None, merge: bool):
+        import asyncssh
+        if self._client.closed:
+            raise self._dropped(during="session open")
+        try:
+            return await self._conn.create_process(
+                command, stdin=asyncssh.PIPE if stdin_data is not None else asyncssh.DEVNULL,
+                stderr=asyncssh.STDOUT if merge else asyncssh.PIPE, encoding=None,
+                request_pty=False)
+        except asyncssh.ChannelOpenError as exc:
+            if self._client.closed:
+                raise self._dropped(exc, "session open") from None
+            raise HostUnreachable(self.host.name, "other",
+                                  f"{self.host.address} refused a session: {exc.reason}",
+                                  hint="sshd's MaxSessions may be below ssh.max_sessions") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise self._dropped(exc, "session open") from None
+
+    async def run(self, command: str, *, input: str | bytes | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        import asyncssh
+        data = _as_bytes(input) if input is not None else None
+        async with self._sessions:
+            proc = await self._process(command, stdin_data=data, merge=False)
+            try:
+                if data is not None:
+                    if data:
+                        proc.stdin.write(data)
+                    proc.stdin.write_eof()
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            except (TimeoutError, asyncio.TimeoutError, asyncio.CancelledError):
+                proc.close()  # frees the session; the remote command is not killed
+                raise
+            except (asyncssh.Error, OSError) as exc:
+                proc.close()
+                raise self._dropped(exc) from None
+        status = proc.exit_status
+        if status is None:
+            if proc.exit_signal is None and self._client.closed:
+                raise self._dropped()
+            status = 128 + _signal_number(proc.exit_signal[0]) if proc.exit_signal else 255
+        return CommandResult(status, (out or b"").decode(errors="replace"),
+                             (err or b"").decode(errors="replace"))
+
+    async def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncIterator[str]:
+        import asyncssh
+        data = _as_bytes(input) if input is not None else None
+        async with self._sessions:
+            proc = await self._process(command, stdin_data=data, merge=True)
+            try:
+                if data is not None:
+                    if data:
+                        proc.stdin.write(data)
+                    proc.stdin.write_eof()
+                while True:
+                    try:
+                        raw = await proc.stdout.readline()
+                    except (asyncssh.Error, OSError) as exc:
+                        raise self._dropped(exc, "streaming") from None
+                    if not raw:
+                        break
+                    yield raw.decode(errors="replace").rstrip("\n").rstrip("\r")
+                await proc.wait_closed()
+                if proc.exit_status is None and proc.exit_signal is None and self._client.closed:
+                    raise self._dropped(during="streaming")
+            finally:
+                if proc.exit_status is None and proc.exit_signal is None:
+                    proc.close()
+
+    async def put(self, data: bytes, remote_path: str, *, mode: int = 0o600) -> None:
+        from .local import put_with_shell
+        await put_with_shell(self, data, remote_path, mode=mode)
+
+    @property
+    def closed(self) -> bool:
+        return self._client.closed
+
+    async def close(self) -> None:
+        self._conn.close()
+        try:
+            await asyncio.wait_for(self._conn.wait_closed(), 5)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
+
+
+def _signal_number(name: str) -> int:
+    import signal
+    try:
+        return int(getattr(signal, "SIG" + name.upper().removeprefix("SIG")))
+    except (AttributeError, ValueError):
+        return 127
