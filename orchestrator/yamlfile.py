@@ -1,0 +1,606 @@
+"""YAML files that people write by hand: read with line numbers, validate, edit in place.
+
+config.py and inventory.py both read user-written YAML and must say *where* a mistake
+is (file, line, dotted key). ruamel.yaml's round-trip loader keeps a line for every key
+and keeps comments, so the same parsed document serves for validation and for
+`orch inventory` edits that leave the user's comments, blank lines and key order alone.
+
+Three parts:
+- reading: `read_document` turns every parser error (duplicates included) into a
+  ConfigError carrying the line;
+- validating: `Loc` (where a value is) and small composable validators that raise
+  ConfigError through it, so a schema is a table of key -> validator;
+- editing: `append_entry`, `replace_value`, `remove_entry` move the comment text that
+  ruamel attaches to neighbouring nodes so that comments stay next to what they describe,
+  and `atomic_write` replaces the file only once the new text is complete.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.tokens import CommentToken
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+Validator = Callable[[Any, "Loc"], Any]
+
+# --------------------------------------------------------------------------- reading
+
+
+def new_yaml(text: str = "") -> YAML:
+    """A round-trip YAML instance that writes back in the indentation `text` uses.
+
+    Long lines are never folded (width) and quotes are kept as the user wrote them, so a
+    load-dump cycle of an untouched document gives the same bytes.
+    """
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    mapping, sequence, offset = guess_indent(text)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    if text.lstrip().startswith("---"):
+        yaml.explicit_start = True
+    return yaml
+
+
+_KEY_LINE = re.compile(r"^( +)[^\s#\-][^#]*?:(\s|$)")
+_SEQ_LINE = re.compile(r"^( *)- ")
+
+
+def guess_indent(text: str) -> tuple[int, int, int]:
+    """(mapping indent, sequence indent, dash offset) as used in `text`; 2, 2, 0 if unsure.
+
+    ruamel's own guesser reports the block-sequence indent only, so the mapping indent is
+    the smallest indentation of a nested key.
+    """
+    key_indents = [len(m.group(1)) for m in map(_KEY_LINE.match, text.splitlines()) if m]
+    mapping = min(key_indents) if key_indents else 2
+    sequence, offset = mapping, 0
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        seq = _SEQ_LINE.match(line)
+        if seq and i > 0 and lines[i - 1].rstrip().endswith(":"):
+            parent = len(lines[i - 1]) - len(lines[i - 1].lstrip())
+            offset = max(len(seq.group(1)) - parent, 0)
+            sequence = max(offset + 2, mapping)
+            break
+    return mapping, sequence, offset
+
+
+def read_text(path: Path) -> str:
+    """The file's text, or a ConfigError that names it (missing, unreadable, not UTF-8)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a directory, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
+
+
+def parse_document(text: str, path: Path, *,
+                   duplicate_hints: Mapping[str, str] | None = None) -> Any:
+    """Parse `text` round-trip; any YAML mistake becomes a ConfigError with its line.
+
+    `duplicate_hints` maps a dotted parent key (e.g. "hosts") to the hint shown when a key
+    under it appears twice.
+    """
+    try:
+        return new_yaml(text).load(text)
+    except MarkedYAMLError as exc:
+        if "duplicate key" in str(exc.problem or ""):
+            raise duplicate_key_error(text, path, exc, duplicate_hints or {}) from None
+        raise syntax_error(path, exc) from None
+    except YAMLError as exc:
+        raise ConfigError(str(path), f"invalid YAML: {exc}") from None
+
+
+def read_document(path: Path, *, duplicate_hints: Mapping[str, str] | None = None) -> Any:
+    """Read and parse `path`; None for an empty file."""
+    return parse_document(read_text(path), path, duplicate_hints=duplicate_hints)
+
+
+def syntax_error(path: Path, exc: MarkedYAMLError) -> ConfigError:
+    """The parser's complaint, at the parser's line, plus where the construct began."""
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = str(exc.problem or exc.context or "cannot parse").strip()
+    message = f"invalid YAML: {problem}"
+    if exc.context and exc.context_mark is not None and exc.problem_mark is not None \
+            and exc.context_mark.line != exc.problem_mark.line:
+        message += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+    hint = None
+    if "\\t" in problem or "'\\t'" in problem:
+        hint = "YAML indentation must use spaces, not tabs"
+    return ConfigError(str(path), message, line=line, hint=hint)
+
+
+def duplicate_key_error(text: str, path: Path, exc: MarkedYAMLError,
+                        hints: Mapping[str, str]) -> ConfigError:
+    """Name the duplicated key by its full dotted path and both of its lines.
+
+    ruamel only says 'found duplicate key "x"'; composing the node tree (which keeps
+    duplicates) tells us under which parent it sits and where its first copy is.
+    """
+    found = find_duplicate(text)
+    line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+    if found is None:
+        return ConfigError(str(path), f"invalid YAML: {exc.problem}", line=line)
+    parent, key, first_line, second_line = found
+    dotted = f"{parent}.{key}" if parent else key
+    return ConfigError(str(path), f"defined twice (first on line {first_line})",
+                       line=second_line, key=dotted,
+                       hint=hints.get(parent, "remove or rename one of the two"))
+
+
+def find_duplicate(text: str) -> tuple[str, str, int, int] | None:
+    """(dotted parent, key, first line, second line) of the first duplicated mapping key."""
+    try:
+        root = YAML(typ="rt").compose(text)
+    except YAMLError:
+        return None
+    return _walk_for_duplicate(root, "") if root is not None else None
+
+
+def _walk_for_duplicate(node: Node, prefix: str) -> tuple[str, str, int, int] | None:
+    if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                return prefix, key, seen[key], line
+            seen[key] = line
+            found = _walk_for_duplicate(value_node, join_key(prefix, key))
+            if found:
+                return found
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            found = _walk_for_duplicate(item, f"{prefix}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def dump_document(doc: Any, original_text: str = "") -> str:
+    """Serialise a round-trip document in the style (indentation) of `original_text`."""
+    out = io.StringIO()
+    new_yaml(original_text).dump(doc, out)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def join_key(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def key_line(container: Any, key: Any) -> int | None:
+    """1-based line where `key` (a mapping key or a sequence index) is written, if known.
+
+    Nodes added by an edit have no line; errors about them name the key only.
+    """
+    lc = getattr(container, "lc", None)
+    data = getattr(lc, "data", None) if lc is not None else None
+    if not data or key not in data:
+        return None
+    return int(data[key][0]) + 1
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a value sits: the file, its dotted key and its line, all a ConfigError needs."""
+
+    path: Path
+    key: str = ""
+    line: int | None = None
+
+    def error(self, message: str, hint: str | None = None) -> NoReturn:
+        raise ConfigError(str(self.path), message, line=self.line, key=self.key or None, hint=hint)
+
+    def entry(self, mapping: Any, key: str) -> "Loc":
+        """The location of `mapping[key]` (its key's line: scalars sit on that line)."""
+        return Loc(self.path, join_key(self.key, str(key)), key_line(mapping, key) or None)
+
+    def item(self, seq: Any, index: int) -> "Loc":
+        return Loc(self.path, f"{self.key}[{index}]", key_line(seq, index) or self.line)
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest known name to a mistyped one, or None if nothing is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_key(loc: Loc, key: Any, known: Sequence[str],
+                elsewhere: Mapping[str, str] | None = None) -> NoReturn:
+    """Reject an unknown key, suggesting the closest known one.
+
+    `elsewhere` maps other spellings (e.g. leaf names of other sections) to where they
+    belong, for keys written at the wrong level ("max_turns" -> "agent.max_turns").
+    """
+    name = str(key)
+    close = suggest(name, known)
+    if close:
+        hint = f"did you mean `{close}`?"
+    elif elsewhere and (target := elsewhere.get(name) or elsewhere.get(suggest(name, elsewhere) or "")):
+        hint = f"did you mean `{target}`?"
+    else:
+        hint = "known keys: " + ", ".join(known)
+    loc.error("unknown key", hint=hint)
+
+
+def describe(value: Any) -> str:
+    """How a wrong value is shown in an error: YAML spelling, short."""
+    if value is None:
+        return "null"
+    if is_bool(value):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return repr(str(text))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, ScalarBoolean))
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not is_bool(value)
+
+
+def is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float))) and not is_bool(value)
+
+
+def string(value: Any, loc: Loc) -> str:
+    """A non-empty string (plain str, whatever ruamel subclass the quotes produced)."""
+    if not isinstance(value, str):
+        loc.error(f"expected a string, got {describe(value)}")
+    if not value.strip():
+        loc.error("must not be empty")
+    return str(value)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None,
+            hint: str | None = None) -> Validator:
+    """An integer within bounds (booleans and floats are refused)."""
+    def check(value: Any, loc: Loc) -> int:
+        if not is_int(value):
+            loc.error(f"expected an integer, got {describe(value)}")
+        _check_range(int(value), loc, minimum, maximum, hint)
+        return int(value)
+    return check
+
+
+def number(minimum: float | None = None, hint: str | None = None) -> Validator:
+    """An int or float, at least `minimum`."""
+    def check(value: Any, loc: Loc) -> float:
+        if not is_number(value):
+            loc.error(f"expected a number, got {describe(value)}")
+        _check_range(float(value), loc, minimum, None, hint)
+        return float(value)
+    return check
+
+
+def _check_range(value: float, loc: Loc, minimum: float | None, maximum: float | None,
+                 hint: str | None) -> None:
+    shown = int(value) if float(value).is_integer() else value
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        loc.error(f"must be between {minimum} and {maximum}, got {shown}", hint=hint)
+    if minimum is not None and value < minimum:
+        loc.error(f"must be at least {minimum}, got {shown}", hint=hint)
+    if maximum is not None and value > maximum:
+        loc.error(f"must be at most {maximum}, got {shown}", hint=hint)
+
+
+def boolean(value: Any, loc: Loc) -> bool:
+    """true or false; YAML 1.2 reads yes/no/on/off as strings, so say so."""
+    if not is_bool(value):
+        hint = "write true or false" if isinstance(value, str) else None
+        loc.error(f"expected true or false, got {describe(value)}", hint=hint)
+    return bool(value)
+
+
+def choice(*options: str) -> Validator:
+    """One of a fixed set of strings, with the closest one suggested."""
+    def check(value: Any, loc: Loc) -> str:
+        if not isinstance(value, str) or value not in options:
+            close = suggest(str(value), options) if isinstance(value, str) else None
+            hint = f"did you mean `{close}`?" if close else None
+            loc.error(f"expected one of {', '.join(options)}, got {describe(value)}", hint=hint)
+        return str(value)
+    return check
+
+
+def optional(inner: Validator) -> Validator:
+    """`inner`, or null (None)."""
+    def check(value: Any, loc: Loc) -> Any:
+        return None if value is None else inner(value, loc)
+    return check
+
+
+def list_of(inner: Validator, what: str = "list") -> Validator:
+    """A YAML list whose every item passes `inner`; errors point at the item's line."""
+    def check(value: Any, loc: Loc) -> list[Any]:
+        if not isinstance(value, list):
+            loc.error(f"expected a {what}, got {describe(value)}",
+                      hint="write it as [a, b] or one `- item` per line")
+        return [inner(item, loc.item(value, i)) for i, item in enumerate(value)]
+    return check
+
+
+def expect_mapping(value: Any, loc: Loc, *, null_ok: bool = True) -> Mapping[Any, Any]:
+    """A mapping (an empty section, `key:` with nothing, counts as an empty one)."""
+    if value is None and null_ok:
+        return {}
+    if not isinstance(value, Mapping):
+        loc.error(f"expected a mapping (key: value lines), got {describe(value)}")
+    return value
+
+
+def string_key(key: Any, loc: Loc) -> str:
+    """Mapping keys people write are names; `1:` or `null:` is a mistake worth naming."""
+    if not isinstance(key, str):
+        loc.error(f"expected a name, got {describe(key)}", hint="quote it if it is meant as a name")
+    return str(key)
+
+
+# --------------------------------------------------------------------------- editing
+#
+# ruamel keeps the text between two entries (blank lines, comments) as comment tokens on
+# the *previous* entry's deepest last node ("tail"), or before a mapping's first entry
+# ("pre-comment"), or, at times, before a key (ca.items[key][1]). Appending or removing
+# an entry naively therefore moves or loses that text; these helpers re-home it.
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, (CommentedMap, CommentedSeq)) and len(value) > 0 \
+        and not value.fa.flow_style()
+
+
+def _leaf(container: Any, key: Any) -> tuple[Any, Any]:
+    """The (container, key) whose comment slot holds the text after `container[key]`."""
+    value = container[key]
+    while _is_block(value):
+        container = value
+        key = list(value.keys())[-1] if isinstance(value, CommentedMap) else len(value) - 1
+        value = container[key]
+    return container, key
+
+
+def _slot_index(container: Any) -> int:
+    return 2 if isinstance(container, CommentedMap) else 0
+
+
+def _slot(container: Any, key: Any) -> CommentToken | None:
+    entry = container.ca.items.get(key)
+    if not entry:
+        return None
+    token = entry[_slot_index(container)]
+    return token if isinstance(token, CommentToken) else None
+
+
+def _split_token(value: str) -> tuple[str, str]:
+    """(end-of-line part, text after it) of a post-value comment token."""
+    cut = value.find("\n")
+    return (value, "") if cut < 0 else (value[:cut + 1], value[cut + 1:])
+
+
+def get_tail(container: Any, key: Any) -> str:
+    """The raw text (blank lines, comment lines) written after the entry's last line."""
+    leaf, leaf_key = _leaf(container, key)
+    token = _slot(leaf, leaf_key)
+    return _split_token(token.value)[1] if token else ""
+
+
+def set_tail(container: Any, key: Any, text: str) -> None:
+    """Make `text` the raw text written after the entry's last line (keeping its EOL comment)."""
+    leaf, leaf_key = _leaf(container, key)
+    token = _slot(leaf, leaf_key)
+    head = _split_token(token.value)[0] if token else "\n"
+    if not head.endswith("\n"):
+        head += "\n"
+    if token is not None:
+        token.value = head + text
+        return
+    if not text:
+        return
+    entry = leaf.ca.items.setdefault(leaf_key, [None, None, None, None]
+                                     if isinstance(leaf, CommentedMap) else [None, None])
+    entry[_slot_index(leaf)] = CommentToken(head + text, CommentMark(0), None)
+
+
+def _tokens_text(tokens: Iterable[Any] | None) -> str:
+    text = ""
+    for token in tokens or ():
+        if isinstance(token, CommentToken):
+            value = token.value
+            text += (" " * (token.column or 0) + value) if value.lstrip().startswith("#") else value
+    return text
+
+
+def _text_tokens(text: str) -> list[CommentToken]:
+    """Raw comment text -> one token per comment line, blank lines folded into the previous."""
+    tokens: list[CommentToken] = []
+    for line in text.splitlines():
+        if not line.strip():
+            if tokens:
+                tokens[-1].value += "\n"
+            else:
+                tokens.append(CommentToken("\n", CommentMark(0), None))
+            continue
+        column = len(line) - len(line.lstrip())
+        tokens.append(CommentToken(line.lstrip() + "\n", CommentMark(column), None))
+    return tokens
+
+
+def get_pre_comment(mapping: CommentedMap) -> str:
+    """The raw text between a mapping's parent key and its first entry."""
+    comment = mapping.ca.comment
+    return _tokens_text(comment[1]) if comment and len(comment) > 1 else ""
+
+
+def set_pre_comment(mapping: CommentedMap, text: str) -> None:
+    """Replace the text before a mapping's first entry (in place: the parent shares the list)."""
+    tokens = _text_tokens(text)
+    comment = mapping.ca.comment
+    if comment and len(comment) > 1 and isinstance(comment[1], list):
+        comment[1][:] = tokens
+    elif tokens:
+        mapping.ca.comment = [comment[0] if comment else None, tokens]
+
+
+def _key_pre_text(mapping: CommentedMap, key: Any) -> str:
+    entry = mapping.ca.items.get(key)
+    return _tokens_text(entry[1]) if entry and len(entry) > 1 and entry[1] else ""
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def _text(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
+
+
+def _drop_attached(text: str) -> str:
+    """Drop the comment block directly above a removed entry, and blank lines before it.
+
+    A comment with no blank line between it and an entry describes that entry and goes
+    with it; a comment separated by a blank line (a section header) stays.
+    """
+    lines = _lines(text)
+    while lines and lines[-1].strip().startswith("#"):
+        lines.pop()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return _text(lines)
+
+
+def _strip_leading_blank(text: str) -> str:
+    lines = _lines(text)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return _text(lines)
+
+
+def _separated_by_blank_lines(mapping: CommentedMap) -> bool:
+    """Whether the mapping's entries are written with blank lines between them."""
+    keys = list(mapping.keys())
+    if len(keys) < 2:
+        return False
+    before_last = get_tail(mapping, keys[-2]) + _key_pre_text(mapping, keys[-1])
+    return any(not line.strip() for line in _lines(before_last))
+
+
+def append_entry(mapping: CommentedMap, key: str, value: Any) -> None:
+    """Add `key: value` at the end of `mapping`, after its last entry but before the text
+    that followed it (a closing comment stays last), in the mapping's spacing style."""
+    keys = list(mapping.keys())
+    if not keys:
+        mapping[key] = value
+        return
+    tail = get_tail(mapping, keys[-1])
+    spaced = _separated_by_blank_lines(mapping)
+    set_tail(mapping, keys[-1], "\n" if spaced else "")
+    mapping[key] = value
+    set_tail(mapping, key, _strip_leading_blank(tail) if spaced else tail)
+
+
+def replace_value(mapping: CommentedMap, key: str, value: Any) -> None:
+    """Set an existing key's value, keeping the key's place and the text after the entry."""
+    tail = get_tail(mapping, key)
+    mapping[key] = value
+    set_tail(mapping, key, tail)
+
+
+def remove_entry(mapping: CommentedMap, key: str) -> None:
+    """Delete `key` with the comment lines directly above it; keep everything else."""
+    keys = list(mapping.keys())
+    index = keys.index(key)
+    after = get_tail(mapping, key)
+    if index > 0:
+        previous = keys[index - 1]
+        before = get_tail(mapping, previous) + _key_pre_text(mapping, key)
+        del mapping[key]
+        set_tail(mapping, previous, _drop_attached(before) + after)
+        return
+    before = _drop_attached(get_pre_comment(mapping) + _key_pre_text(mapping, key))
+    del mapping[key]
+    if not mapping:
+        set_pre_comment(mapping, "")
+        return
+    set_pre_comment(mapping, before + (after if before else _strip_leading_blank(after)))
+
+
+def flow_list(items: Iterable[Any]) -> CommentedSeq:
+    """A list written inline, `[a, b]`, as the SPEC's examples write specialties."""
+    seq = CommentedSeq(list(items))
+    seq.fa.set_flow_style()
+    return seq
+
+
+def atomic_write(path: Path, text: str, *, expected: str | None = None) -> None:
+    """Replace `path` with `text` all at once: a reader sees the old file or the new one.
+
+    The temporary file lives in the same directory (os.replace is atomic only within a
+    file system), keeps the old file's permissions, and a symlinked file is replaced at
+    its target. `expected` is the text the edit started from: if the file changed
+    meanwhile (another edit), nothing is written.
+    """
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if expected is not None:
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
+        if current != expected:
+            raise ConfigError(str(path), "changed by someone else during this edit; nothing written",
+                              hint="run the command again")
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
