@@ -54,6 +54,7 @@ class HostFacts:
     agent_version: str | None = None
     bootstrap_ok: bool | None = None  # None: never bootstrapped / unknown
     probe_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)  # non-fatal findings (e.g. agent missing)
 
     @property
     def load_per_cpu(self) -> float | None:
