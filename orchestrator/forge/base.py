@@ -1,0 +1,109 @@
+"""The Forge protocol: where issues come from and where pull requests, comments and labels go.
+
+Two implementations share it: forge.github (GitHub / GitHub Enterprise through PyGithub)
+and forge.local (Markdown issues and JSON "pull requests" on this machine, for the embedded
+default). The pipeline and `orch poll` only see this protocol, so they are tested the same
+way against both.
+
+Every method may raise errors.UsageError (bad reference, missing repo or issue, bad token:
+the user must fix something) or errors.WorkError (the forge is unavailable: try again later).
+Write methods are idempotent where the forge allows it, because a finalize step may run
+again after a crash: open_pull_request returns the existing PR for a head, set_labels
+tolerates labels already present or absent, upsert_comment edits in place when given an id.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, runtime_checkable
+
+from ..errors import UsageError
+from ..models import Issue
+
+# GitHub's repository roles, weakest first (the fine-grained `role_name`s).
+PERMISSIONS: tuple[str, ...] = ("none", "read", "triage", "write", "maintain", "admin")
+
+# How many of an issue's most recent comments get_issue loads (the prompt's context).
+RECENT_COMMENTS = 5
+
+_NAME = r"[A-Za-z0-9_.-]+"
+_REF = re.compile(rf"(?P<repo>{_NAME}/{_NAME})#(?P<number>\d+)")
+_URL = re.compile(rf"https?://[^/\s]+(?:/api/v3)?(?:/repos)?/(?P<repo>{_NAME}/{_NAME})"
+                  rf"/(?:issues|pull)/(?P<number>\d+)(?:[/?#].*)?")
+
+
+@runtime_checkable
+class Forge(Protocol):
+    """Issues in; pull requests, comments and labels out."""
+
+    kind: str  # "github" or "local": stored in Task.forge so finalize picks the same forge
+
+    def get_issue(self, repo: str, number: int) -> Issue:
+        """The issue with labels, author, state, PR flag, the repo's clone URL and its last
+        RECENT_COMMENTS comment bodies. A missing repo or issue is a UsageError."""
+        ...
+
+    def author_permission(self, repo: str, login: str) -> str:
+        """`login`'s role on `repo`, one of PERMISSIONS ("none" for a stranger)."""
+        ...
+
+    def list_open_issues(self, repo: str, label: str) -> list[Issue]:
+        """Open issues carrying `label`, oldest first, pull requests excluded.
+        Comments are not loaded (empty): call get_issue for the one you take."""
+        ...
+
+    def default_branch(self, repo: str) -> str:
+        ...
+
+    def clone_url(self, repo: str) -> str:
+        ...
+
+    def open_pull_request(self, repo: str, *, head: str, base: str, title: str, body: str) -> str:
+        """Open a PR from branch `head` into `base` and return its URL; if an open PR for
+        `head` already exists, return that one instead (never two PRs for one branch)."""
+        ...
+
+    def find_pull_request(self, repo: str, head: str) -> str | None:
+        """The URL of the open PR whose head is branch `head`, or None."""
+        ...
+
+    def upsert_comment(self, repo: str, number: int, body: str, comment_id: int | None) -> int:
+        """Edit comment `comment_id` in place (or create one when None or gone); its id."""
+        ...
+
+    def set_labels(self, repo: str, number: int, add: list[str], remove: list[str]) -> None:
+        """Add and remove labels on an issue; missing repo labels are created, removing an
+        absent label is fine. A label in both lists is added."""
+        ...
+
+
+def permission_at_least(have: str, need: str) -> bool:
+    """True when role `have` is at least role `need` (see PERMISSIONS).
+
+    An unknown `have` counts as "none" (a forge answering something new must not grant
+    more than we understand); an unknown `need` is a configuration mistake.
+    """
+    if need not in PERMISSIONS:
+        raise UsageError(f"unknown permission {need!r}",
+                         hint="trigger.min_permission is one of " + ", ".join(PERMISSIONS))
+    rank = PERMISSIONS.index(have) if have in PERMISSIONS else 0
+    return rank >= PERMISSIONS.index(need)
+
+
+def parse_issue_ref(text: str) -> tuple[str, int]:
+    """"owner/name#12" or an issue URL (https://HOST/owner/name/issues/12) -> ("owner/name", 12)."""
+    raw = (text or "").strip()
+    m = _REF.fullmatch(raw) or _URL.fullmatch(raw)
+    if m is None or int(m.group("number")) < 1:
+        raise UsageError(f"{text!r} is not an issue reference",
+                         hint="write OWNER/NAME#NUMBER (e.g. octo/app#12) or the issue's URL "
+                              "(e.g. https://github.com/octo/app/issues/12)")
+    repo = m.group("repo")
+    if repo.endswith(".git"):
+        repo = repo[:-4]
+    return repo, int(m.group("number"))
+
+
+def head_branch(head: str) -> str:
+    """The branch part of a head that may be written "owner:branch"."""
+    return head.split(":", 1)[1] if ":" in head else head
