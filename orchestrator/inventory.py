@@ -92,7 +92,7 @@ def validate_document(doc: Any, path: Path) -> list[Host]:
     if doc is None:
         root.error("no `hosts:` mapping (the file is empty)",
                    hint="start with `hosts:` and one entry per host, see inventory/hosts.yml")
-    top = expect_mapping(doc, root, null_ok=False)
+    top = expect_mapping(doc, Loc(path, line=1), null_ok=False)
     for key in top:
         if key not in TOP_KEYS:
             unknown_key(root.entry(top, key), key, TOP_KEYS,

@@ -121,9 +121,11 @@ def read_document(path: Path, *, duplicate_hints: Mapping[str, str] | None = Non
 
 def syntax_error(path: Path, exc: MarkedYAMLError) -> ConfigError:
     """The parser's complaint, at the parser's line, plus where the construct began."""
-    mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark is not None else None
     problem = str(exc.problem or exc.context or "cannot parse").strip()
+    mark = exc.problem_mark or exc.context_mark
+    if "<stream end>" in problem and exc.context_mark is not None:
+        mark = exc.context_mark      # "got end of file": the unclosed construct is the news
+    line = mark.line + 1 if mark is not None else None
     message = f"invalid YAML: {problem}"
     if exc.context and exc.context_mark is not None and exc.problem_mark is not None \
             and exc.context_mark.line != exc.problem_mark.line:
@@ -241,12 +243,10 @@ def unknown_key(loc: Loc, key: Any, known: Sequence[str],
     """
     name = str(key)
     close = suggest(name, known)
-    if close:
-        hint = f"did you mean `{close}`?"
-    elif elsewhere and (target := elsewhere.get(name) or elsewhere.get(suggest(name, elsewhere) or "")):
-        hint = f"did you mean `{target}`?"
-    else:
-        hint = "known keys: " + ", ".join(known)
+    if close is None and elsewhere:
+        other = name if name in elsewhere else suggest(name, elsewhere)
+        close = elsewhere[other] if other else None
+    hint = f"did you mean `{close}`?" if close else "known keys: " + ", ".join(known)
     loc.error("unknown key", hint=hint)
 
 
