@@ -92,3 +92,11 @@ class App:
     def store(self):
         from .store import Store
         return Store(self.state_dir)
+
+    def forge(self, kind: str = "github"):
+        """The issue source for a task: GitHub (the token is read here) or local files."""
+        if kind == "local":
+            from .forge.local import LocalForge
+            return LocalForge(self.state_dir)
+        from .forge.github import GithubForge
+        return GithubForge(self.settings.github, repo_urls=self.settings.repo_urls)

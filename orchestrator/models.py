@@ -154,6 +154,8 @@ class Task:
     comment_id: int | None = None
     unreachable_since: str | None = None
     finalized: bool = False
+    claimed_by: str | None = None     # "host:pid" of the orch process finalizing it
+    claimed_at: str | None = None
     log_path: str | None = None       # local copy of the job log, when fetched
     history: list[dict[str, Any]] = field(default_factory=list)
 

@@ -1,0 +1,53 @@
+"""`orch logs ID [-f]`: a task's log, read from its host, or orch's own copy once finished."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from ..app import App
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("-f", "--follow", is_flag=True,
+              help="Follow the log live until the job ends; survives a dropped SSH link.")
+@click.option("--raw", is_flag=True, help="Print the log as written (stream-json lines included).")
+@click.pass_obj
+def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
+    """Show the log of TASK_ID (any unique prefix of its id)."""
+    from ..render import err_console
+    from ..render.log import LogPrinter
+    task = app.store.get(task_id)
+    printer = LogPrinter(raw=raw)
+    if task.status != "running" or not task.host or not task.workspace:
+        local = Path(task.log_path) if task.log_path else None
+        if local and local.is_file():
+            for line in local.read_text(encoding="utf-8", errors="replace").splitlines():
+                printer.line(line)
+            return
+        if not task.host or not task.workspace:
+            err_console.print(f"task {task.id} is {task.status} and has no log yet")
+            return
+    asyncio.run(_remote_log(app, task, printer, follow,
+                            lambda m: err_console.print(f"[yellow]orch[/]: {m}")))
+
+
+async def _remote_log(app: App, task, printer, follow: bool, notice) -> None:
+    from .. import shell
+    from ..fleet import Fleet
+    from ..pipeline.follow import follow as follow_log
+    async with Fleet(app.hosts, app.settings) as fleet:
+        if follow:
+            await follow_log(fleet, task, printer.line, on_notice=notice)
+            return
+        conn = await fleet.connection(task.host)
+        result = await conn.run(f"cat {shell.path(task.workspace)}/job.log")
+        if not result.ok:
+            from ..errors import WorkError
+            raise WorkError(f"{task.host}: cannot read the log of task {task.id}: "
+                            f"{result.stderr.strip() or 'job.log missing'}")
+        for line in result.stdout.splitlines():
+            printer.line(line)

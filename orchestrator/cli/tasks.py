@@ -1,0 +1,80 @@
+"""`orch tasks`, `orch show`, `orch cancel`, `orch retry`: the task table and its transitions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from ..app import App
+from ..models import TASK_STATUSES
+
+
+@click.command()
+@click.option("--status", type=click.Choice(TASK_STATUSES), help="Only tasks in this status.")
+@click.option("--repo", metavar="OWNER/NAME", help="Only tasks of this repository.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tasks(app: App, status: str | None, repo: str | None, as_json: bool) -> None:
+    """The task table, newest first."""
+    from ..render import print_json
+    from ..render import tasks as render
+    found = app.store.list(status=status, repo=repo)
+    if as_json:
+        print_json([render.task_json(t) for t in found])
+    else:
+        render.task_table(found)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def show(app: App, task_id: str, as_json: bool) -> None:
+    """One task in full (with the local pull-request record for local issues)."""
+    from ..render import print_json
+    from ..render import tasks as render
+    task = app.store.get(task_id)
+    extra = {}
+    if task.forge == "local":
+        extra = app.forge("local").describe(task.repo, task.issue, task.branch)
+    if as_json:
+        data = render.task_json(task)
+        data.update({"local": extra} if extra else {})
+        print_json(data)
+    else:
+        render.task_detail(task, {k: v for k, v in extra.items()} if extra else None)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def cancel(app: App, task_id: str, as_json: bool) -> None:
+    """Stop the task's remote job (its whole process group) and mark it cancelled."""
+    from ..control import cancel_task
+    from ..render import console, print_json
+    from ..render import tasks as render
+    task = asyncio.run(cancel_task(app, task_id))
+    if as_json:
+        print_json(render.task_json(task))
+    else:
+        console.print(f"task {task.id} cancelled ({task.error or 'stopped'})")
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--now", is_flag=True, help="Dispatch it right away instead of at the next poll.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def retry(app: App, task_id: str, now: bool, as_json: bool) -> None:
+    """Queue a finished (failed, cancelled or lost) task again; the next poll dispatches it."""
+    from ..control import retry_task
+    from ..render import console, print_json
+    from ..render import tasks as render
+    task = asyncio.run(retry_task(app, task_id, now=now))
+    if as_json:
+        print_json(render.task_json(task))
+    else:
+        console.print(f"task {task.id} is {task.status}"
+                      + ("" if task.status != "queued" else "; the next `orch poll` dispatches it"))

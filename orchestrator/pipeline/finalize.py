@@ -1,0 +1,134 @@
+"""Finalize: a finished remote job becomes a PR (or a failure report), exactly once.
+
+Order matters for crash safety: the forge side effects come first (each idempotent:
+the PR is found by its head branch, the comment is edited in place, labels are a set),
+then the store transition. A crash in between leaves the task running, and the next
+finalize repeats the side effects harmlessly. A claim in the store keeps two live
+orch processes (a following `orch dispatch` and a cron `orch poll`) from racing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from datetime import datetime, timedelta, timezone
+
+from .. import shell
+from ..app import App
+from ..errors import OrchError
+from ..fleet import Fleet
+from ..forge.base import Forge
+from ..job import remote
+from ..job.events import last_result
+from ..models import Task
+from ..store import now_iso, parse_time
+from . import report
+
+CLAIM_TTL = timedelta(minutes=10)
+
+
+def _claim(app: App, task_id: str) -> Task | None:
+    """Take the right to finalize `task_id`; None if it is done or another process has it."""
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    with app.store.locked():
+        task = app.store.get(task_id)
+        if task.status != "running":
+            return None
+        if task.claimed_by and task.claimed_by != me and task.claimed_at and \
+                datetime.now(timezone.utc) - parse_time(task.claimed_at) < CLAIM_TTL:
+            return None
+        return app.store.update(task_id, claimed_by=me, claimed_at=now_iso())
+
+
+def _release(app: App, task_id: str) -> None:
+    with app.store.locked():
+        task = app.store.get(task_id)
+        if task.claimed_by:
+            app.store.update(task_id, claimed_by=None, claimed_at=None)
+
+
+async def fetch_log(app: App, conn, task: Task) -> str:
+    """Copy the job log into the state dir (the workspace may be removed) and return it."""
+    from .launch import local_log_path
+    result = await conn.run(f"cat {shell.path(task.workspace or '')}/job.log")
+    text = result.stdout if result.ok else ""
+    path = local_log_path(app, task.id)
+    if text:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return text
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task) -> Task:
+    """Finish `task` if its job has ended; return it as it stands afterwards.
+
+    A job still running is left alone; a job that died without a final status is left
+    to reconcile (which decides between lost and failed).
+    """
+    conn = await fleet.connection(task.host or "")
+    status = await remote.read_status(conn, task.workspace or "")
+    if status is None or status.state == "running":
+        return task
+    claimed = _claim(app, task.id)
+    if claimed is None:
+        return app.store.get(task.id)
+    try:
+        return await _finish(app, conn, forge, claimed, status)
+    except BaseException:
+        _release(app, task.id)
+        raise
+
+
+async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
+    s = app.settings
+    log = await fetch_log(app, conn, task)
+    result = last_result(log.splitlines())
+    fields = dict(cost_usd=status.cost_usd, turns=status.turns, tests=status.tests,
+                  commit=status.commit)
+    task = app.store.update(task.id, **{k: v for k, v in fields.items() if v is not None})
+    labels_off = [report.LABEL_RUNNING, s.trigger.label]
+
+    if status.state == "cancelled":
+        return app.store.cancel(task.id, status.error or "cancelled on the host",
+                                claimed_by=None, claimed_at=None)
+
+    if status.state == "succeeded":
+        issue_title = task.title
+        pr_url = await asyncio.to_thread(
+            forge.open_pull_request, task.repo, head=task.branch or "",
+            base=await asyncio.to_thread(forge.default_branch, task.repo),
+            title=report.pr_title(issue_title),
+            body=report.pr_body(task, task.issue, result.result if result and result.result else ""))
+        task = app.store.update(task.id, pr_url=pr_url)
+        comment_id = await asyncio.to_thread(
+            forge.upsert_comment, task.repo, task.issue,
+            report.comment_succeeded(task, pr_url), task.comment_id)
+        await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
+                                [report.LABEL_DONE], labels_off + [report.LABEL_FAILED])
+        if not s.workspace.keep_on_success:
+            await _remove_quietly(conn, task)
+        return app.store.succeed(task.id, f"PR {pr_url}", comment_id=comment_id,
+                                 finalized=True, claimed_by=None, claimed_at=None)
+
+    reason = status.error or "the job failed"
+    comment_id = await asyncio.to_thread(
+        forge.upsert_comment, task.repo, task.issue,
+        report.comment_failed(task, reason, _tail(log)), task.comment_id)
+    await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
+                            [report.LABEL_FAILED], labels_off + [report.LABEL_DONE])
+    if not s.workspace.keep_on_failure:
+        await _remove_quietly(conn, task)
+    return app.store.fail(task.id, reason, comment_id=comment_id, finalized=True,
+                          claimed_by=None, claimed_at=None)
+
+
+async def _remove_quietly(conn, task: Task) -> None:
+    try:
+        await remote.remove(conn, task.workspace or "")
+    except OrchError:
+        pass   # a workspace left behind costs disk, not correctness
