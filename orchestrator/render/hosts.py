@@ -1,0 +1,75 @@
+"""`orch hosts` on the terminal (a rich table) and as --json (SPEC.md's shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..models import HostFacts
+from . import console
+
+# SPEC.md fixes these keys (in this order); the rest of HostFacts follows as extras.
+JSON_KEYS = ("name", "address", "reachable", "specialties", "load1", "cpus",
+             "running_tasks", "max_tasks", "agent_version", "error")
+
+
+def hosts_json(facts: list[HostFacts]) -> list[dict[str, Any]]:
+    out = []
+    for f in facts:
+        data = f.to_json()
+        row = {k: data.pop(k) for k in JSON_KEYS}
+        row.update(data)
+        out.append(row)
+    return out
+
+
+def _mb(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1024:.1f}G" if value >= 1024 else f"{value}M"
+
+
+def _gb(value: int | None) -> str:
+    return "?" if value is None else f"{value / 1024:.1f}"
+
+
+def _state(f: HostFacts) -> str:
+    if not f.reachable:
+        return f"[red]{escape(f.error_kind or 'unreachable')}[/]"
+    if f.error:
+        return f"[yellow]{escape(f.error_kind or 'error')}[/]"
+    return "[green]ok[/]"
+
+
+def hosts_table(facts: list[HostFacts]) -> None:
+    if not facts:
+        console.print("the inventory has no hosts")
+        return
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("host", no_wrap=True)
+    table.add_column("address", no_wrap=True, max_width=28)
+    table.add_column("state", no_wrap=True)
+    table.add_column("load/cpus", justify="right", no_wrap=True)
+    table.add_column("mem free", justify="right", no_wrap=True)
+    table.add_column("disk free", justify="right", no_wrap=True)
+    table.add_column("tasks", justify="right", no_wrap=True)
+    table.add_column("agent", overflow="fold")
+    for f in facts:
+        name = escape(f.name) + ("" if f.enabled else " [dim](off)[/]")
+        load = "-" if f.load1 is None else f"{f.load1:.2f}"
+        cpus = "-" if f.cpus is None else str(f.cpus)
+        mem = "-" if f.mem_total_mb is None else \
+            f"{_gb(f.mem_available_mb)}/{_gb(f.mem_total_mb)}G"
+        running = "-" if f.running_tasks is None else str(f.running_tasks)
+        table.add_row(name, escape(f.address), _state(f), f"{load}/{cpus}", mem,
+                      _mb(f.disk_free_mb), f"{running}/{f.max_tasks}",
+                      escape(f.agent_version or "-"),
+                      style=None if f.enabled else "dim")
+    console.print(table)
+    for f in facts:
+        if f.error:
+            console.print(f"[red]{escape(f.name)}[/]: {escape(f.error)}")
+        for note in f.notes:
+            console.print(f"[dim]{escape(f.name)}: {escape(note)}[/]")
