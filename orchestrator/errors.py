@@ -57,3 +57,7 @@ class HostUnreachable(WorkError):
         self.host = host
         self.reason = reason
         self.detail = detail
+
+
+class ForgeUnavailable(WorkError):
+    """The forge (GitHub) could not be reached after retries: the whole pass stops (exit 1)."""

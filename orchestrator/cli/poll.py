@@ -1,0 +1,33 @@
+"""`orch poll`: one pass for cron (reconcile, then take new work)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from ..app import App
+
+
+@click.command()
+@click.option("--repo", "repos", multiple=True, metavar="OWNER/NAME",
+              help="Watch this repository (repeatable; default: the config's repos).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
+    """One pass: finalize or reconcile running tasks, then dispatch eligible issues."""
+    from ..metrics import render as render_metrics
+    from ..metrics import write_textfile
+    from ..poll import poll_pass
+    from ..render import print_json
+    from ..render.poll import summary
+    result = asyncio.run(poll_pass(app, list(repos)))
+    if app.settings.metrics.textfile and not result.busy:
+        write_textfile(app.settings.metrics.textfile,
+                       render_metrics(app.store.list(), result.facts))
+    if as_json:
+        print_json(result.to_json())
+    else:
+        summary(result)
+    if result.errors and not (result.dispatched or result.finalized):
+        click.get_current_context().exit(1)
