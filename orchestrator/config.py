@@ -42,6 +42,8 @@ def parse_duration(value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a duration, got {describe(value)}")
+    if isinstance(value, str) and value.strip().startswith("-"):
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif _PLAIN.match(value):
