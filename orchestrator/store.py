@@ -35,6 +35,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
+from tinydb.table import Document
 from tinydb.storages import Storage
 
 from .errors import UsageError, WorkError
@@ -362,7 +363,8 @@ class Store:
             live = self.live_for(repo, issue)
             if live is not None:
                 raise DuplicateTask(live)
-            existing = {t.id for t in self._all()}
+            docs = self._table.all()
+            existing = {d.get("id") for d in docs}
             task_id = uuid.uuid4().hex[:8]
             while task_id in existing:
                 task_id = uuid.uuid4().hex[:8]
@@ -371,7 +373,10 @@ class Store:
                         specialty=specialty, forge=forge, created_at=now,
                         history=[{"at": now, "from": None, "to": "queued",
                                   "reason": f"created (specialty {specialty})"}])
-            self._table.insert(task.to_json())
+            # An explicit doc id from the file as read now, under the lock: TinyDB's own
+            # next-id counter is cached per process and would collide with other writers.
+            doc_id = max((d.doc_id for d in docs), default=0) + 1
+            self._table.insert(Document(task.to_json(), doc_id=doc_id))
             return task
 
     def update(self, task_id: str, **fields: Any) -> Task:

@@ -257,6 +257,16 @@ def test_locked_is_reentrant_and_shared_between_stores(tmp_path: Path) -> None:
     assert a.get(t.id).status == "running"
 
 
+def test_interleaved_writers_do_not_reuse_record_ids(tmp_path: Path) -> None:
+    """Each Store is like another process: TinyDB's cached next id must not be trusted."""
+    a, b = Store(tmp_path), Store(tmp_path)
+    t1 = a.create(REPO, 1, "a", "backend")
+    t2 = b.create(REPO, 2, "b", "backend")
+    t3 = a.create(REPO, 3, "c", "backend")
+    t4 = b.create(REPO, 4, "d", "backend")
+    assert [t.id for t in Store(tmp_path).list()] == [t4.id, t3.id, t2.id, t1.id]
+
+
 def _run_py(code: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -327,6 +337,32 @@ def test_eight_processes_different_issues_all_recorded(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "state.json").read_text())   # valid JSON
     assert sorted(d["issue"] for d in data["tasks"].values()) == list(range(1, 9))
     assert sorted(t.id for t in Store(tmp_path).list()) == sorted(o.split()[1] for o in outs)
+
+
+def test_eight_processes_busy_writers_lose_nothing(tmp_path: Path) -> None:
+    """Each process creates, starts and finishes 10 tasks; every write survives."""
+    busy = """
+        import sys, time
+        from orchestrator.store import Store
+        state, start, base = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+        s = Store(state)
+        while time.time() < start:
+            time.sleep(0.001)
+        for n in range(base, base + 10):
+            t = s.create("acme/widgets", n, "busy", "backend")
+            s.start(t.id, f"h{base}", "b", "/w", n)
+            s.succeed(t.id, cost_usd=0.25)
+    """
+    start = time.time() + 2.0
+    procs = [_run_py(busy, str(tmp_path), repr(start), str(k * 100)) for k in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    s = Store(tmp_path)
+    tasks = s.list()
+    assert len(tasks) == 80 and len({t.id for t in tasks}) == 80
+    assert all(t.status == "succeeded" and len(t.history) == 3 for t in tasks)
+    assert s.spent_since("2000-01-01T00:00:00+00:00") == pytest.approx(20.0)
 
 
 # ------------------------------------------------------------------ crash and corruption
