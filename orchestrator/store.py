@@ -261,7 +261,12 @@ class Store:
     # ----------------------------------------------------------------- locking
     @contextmanager
     def locked(self, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator["Store"]:
-        """Hold the cross-process state lock for a multi-step decision (re-entrant)."""
+        """Hold the cross-process state lock for a multi-step decision.
+
+        Re-entrant within a thread (store methods called inside take it again for free).
+        Raises StoreBusy after `timeout` seconds. Keep the body short and local: no SSH
+        or GitHub calls while holding it, or every other orch process waits.
+        """
         try:
             self._lock.acquire(timeout=timeout)
         except Timeout:
@@ -431,6 +436,9 @@ class Store:
         """
         with self.locked():
             task = self.get(task_id)
+            allowed, _ = _TRANSITIONS["requeue"]
+            if task.status not in allowed:
+                raise InvalidTransition(task, _PARTICIPLE["requeue"], allowed)
             if (task.status == "lost" and max_attempts is not None and not reset_attempts
                     and task.attempts >= max_attempts):
                 raise InvalidTransition(

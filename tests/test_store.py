@@ -243,6 +243,11 @@ def test_requeue_refused_when_the_issue_has_another_live_task(store: Store) -> N
     with pytest.raises(DuplicateTask, match=other.id):
         store.requeue(t.id, "retry")
     assert store.get(t.id).status == "failed"
+    # A transition that makes no sense is reported as such, whatever else is live.
+    done = make(store, "succeeded")
+    store.create(REPO, done.issue, "again", "backend")
+    with pytest.raises(InvalidTransition, match="is succeeded; only a lost, failed or cancelled"):
+        store.requeue(done.id, "retry")
 
 
 # ------------------------------------------------------------------ locking
