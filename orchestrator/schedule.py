@@ -7,11 +7,14 @@ host (otherwise an unclassified issue could never run on a fleet of specialists)
 Among eligible hosts the lowest load per CPU wins, then fewer running tasks, then name,
 so the choice is deterministic and explainable.
 
-Capacity is counted as max(what the host reports, what the store has reserved for it):
-the probe counts jobs actually running there (including ones another orchestrator
-started), the store counts tasks started a moment ago that may not show yet. Callers
-that place several issues in one pass use `plan_batch`, or pass `reserved` themselves,
-so that earlier placements use up slots.
+Capacity counts both what the host reports and what the store has reserved for it:
+the probe sees jobs actually running there (including ones another orchestrator
+started), the store knows tasks started a moment ago that may not show yet. With the
+reserved task ids (`Store.reserved()`), a host's load is its running jobs plus the
+reserved tasks it does not show yet - exact, and no job is counted twice. With bare
+counts it is max(host's count, reserved count). Callers that place several issues in
+one pass either record each task in the store before placing the next (so `reserved`
+grows) or use `plan_batch`.
 
 `pinned` (`orch dispatch --host H`) restricts the choice to one host. A person's
 explicit choice beats the specialty match (it is noted in the reason), but not the
@@ -21,22 +24,26 @@ safety checks: a disabled, unhealthy, unreachable or full host is still refused.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from .errors import UsageError
 from .models import Host, HostFacts, HostVerdict, Placement
 
 GENERAL = "general"
 
+# What the store holds for a host: its live task ids (exact), or just their number.
+Reserved = int | Collection[str]
+
 
 def place(specialty: str, specialty_reason: str, hosts: list[Host],
           facts: Mapping[str, HostFacts] | Iterable[HostFacts],
-          reserved: Mapping[str, int] | None = None, pinned: str | None = None,
+          reserved: Mapping[str, Reserved] | None = None, pinned: str | None = None,
           unhealthy: Mapping[str, str] | None = None) -> Placement:
     """Place one task of `specialty`; every host gets a HostVerdict saying why (not).
 
     `facts`: probe results by host name (or a list of them); a host without facts is
-    "not probed". `reserved`: live tasks per host from the store (`Store.reserved()`).
+    "not probed". `reserved`: live tasks per host from the store (`Store.reserved()`:
+    task ids; a plain count also works, less precisely).
     `unhealthy`: host name -> the full verdict text, e.g. "bootstrap failed: no git".
     Raises UsageError if `pinned` names no inventory host.
     """
@@ -52,7 +59,7 @@ def place(specialty: str, specialty_reason: str, hosts: list[Host],
     verdicts: dict[str, HostVerdict] = {}
     for host in hosts:
         f = facts_by_name.get(host.name)
-        running = max(_running(f), int(reserved.get(host.name, 0)))
+        running = _occupied(f, reserved.get(host.name))
         extra = note
         refusal = None
         if pinned is not None and host.name != pinned:
@@ -92,20 +99,25 @@ def place(specialty: str, specialty_reason: str, hosts: list[Host],
 
 def plan_batch(requests: Iterable[tuple[str, str]], hosts: list[Host],
                facts: Mapping[str, HostFacts] | Iterable[HostFacts],
-               reserved: Mapping[str, int] | None = None,
+               reserved: Mapping[str, Reserved] | None = None,
                unhealthy: Mapping[str, str] | None = None) -> list[Placement]:
     """Place several (specialty, reason) requests in order, each using up a slot.
 
-    For `orch poll`: issue 2 must not be sent to the slot issue 1 just took.
+    For a pass that plans before recording anything: issue 2 must not be sent to the
+    slot issue 1 just took.
     """
     facts_by_name = _by_name(facts)
-    taken = dict(reserved or {})
+    taken: dict[str, Reserved] = {k: (v if isinstance(v, int) else set(v))
+                                  for k, v in (reserved or {}).items()}
     out = []
-    for specialty, reason in requests:
+    for n, (specialty, reason) in enumerate(requests):
         p = place(specialty, reason, hosts, facts_by_name, taken, unhealthy=unhealthy)
         if p.host is not None:
-            base = max(_running(facts_by_name.get(p.host)), taken.get(p.host, 0))
-            taken[p.host] = base + 1
+            current = taken.get(p.host)
+            if isinstance(current, int):
+                taken[p.host] = _occupied(facts_by_name.get(p.host), current) + 1
+            else:
+                taken[p.host] = {*(current or ()), f"\0planned-{n}"}
         out.append(p)
     return out
 
@@ -118,6 +130,16 @@ def _by_name(facts: Mapping[str, HostFacts] | Iterable[HostFacts]) -> dict[str, 
 
 def _running(f: HostFacts | None) -> int:
     return int(f.running_tasks or 0) if f is not None else 0
+
+
+def _occupied(f: HostFacts | None, reserved: Reserved | None) -> int:
+    """Slots in use on a host: its running jobs, plus reserved tasks it does not show."""
+    if reserved is None:
+        return _running(f)
+    if isinstance(reserved, int):
+        return max(_running(f), reserved)
+    shown = set(f.running_task_ids) if f is not None else set()
+    return _running(f) + len(set(reserved) - shown)
 
 
 def _has(host: Host, specialty: str) -> bool:

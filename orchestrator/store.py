@@ -328,17 +328,17 @@ class Store:
         """Tasks the store believes are running on `host`."""
         return [t for t in self._all() if t.status == "running" and t.host == host]
 
-    def reserved(self) -> dict[str, int]:
-        """Live tasks per host: the `reserved` argument of `schedule.place`.
+    def reserved(self) -> dict[str, list[str]]:
+        """Live task ids per host: the `reserved` argument of `schedule.place`.
 
         A task the store has started may not show on its host yet (or the probe was
-        taken before it started); the scheduler counts max(host's count, this).
+        taken before it started); the scheduler adds the ones the host does not show.
         """
-        counts: dict[str, int] = {}
+        ids: dict[str, list[str]] = {}
         for t in self._all():
             if t.status in LIVE_STATUSES and t.host:
-                counts[t.host] = counts.get(t.host, 0) + 1
-        return counts
+                ids.setdefault(t.host, []).append(t.id)
+        return ids
 
     def counts_by_status(self) -> dict[str, int]:
         """Number of tasks in every status (all statuses present, zero included)."""

@@ -158,6 +158,32 @@ def test_reserved_slots_count_when_the_host_does_not_show_them_yet() -> None:
     assert p.host is None
 
 
+def test_reserved_task_ids_count_exactly() -> None:
+    """Ids: the host's jobs plus the store's tasks it does not show yet, none twice."""
+    hosts = [host("a", max_tasks=3)]
+    shown = fact("a", running=2)
+    shown.running_task_ids = ["t1", "stray"]          # a job the store does not know
+    # t1 shows on the host, t2 was started a moment ago and does not show yet: 2 + 1
+    p = place("backend", "r", hosts, facts(shown), reserved={"a": ["t1", "t2"]})
+    assert p.host is None and reasons(p)["a"] == "full: 3/3 tasks running"
+    # with counts only, max(2, 2) undercounts: that is why the store gives ids
+    assert place("backend", "r", hosts, facts(shown), reserved={"a": 2}).host == "a"
+    p = place("backend", "r", hosts, facts(shown), reserved={"a": ["t1"]})
+    assert reasons(p)["a"] == "chosen: load/cpu 0.00, 2/3 tasks"
+    # a host without facts is refused before capacity matters
+    p = place("backend", "r", hosts, {}, reserved={"a": ["t1", "t2", "t3"]})
+    assert reasons(p)["a"] == "unreachable: not probed"
+
+
+def test_plan_batch_with_task_ids() -> None:
+    hosts = [host("a", max_tasks=2), host("b", max_tasks=2)]
+    fa = fact("a", load1=0.0, running=1)
+    fa.running_task_ids = ["t1"]
+    plans = plan_batch([("backend", "r")] * 4, hosts, facts(fa, fact("b", load1=1.0)),
+                       reserved={"a": ["t1"]})
+    assert [p.host for p in plans] == ["a", "b", "b", None]
+
+
 def test_pinned_host_restricts_and_explains() -> None:
     hosts = [host("a"), host("b", max_tasks=1), host("fe", ("frontend",))]
     f = facts(fact("a"), fact("b", running=1), fact("fe", load1=3.0))
