@@ -70,6 +70,17 @@ class CappedRetry(GithubRetry):
         retry.max_retry_wait = self.max_retry_wait
         return retry
 
+    def parse_retry_after(self, retry_after: str) -> float:
+        """Seconds or an HTTP date as urllib3 reads them; also fractional seconds, and the
+        cap for anything unreadable (a proxy's odd header must not end the retries)."""
+        try:
+            return super().parse_retry_after(retry_after)
+        except Exception:  # noqa: BLE001 - urllib3's InvalidHeader
+            try:
+                return max(0.0, float(retry_after))
+            except ValueError:
+                return self.max_retry_wait
+
     def get_retry_after(self, response: Any) -> float | None:
         wait = super().get_retry_after(response)
         if wait is None:
@@ -245,11 +256,12 @@ class GithubForge:
 
         inner: Any = exc.args[0] if exc.args else exc
         reason = getattr(inner, "reason", inner)
-        if isinstance(exc, requests.exceptions.Timeout) or isinstance(
-                reason, (ReadTimeoutError, ConnectTimeoutError)):
-            return f"timed out (no answer within {self.timeout:g}s)"
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
         if isinstance(reason, NewConnectionError):
             return "connection refused" if "refused" in str(reason).lower() else "cannot connect"
+        if isinstance(reason, (ReadTimeoutError, ConnectTimeoutError)) or isinstance(
+                exc, requests.exceptions.Timeout):
+            return f"timed out (no answer within {self.timeout:g}s)"
         if isinstance(reason, ProtocolError) or "RemoteDisconnected" in str(reason):
             return "connection closed without an answer"
         return type(reason).__name__
