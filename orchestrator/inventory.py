@@ -23,7 +23,8 @@ from .errors import ConfigError
 from .models import Host
 from .yamlfile import (Loc, Validator, append_entry, atomic_write, boolean, choice, dump_document,
                        expect_mapping, flow_list, integer, key_line, list_of, optional, parse_document,
-                       read_text, remove_entry, replace_value, string, string_key, unknown_key)
+                       pop_leading_comments, read_text, remove_entry, replace_value, set_pre_comment,
+                       string, string_key, unknown_key)
 
 TOP_KEYS = ("defaults", "hosts")
 CONNECTIONS = ("ssh", "local")
@@ -183,8 +184,16 @@ def _open_for_edit(path: Path, *, create: bool = False) -> tuple[str, CommentedM
         append_entry(doc, "hosts", CommentedMap())
     validate_document(doc, path)
     if not isinstance(doc["hosts"], CommentedMap):
-        replace_value(doc, "hosts", CommentedMap())
+        _fill_empty_hosts(doc)
     return text, doc
+
+
+def _fill_empty_hosts(doc: CommentedMap) -> None:
+    """Turn `hosts:` (null) into a mapping; comment lines right under it stay on top of it."""
+    lead = pop_leading_comments(doc, "hosts")
+    hosts = CommentedMap()
+    doc["hosts"] = hosts
+    set_pre_comment(hosts, lead, parent=doc, key="hosts")
 
 
 def _save(path: Path, doc: CommentedMap, original: str) -> list[Host]:

@@ -469,14 +469,23 @@ def get_pre_comment(mapping: CommentedMap) -> str:
     return _tokens_text(comment[1]) if comment and len(comment) > 1 else ""
 
 
-def set_pre_comment(mapping: CommentedMap, text: str) -> None:
-    """Replace the text before a mapping's first entry (in place: the parent shares the list)."""
+def set_pre_comment(mapping: CommentedMap, text: str, *, parent: CommentedMap | None = None,
+                    key: Any = None) -> None:
+    """Replace the text before a mapping's first entry.
+
+    A loaded mapping shares that token list with its parent's entry, which is what the
+    emitter reads, so it is changed in place; a new mapping needs `parent` and `key`.
+    """
     tokens = _text_tokens(text)
     comment = mapping.ca.comment
     if comment and len(comment) > 1 and isinstance(comment[1], list):
         comment[1][:] = tokens
+        tokens = comment[1]
     elif tokens:
         mapping.ca.comment = [comment[0] if comment else None, tokens]
+    if parent is not None:
+        entry = parent.ca.items.setdefault(key, [None, None, None, None])
+        entry[3] = tokens or None
 
 
 def _key_pre_text(mapping: CommentedMap, key: Any) -> str:
@@ -555,11 +564,47 @@ def remove_entry(mapping: CommentedMap, key: str) -> None:
         set_tail(mapping, previous, _drop_attached(before) + after)
         return
     before = _drop_attached(get_pre_comment(mapping) + _key_pre_text(mapping, key))
+    if index + 1 < len(keys):            # the new first entry's own leading text moves up too
+        after += _key_pre_text(mapping, keys[index + 1])
+        _clear_key_pre(mapping, keys[index + 1])
     del mapping[key]
     if not mapping:
         set_pre_comment(mapping, "")
         return
     set_pre_comment(mapping, before + (after if before else _strip_leading_blank(after)))
+
+
+def _clear_key_pre(mapping: CommentedMap, key: Any) -> None:
+    entry = mapping.ca.items.get(key)
+    if entry and len(entry) > 1:
+        entry[1] = None
+
+
+def pop_leading_comments(mapping: CommentedMap, key: str) -> str:
+    """Take the comment lines written right after `key:` (whose value is empty) and before
+    any blank line; the rest of the text after it stays where it was.
+
+    ruamel files such comments under the next key, or at the document's end when `key` is
+    last; `orch inventory add` re-homes them above the first entry of the new mapping.
+    """
+    keys = list(mapping.keys())
+    following = keys[keys.index(key) + 1] if keys.index(key) + 1 < len(keys) else None
+    if following is not None:
+        text = get_tail(mapping, key) + _key_pre_text(mapping, following)
+    else:
+        text = get_tail(mapping, key) + _tokens_text(mapping.ca.end)
+    lines = text.splitlines(keepends=True)
+    lead = 0
+    while lead < len(lines) and lines[lead].strip().startswith("#"):
+        lead += 1
+    rest = "".join(lines[lead:])
+    set_tail(mapping, key, "")
+    if following is not None:
+        entry = mapping.ca.items.setdefault(following, [None, None, None, None])
+        entry[1] = _text_tokens(rest) or None
+    else:
+        mapping.ca.end = _text_tokens(rest)
+    return "".join(lines[:lead])
 
 
 def flow_list(items: Iterable[Any]) -> CommentedSeq:
