@@ -39,7 +39,9 @@ Example (a dispatch/poll test with 3 hosts)::
     fleet.write_inventory(tmp_path / "hosts.yml")
     fleet.write_config(tmp_path / "orch.yml")
 
-Other helpers: `fleet.host(name)` (SSHHost: name, address, port, pid, host_key_line),
+Failure helpers: `stop(name, drop_sessions=True)` / `start(name)` (refused, dropped
+links), `freeze(name)` / `thaw(name)` (SIGSTOP: a silent, hung host for timeouts and
+keepalives). Other helpers: `fleet.host(name)` (SSHHost: name, address, port, pid, host_key_line),
 `fleet.known_hosts_line(name)`, `fleet.write_known_hosts(path, names=..., keys_from=...)`
 for hostile key files, `fleet.is_running(name)`, `fleet.user`, `fleet.client_key`.
 """
@@ -248,9 +250,9 @@ LogLevel VERBOSE
         if proc is None:
             return
         kids = _children(proc.pid) if drop_sessions else []
-        _kill(proc.pid)
-        for pid in kids:
+        for pid in [proc.pid, *kids]:
             _kill(pid)
+            _kill(pid, signal.SIGCONT)  # a frozen process only acts on SIGTERM once resumed
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -275,6 +277,21 @@ LogLevel VERBOSE
         """Kill one sshd by PID. With drop_sessions, its open connections die too (their
         per-connection sshd processes are killed), so clients see a dropped link."""
         self._terminate(self.host(name), drop_sessions=drop_sessions)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP the sshd and all its sessions: the host hangs silently, as if its
+        network were cut. New connections complete TCP (the kernel's backlog) but never
+        get a banner, open links see no answer: timeouts and keepalives get tested."""
+        h = self.host(name)
+        if h.pid is not None:
+            for pid in [h.pid, *_children(h.pid)]:
+                _kill(pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        h = self.host(name)
+        if h.pid is not None:
+            for pid in [h.pid, *_children(h.pid)]:
+                _kill(pid, signal.SIGCONT)
 
     def start(self, name: str) -> None:
         """Restart a stopped sshd: same host key, same address and port."""

@@ -80,6 +80,34 @@ def target_of(host: Host, ssh: SSHSettings) -> tuple[str, int]:
     return address, port
 
 
+def key_target(host: Host, ssh: SSHSettings) -> tuple[str, int]:
+    """(name, port) under which known_hosts must list this host's key: the config's
+    HostKeyAlias, else its HostName, else the inventory address; port as connected."""
+    cfg = _config_lookup(host, ssh)
+    name = str(cfg.get("HostKeyAlias") or cfg.get("Hostname") or host.address)
+    port = host.port or int(cfg.get("Port") or 22)
+    return name, port
+
+
+async def fetch_host_key(host: Host, ssh: SSHSettings):
+    """The host key the server presents (an asyncssh SSHKey), without checking it:
+    this is `orch trust`'s first step, shown to a person before anything is recorded."""
+    import asyncssh
+    kwargs: dict[str, Any] = {"config": _config_paths(ssh)}
+    if host.port:
+        kwargs["port"] = host.port
+    try:
+        key = await asyncio.wait_for(asyncssh.get_server_host_key(host.address, **kwargs),
+                                     ssh.connect_timeout)
+    except BaseException as exc:
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            raise
+        raise classify_error(host, ssh, exc, during="key exchange") from None
+    if key is None:
+        raise HostUnreachable(host.name, "other", "the server presented no host key")
+    return key
+
+
 def _client_keys(host: Host, ssh: SSHSettings, cfg: dict[str, Any]) -> list[str]:
     """Identity files to offer: the config's (if present on disk), then the host's
     identity_file, then ssh.client_keys. [] lets asyncssh use ~/.ssh/id_* and the agent.
@@ -285,10 +313,12 @@ class SSHConnection:
                 proc.close()
                 raise self._dropped(exc) from None
         status = proc.exit_status
-        if status is None:
-            if proc.exit_signal is None and self._client.closed:
+        if proc.exit_signal:  # asyncssh reports -1 then; a shell would say 128+N
+            status = 128 + _signal_number(proc.exit_signal[0])
+        elif status is None:
+            if self._client.closed:
                 raise self._dropped()
-            status = 128 + _signal_number(proc.exit_signal[0]) if proc.exit_signal else 255
+            status = 255  # the channel closed without a status, as OpenSSH's ssh reports
         return CommandResult(status, (out or b"").decode(errors="replace"),
                              (err or b"").decode(errors="replace"))
 
@@ -296,7 +326,9 @@ class SSHConnection:
         import asyncssh
         data = _as_bytes(input) if input is not None else None
         async with self._sessions:
-            proc = await self._process(command, stdin_data=data, merge=True)
+            # Merge on the host: stdout and stderr travel as separate SSH streams, so
+            # merging them here could reorder lines written back to back.
+            proc = await self._process("exec 2>&1\n" + command, stdin_data=data, merge=True)
             try:
                 if data is not None:
                     if data:
