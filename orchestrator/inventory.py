@@ -34,7 +34,7 @@ DUPLICATE_HINTS = {"hosts": "host names must be unique: rename or remove one of 
                    "": "a top-level section appears twice: merge them"}
 NEW_FILE_TEXT = "# orch inventory: see `orch inventory --help` and SPEC.md\nhosts:\n"
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NO_SPACE = re.compile(r"^\S+$")
 
 
@@ -157,7 +157,7 @@ def load_inventory(path: Path) -> list[Host]:
 # --------------------------------------------------------------------------- round-trip edits
 
 
-def _to_yaml_value(key: str, value: Any) -> Any:
+def _to_yaml_value(value: Any) -> Any:
     """Lists are written inline like the SPEC's examples; everything else as is."""
     if isinstance(value, (list, tuple)):
         return flow_list(value)
@@ -233,7 +233,7 @@ def add_host(path: Path, name: str, fields: Mapping[str, Any]) -> Host:
     entry = CommentedMap()
     for key in FIELD_ORDER:
         if key in fields:
-            entry[key] = _to_yaml_value(key, fields[key])
+            entry[key] = _to_yaml_value(fields[key])
     append_entry(hosts, name, entry)
     return _find(_save(path, doc, original), name)
 
@@ -261,9 +261,9 @@ def set_host(path: Path, name: str, fields: Mapping[str, Any]) -> Host:
             if key in entry:
                 remove_entry(entry, key)
         elif key in entry:
-            replace_value(entry, key, _to_yaml_value(key, value))
+            replace_value(entry, key, _to_yaml_value(value))
         else:
-            append_entry(entry, key, _to_yaml_value(key, value))
+            append_entry(entry, key, _to_yaml_value(value))
     return _find(_save(path, doc, original), name)
 
 

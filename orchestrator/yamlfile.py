@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -37,7 +37,6 @@ from ruamel.yaml.tokens import CommentToken
 
 from .errors import ConfigError
 
-T = TypeVar("T")
 Validator = Callable[[Any, "Loc"], Any]
 
 # --------------------------------------------------------------------------- reading
@@ -222,7 +221,7 @@ class Loc:
 
     def entry(self, mapping: Any, key: str) -> "Loc":
         """The location of `mapping[key]` (its key's line: scalars sit on that line)."""
-        return Loc(self.path, join_key(self.key, str(key)), key_line(mapping, key) or None)
+        return Loc(self.path, join_key(self.key, str(key)), key_line(mapping, key))
 
     def item(self, seq: Any, index: int) -> "Loc":
         return Loc(self.path, f"{self.key}[{index}]", key_line(seq, index) or self.line)
