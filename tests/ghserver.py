@@ -162,7 +162,7 @@ class GitHubServer:
         httpd.block_on_close = False       # delayed handlers must not hold up stop()
         self._httpd = httpd
         self._stopping.clear()
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="ghserver", daemon=True)
         self._thread.start()
         return self

@@ -47,7 +47,7 @@ import subprocess
 import tempfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -179,6 +179,8 @@ def parse_issue_file(path: str | Path) -> IssueFile:
     created = data.get("created_at")
     if created is None:
         created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    if isinstance(created, date) and not isinstance(created, datetime):
+        created = datetime(created.year, created.month, created.day, tzinfo=timezone.utc)
     if isinstance(created, datetime):
         created = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)) \
             .astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
