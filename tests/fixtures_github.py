@@ -19,7 +19,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.ghserver import Fault, GitHubServer  # noqa: F401  (re-exported for tests)
+from tests.ghserver import Fault, GitHubServer
+
+__all__ = ["Fault", "GitHubServer", "TOKEN_ENV"]   # Fault re-exported for tests' convenience
 
 TOKEN_ENV = "GITHUB_TOKEN"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -365,3 +367,35 @@ def test_parse_issue_ref_rejects(text):
     with pytest.raises(UsageError, match="not an issue reference") as info:
         parse_issue_ref(text)
     assert "OWNER/NAME#NUMBER" in str(info.value)
+
+
+# -- the test server itself --------------------------------------------------------------------
+
+def _get(url: str, token: str | None):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def test_server_requires_the_token(gh):
+    assert _get(f"{gh.url}/repos/{REPO}", None)[0] == 401
+    assert _get(f"{gh.url}/repos/{REPO}", "wrong")[2]["message"] == "Bad credentials"
+    assert _get(f"{gh.url}/repos/{REPO}", gh.token)[0] == 200
+
+
+def test_server_pagination_and_head_filter(gh, github_forge):
+    for i in range(5):
+        gh.add_issue(REPO, f"i{i}")
+    status, headers, page = _get(f"{gh.url}/repos/{REPO}/issues?per_page=2&page=2", gh.token)
+    assert [i["title"] for i in page] == ["i2", "i1"]                  # newest first by default
+    assert 'rel="next"' in headers["Link"] and 'rel="prev"' in headers["Link"]
+    assert all(u.startswith(gh.url) for u in re.findall(r"<([^>]+)>", headers["Link"]))
+    github_forge.open_pull_request(REPO, head="b1", base="trunk", title="t", body="")
+    assert len(_get(f"{gh.url}/repos/{REPO}/pulls?head=nope", gh.token)[2]) == 1   # ignored
+    assert _get(f"{gh.url}/repos/{REPO}/pulls?head=octo:nope", gh.token)[2] == []
+    assert len(_get(f"{gh.url}/repos/{REPO}/pulls?head=octo:b1", gh.token)[2]) == 1

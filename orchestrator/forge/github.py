@@ -177,7 +177,8 @@ class GithubForge:
                                   "or name another variable in orch.yml github.token_env")
         self.url = settings.url.rstrip("/")
         self.token_env = settings.token_env
-        self.timeout = float(settings.timeout)
+        # PyGithub insists on an int: round up, so a 0.5 s setting still waits (1 s).
+        self.timeout = float(max(1, math.ceil(float(settings.timeout))))
         self.retries = max(0, int(settings.retries))
         self.max_retry_wait = float(max_retry_wait if max_retry_wait is not None
                                     else getattr(settings, "max_retry_wait", DEFAULT_MAX_RETRY_WAIT))
@@ -187,8 +188,7 @@ class GithubForge:
         self._gh = Github(
             auth=Auth.Token(token),
             base_url=self.url,
-            # PyGithub insists on an int; round up so a 0.5 s setting still waits.
-            timeout=max(1, math.ceil(self.timeout)),
+            timeout=int(self.timeout),
             retry=make_retry(self.retries, backoff_factor=float(factor), backoff_max=backoff_max,
                              max_retry_wait=self.max_retry_wait),
             per_page=per_page,
@@ -234,7 +234,10 @@ class GithubForge:
                               hint=f"check ${self.token_env}, or github.url / github.token_env")
         if isinstance(exc, GithubException):
             status = exc.status
-            phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = ""
             said = _gh_message(exc) or phrase
             if status in (404, 410) and missing:
                 return UsageError(missing, hint="check the name, and that the token in "
