@@ -43,7 +43,7 @@ from github.GithubException import (BadCredentialsException, RateLimitExceededEx
                                     RateLimitExceededExceedsMaxWait)
 from urllib3 import Retry
 
-from ..errors import OrchError, UsageError, WorkError
+from ..errors import ForgeUnavailable, OrchError, UsageError, WorkError
 from ..models import Issue
 from ..settings import GithubSettings
 from .base import PERMISSIONS, RECENT_COMMENTS, head_branch
@@ -215,7 +215,7 @@ class GithubForge:
         return self.retries + 1
 
     def _unavailable(self, reason: str) -> WorkError:
-        return WorkError(f"GitHub API at {_display_url(self.url)} unavailable after "
+        return ForgeUnavailable(f"GitHub API at {_display_url(self.url)} unavailable after "
                          f"{self.attempts} attempts: {reason}",
                          hint="GitHub may be down or rate limiting; try again later")
 
@@ -225,7 +225,7 @@ class GithubForge:
 
         url = _display_url(self.url)
         if isinstance(exc, RateLimitExceededExceedsMaxWait):
-            return WorkError(f"GitHub API at {url} is rate limiting {what}: it asks to wait "
+            return ForgeUnavailable(f"GitHub API at {url} is rate limiting {what}: it asks to wait "
                              f"{exc.wait or 0:.0f}s, more than max_retry_wait "
                              f"({self.max_retry_wait:.0f}s)", hint="try again later")
         if isinstance(exc, BadCredentialsException):
