@@ -47,11 +47,15 @@ class LocalConnection:
             await proc.stdin.drain()
             proc.stdin.close()
         assert proc.stdout is not None
+        drained = False
         try:
             async for raw in proc.stdout:
                 yield raw.decode(errors="replace").rstrip("\n")
+            drained = True
         finally:
-            if proc.returncode is None:
+            # Kill only a process the caller walked away from: Popen.kill() polls (reaps)
+            # a child that just exited behind asyncio's watcher ("Unknown child process").
+            if not drained and proc.returncode is None:
                 proc.kill()
             await proc.wait()
 
