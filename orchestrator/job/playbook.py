@@ -1,0 +1,318 @@
+"""JobSpec + playbooks/dispatch.yml -> job.sh (pure: no I/O but reading the playbook).
+
+The remote job is data the user can edit (a YAML list of named steps whose bodies are
+Jinja2 templates), so adding `npm ci` needs no Python. Safety does not depend on the
+playbook's author remembering to quote: every `{{ expression }}` is shell-quoted unless
+it went through `q`, `path` or `raw`, which mark their output as already shell text.
+Undefined variables are errors, so a typo fails at render time, not on a host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import yaml
+
+from .. import shell
+from ..errors import ConfigError, UsageError
+from ..prompts import TEST_OUTPUT_MARKER
+from ..settings import Settings
+
+DEFAULT_PLAYBOOK = "dispatch.yml"
+_STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_AUTHOR = re.compile(r"^\s*([^<>\n]*?)\s*<([^<>\s]+)>\s*$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything one remote job needs; the orchestrator builds it, job.sh enforces it.
+
+    `workspace` is the task's directory on the host (may start with ~/). `base_branch`
+    None means the remote's default branch, `test_command` None means detect on the host
+    (a repo's `.orch.yml` `test_command:`, then pytest / npm test / make test).
+    `commit_message` may contain the issue's untrusted text: it is only ever quoted.
+    """
+
+    task_id: str
+    workspace: str
+    clone_url: str
+    branch: str
+    commit_message: str
+    base_branch: str | None = None
+    agent_command: str = "claude"        # shlex-split: "python3 -m x" works
+    max_turns: int = 40
+    model: str | None = None
+    permission_mode: str | None = "bypassPermissions"
+    max_cost_usd: float | None = 5.0     # per task, summed over agent runs
+    agent_timeout: float = 45 * 60       # seconds, per agent run
+    allow_root: bool = False
+    agent_env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    test_command: str | None = None
+    test_timeout: float = 20 * 60
+    max_fix_attempts: int = 2
+    git_author: str = "orch <orch@localhost>"
+    use_mirror: bool = True              # a shared bare mirror per repo under <root>/.mirrors
+    kill_grace: float = 3.0              # seconds between SIGINT, SIGTERM and SIGKILL
+    result_grace: int = 15               # seconds an agent may linger after its result
+    test_tail_lines: int = 200           # failing output lines given to the fix run
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, task_id: str, workspace: str, clone_url: str,
+                      branch: str, commit_message: str, base_branch: str | None = None,
+                      agent_command: str | None = None) -> "JobSpec":
+        a, t = settings.agent, settings.tests
+        return cls(task_id=task_id, workspace=workspace, clone_url=clone_url, branch=branch,
+                   commit_message=commit_message, base_branch=base_branch,
+                   agent_command=agent_command or a.command, max_turns=a.max_turns,
+                   model=a.model, permission_mode=a.permission_mode,
+                   max_cost_usd=a.max_cost_usd, agent_timeout=a.timeout,
+                   allow_root=a.allow_root, agent_env=dict(a.env), test_command=t.command,
+                   test_timeout=t.timeout, max_fix_attempts=t.max_fix_attempts,
+                   git_author=settings.git.author)
+
+
+class ShellText(str):
+    """Text that is already valid shell (the output of q, path, raw): not quoted again."""
+
+
+def _q(value: Any) -> ShellText:
+    return ShellText("''" if value is None else shell.quote(value))
+
+
+def _path(value: Any) -> ShellText:
+    return ShellText("''" if value is None or value == "" else shell.path(str(value)))
+
+
+def _finalize(value: Any) -> str:
+    return value if isinstance(value, ShellText) else _q(value)
+
+
+def make_environment() -> jinja2.Environment:
+    """Strict undefined, no HTML escaping, every output shell-quoted unless marked."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=True, finalize=_finalize)
+    env.filters["q"] = _q
+    env.filters["path"] = _path
+    env.filters["raw"] = lambda v: ShellText(str(v))
+    return env
+
+
+def parse_author(author: str) -> tuple[str, str]:
+    """"Name <email>" -> (name, email)."""
+    m = _AUTHOR.match(author or "")
+    if not m or not m.group(1):
+        raise UsageError(f"git author {author!r} is not of the form 'Name <email>'",
+                         hint='set git.author in orch.yml, e.g. "orch <orch@example.com>"')
+    return m.group(1), m.group(2)
+
+
+def mirror_path(workspace: str, clone_url: str) -> str:
+    """<workspace_root>/.mirrors/<name>-<hash>.git: one bare mirror per repository URL."""
+    root = posixpath.dirname(workspace.rstrip("/")) or "."
+    name = shell.slug(posixpath.basename(clone_url.rstrip("/")).removesuffix(".git"), 30)
+    digest = hashlib.sha256(clone_url.encode()).hexdigest()[:12]
+    return f"{root}/.mirrors/{name}-{digest}.git"
+
+
+def _check(spec: JobSpec) -> None:
+    ws = spec.workspace.rstrip("/")
+    parts = [p for p in ws.split("/") if p]
+    if not parts or parts[-1] in ("~", ".", "..") or ".." in parts or "\n" in ws:
+        raise UsageError(f"workspace {spec.workspace!r} is not a task directory")
+    if not valid_branch(spec.branch):
+        raise UsageError(f"branch {spec.branch!r} is not a valid git branch name")
+    if spec.base_branch is not None and not valid_branch(spec.base_branch):
+        raise UsageError(f"base branch {spec.base_branch!r} is not a valid git branch name")
+    for name in spec.agent_env:
+        if not _ENV_NAME.match(name):
+            raise UsageError(f"agent.env: {name!r} is not a valid environment variable name")
+    if not shlex.split(spec.agent_command or ""):
+        raise UsageError("agent.command is empty")
+    if spec.max_turns < 1 or spec.max_fix_attempts < 0:
+        raise UsageError("max_turns must be >= 1 and max_fix_attempts >= 0")
+    if not spec.clone_url:
+        raise UsageError("the job has no clone URL")
+
+
+def valid_branch(name: str) -> bool:
+    """A conservative subset of `git check-ref-format --branch` (job.sh checks again)."""
+    if not name or name.startswith(("-", "/", ".")) or name.endswith(("/", ".", ".lock")):
+        return False
+    if ".." in name or "//" in name or "@{" in name or "/." in name:
+        return False
+    return re.fullmatch(r"[A-Za-z0-9._/+-]+", name) is not None
+
+
+def job_values(spec: JobSpec) -> dict[str, Any]:
+    """The derived values templates see as `job` (shell needs integers, split words)."""
+    name, email = parse_author(spec.git_author)
+    return {
+        "mirror": mirror_path(spec.workspace, spec.clone_url) if spec.use_mirror else "",
+        "agent_words": shlex.split(spec.agent_command),
+        "author_name": name,
+        "author_email": email,
+        "agent_timeout": max(1, math.ceil(spec.agent_timeout)),
+        "test_timeout": max(1, math.ceil(spec.test_timeout)),
+        "max_cost_micros": "" if spec.max_cost_usd is None else int(round(spec.max_cost_usd * 1e6)),
+        "allow_root": 1 if spec.allow_root else 0,
+        "grace_ticks": max(1, math.ceil(spec.kill_grace * 5)),
+        "result_grace": max(1, int(spec.result_grace)),
+        "test_tail_lines": max(1, int(spec.test_tail_lines)),
+        "fix_marker": TEST_OUTPUT_MARKER,
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: str
+    line: int | None = None     # where its body starts in the playbook, for errors
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: str
+    prelude: str
+    steps: tuple[Step, ...]
+    prelude_line: int | None = None
+
+
+def load_playbook(path: Path) -> Playbook:
+    """Read and validate a playbook's shape; errors name the file and line."""
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read the playbook: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                          line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise ConfigError(where, "expected a mapping with `prelude:` (text) and `steps:` (a list)")
+    lines = _value_lines(node)
+    prelude = data.get("prelude") or ""
+    if not isinstance(prelude, str):
+        raise ConfigError(where, "must be text (a `|` block)", key="prelude", line=lines.get("prelude"))
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, item in enumerate(data["steps"]):
+        line = lines.get(("steps", i))
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("run"), str):
+            raise ConfigError(where, "each step needs `name:` and `run:` (text)",
+                              key=f"steps[{i}]", line=line)
+        name = item["name"]
+        if not _STEP_NAME.match(name) or name in seen:
+            raise ConfigError(where, f"step name {name!r} is not a unique simple word",
+                              key=f"steps[{i}].name", line=line)
+        unknown = set(item) - {"name", "run"}
+        if unknown:
+            raise ConfigError(where, f"unknown key(s) {', '.join(sorted(unknown))}",
+                              key=f"steps[{i}]", line=line)
+        seen.add(name)
+        steps.append(Step(name, item["run"], lines.get(("steps", i, "run"))))
+    return Playbook(where, prelude, tuple(steps), lines.get("prelude"))
+
+
+def _value_lines(node: Any) -> dict[Any, int]:
+    """1-based first lines of the prelude text and of each step and step body."""
+    out: dict[Any, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return out
+    for key, value in node.value:
+        if key.value == "prelude":
+            out["prelude"] = value.start_mark.line + 2   # a `|` block starts on the next line
+        if key.value == "steps" and isinstance(value, yaml.SequenceNode):
+            for i, item in enumerate(value.value):
+                out[("steps", i)] = item.start_mark.line + 1
+                if isinstance(item, yaml.MappingNode):
+                    for k, v in item.value:
+                        if k.value == "run":
+                            out[("steps", i, "run")] = v.start_mark.line + 2
+    return out
+
+
+def _render(env: jinja2.Environment, pb: Playbook, what: str, source: str, line: int | None,
+            ctx: dict[str, Any]) -> str:
+    try:
+        return env.from_string(source).render(ctx)
+    except jinja2.TemplateSyntaxError as exc:
+        at = (line + exc.lineno - 1) if line and exc.lineno else line
+        raise ConfigError(pb.path, f"{what}: {exc.message}", line=at) from None
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(pb.path, f"{what}: {exc.message}", line=line,
+                          hint="templates see `spec` (JobSpec fields) and `job` (derived values)") from None
+
+
+def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
+    """The complete job.sh for `spec`, from the playbook (default: the shipped dispatch.yml).
+
+    The script defines everything first and calls `orch_main` on its last line, so a
+    syntax error anywhere stops it before it has done anything.
+    """
+    _check(spec)
+    if playbook_path is None:
+        from ..resources import playbooks_dir
+        playbook_path = playbooks_dir() / DEFAULT_PLAYBOOK
+    pb = load_playbook(Path(playbook_path))
+    env = make_environment()
+    ctx = {"spec": spec, "job": job_values(spec)}
+    out = ["#!/bin/sh",
+           f"# job.sh for orch task {_comment(spec.task_id)}: rendered from {_comment(pb.path)}.",
+           "# Edit the playbook, not this file. Run: setsid sh job.sh >> job.log 2>&1 < /dev/null",
+           "",
+           _render(env, pb, "prelude", pb.prelude, pb.prelude_line, ctx).rstrip("\n"),
+           ""]
+    calls = []
+    for i, step in enumerate(pb.steps, 1):
+        body = _render(env, pb, f"step {step.name}", step.run, step.line, ctx).rstrip("\n")
+        out += [f"# ---- step {step.name} " + "-" * max(0, 70 - len(step.name)),
+                f"orch_step_{i}() {{", body or ":", "}", ""]
+        calls.append(f"  run_step {shell.quote(step.name)} orch_step_{i}")
+    out += [_RUNNER, "orch_main() {", _MAIN_START.rstrip("\n"), *calls,
+            '  fail "the playbook ended without a report step (finish succeeded)"', "}", "",
+            'orch_main "$@"', ""]
+    return "\n".join(out)
+
+
+def _comment(text: str) -> str:
+    return " ".join(str(text).split())[:200]
+
+
+_RUNNER = r"""# run_step NAME FUNCTION: status and `::orch:: step NAME`, then the step in repo/ (or
+# the workspace before the clone exists); a non-zero return fails the job
+run_step() {
+  STEP=$1
+  status_write
+  mark step "$1"
+  if [ -d "$REPO/.git" ]; then cd "$REPO"; else cd "$WS"; fi || fail "cannot enter the workspace"
+  "$2"
+  r_rc=$?
+  [ "$r_rc" -eq 0 ] || fail "step $1 failed (exit $r_rc): $(last_lines 2)"
+}
+"""
+
+_MAIN_START = r"""  exec >> "$LOG" 2>&1 < /dev/null
+  cd "$WS" || exit 1
+  PGID=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')
+  [ -n "$PGID" ] || PGID=$$
+  STARTED_AT=$(now)
+  status_write
+  trap on_exit EXIT
+  trap 'on_signal INT' INT
+  trap 'on_signal TERM' TERM
+  trap 'on_signal HUP' HUP
+  mark start "orch task $TASK_ID, $(id -un)@$(uname -n), job pid $$, process group $PGID"
+"""
