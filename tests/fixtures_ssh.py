@@ -48,6 +48,7 @@ for hostile key files, `fleet.is_running(name)`, `fleet.user`, `fleet.client_key
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import getpass
 import itertools
@@ -122,6 +123,32 @@ def _kill(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
+def _stop_tree(pid: int) -> list[int]:
+    """SIGSTOP `pid` and every descendant until no new one appears (a process may be
+    forking while we look: sshd forks the post-auth child after telling the client
+    "auth ok"). Stopped processes fork nothing, so this settles. Returns the pids."""
+    stopped: list[int] = []
+    for _ in range(100):
+        new = [p for p in [pid, *_children(pid)] if p not in stopped]
+        if not new:
+            break
+        for p in new:
+            _kill(p, signal.SIGSTOP)
+            stopped.append(p)
+        time.sleep(0.01)
+    return stopped
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGTERM to sshd if the test process dies (even by
+    SIGKILL), so no listener outlives a crashed suite (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - not Linux: close() and atexit still apply
+        pass
+
+
 def _wait_banner(address: str, port: int, proc: subprocess.Popen, deadline: float) -> bool:
     """True once the server sends its SSH banner; False if it died or time ran out."""
     while time.monotonic() < deadline:
@@ -182,6 +209,7 @@ class SSHFleet:
         self.known_hosts = root / "known_hosts"
         self.ssh_config = root / "ssh_config"
         self.workspace_base = root / "ws"
+        atexit.register(self.close)  # a fleet made outside pytest's fixtures still stops
         try:
             for i in range(1, n + 1):
                 name = f"{prefix}{i}"
@@ -241,7 +269,7 @@ LogLevel VERBOSE
         try:
             h.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(h.config_path)],
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log.close()
 
@@ -249,10 +277,11 @@ LogLevel VERBOSE
         proc = h.proc
         if proc is None:
             return
-        kids = _children(proc.pid) if drop_sessions else []
-        for pid in [proc.pid, *kids]:
+        # Freeze the whole tree first, so that a session forked meanwhile is not missed.
+        pids = _stop_tree(proc.pid) if drop_sessions else [proc.pid]
+        for pid in pids:
             _kill(pid)
-            _kill(pid, signal.SIGCONT)  # a frozen process only acts on SIGTERM once resumed
+            _kill(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM once resumed
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -284,8 +313,7 @@ LogLevel VERBOSE
         get a banner, open links see no answer: timeouts and keepalives get tested."""
         h = self.host(name)
         if h.pid is not None:
-            for pid in [h.pid, *_children(h.pid)]:
-                _kill(pid, signal.SIGSTOP)
+            _stop_tree(h.pid)
 
     def thaw(self, name: str) -> None:
         h = self.host(name)
