@@ -6,7 +6,8 @@ dispatch, poll, logs) shares the host's one connection, which multiplexes sessio
 
 Concurrent callers asking for the same host share one connection attempt. A failed
 attempt is remembered for the rest of the run (a dead host costs one connect_timeout,
-not one per caller); `forget(name)` allows a fresh attempt, e.g. after a dropped link.
+not one per caller); `forget(name)` allows a fresh attempt. A connection whose link
+dropped is replaced by a new one on the next `connection(name)`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Fleet:
         """The host's connection, opened on first use; raises HostUnreachable."""
         host = self.host(name)
         attempt = self._attempts.get(name)
+        if attempt is not None and _is_dead(attempt):
+            attempt = None  # the link dropped since: a new connection, not a dead one
         if attempt is None:
             attempt = asyncio.ensure_future(connect(host, self.settings.ssh))
             self._attempts[name] = attempt
@@ -89,6 +92,14 @@ class Fleet:
         attempts, self._attempts = list(self._attempts.values()), {}
         if attempts:
             await asyncio.gather(*(_close_attempt(a) for a in attempts))
+
+
+def _is_dead(attempt: asyncio.Future[Connection]) -> bool:
+    """A connection that was open and has since dropped (a failed attempt is not
+    "dead": it stays cached until forget(), so a down host costs one timeout per run)."""
+    if not attempt.done() or attempt.cancelled() or attempt.exception() is not None:
+        return False
+    return bool(getattr(attempt.result(), "closed", False))
 
 
 async def _close_attempt(attempt: asyncio.Future[Connection]) -> None:

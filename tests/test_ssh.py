@@ -491,3 +491,20 @@ def test_fixture_restart_keeps_key_and_port(make_ssh_fleet):
     assert fleet_.host("h1").pid != pid
     run(_open_and_close(fleet_.inventory()[0], fleet_.settings()))
     assert os.path.exists(fleet_.known_hosts) and Path(fleet_.ssh_config).read_text()
+
+
+def test_fleet_replaces_a_dropped_connection(make_ssh_fleet):
+    fleet_ = make_ssh_fleet(1)
+
+    async def go():
+        async with Fleet(fleet_.inventory(), fleet_.settings()) as fleet:
+            first = await fleet.connection("h1")
+            fleet_.stop("h1")
+            with pytest.raises(HostUnreachable):
+                await first.run("true")
+            fleet_.start("h1")
+            second = await fleet.connection("h1")
+            assert second is not first
+            assert (await second.run("echo back")).stdout == "back\n"
+
+    run(go())

@@ -55,7 +55,7 @@ def hosts_table(facts: list[HostFacts]) -> None:
     table.add_column("mem free", justify="right", no_wrap=True)
     table.add_column("disk free", justify="right", no_wrap=True)
     table.add_column("tasks", justify="right", no_wrap=True)
-    table.add_column("agent", overflow="fold")
+    table.add_column("agent", overflow="fold", min_width=7)
     for f in facts:
         name = escape(f.name) + ("" if f.enabled else " [dim](off)[/]")
         load = "-" if f.load1 is None else f"{f.load1:.2f}"
