@@ -508,3 +508,35 @@ def test_fleet_replaces_a_dropped_connection(make_ssh_fleet):
             assert (await second.run("echo back")).stdout == "back\n"
 
     run(go())
+
+
+def test_proxyjump_from_ssh_config(make_ssh_fleet, tmp_path):
+    """`ProxyJump` in the ssh config: reach h2 through h1 (sshd allows TCP forwarding)."""
+    fleet_ = make_ssh_fleet(2)
+    h2 = fleet_.host("h2")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"""\
+Host behind-h1
+    HostName {h2.address}
+    Port {h2.port}
+    User {fleet_.user}
+    IdentityFile {fleet_.client_key}
+    ProxyJump h1
+
+""" + fleet_.ssh_config.read_text())
+    host = Host(name="jumped", address="behind-h1", workspace_root="/tmp/x")
+    settings = fleet_.settings(config=str(cfg), client_keys=[], connect_timeout=3)
+
+    async def go():
+        conn = await _open(host, settings)
+        try:
+            return (await conn.run("echo $SSH_CONNECTION")).stdout.split()
+        finally:
+            await conn.close()
+
+    _, _, server_addr, server_port = run(go())
+    assert (server_addr, server_port) == (h2.address, str(h2.port))
+    fleet_.stop("h1")  # the jump host is gone: h2 itself is fine, the hop is not
+    run(_open_and_close(fleet_.inventory(["h2"])[0], fleet_.settings()))
+    exc, _ = _reason(go())
+    assert exc.reason == "refused"
