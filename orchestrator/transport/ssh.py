@@ -160,9 +160,11 @@ def _hostkey_error(host: Host, ssh: SSHSettings, client, exc: Exception) -> Host
     import asyncssh
     kh_file = ssh.known_hosts
     if client is None or client.offered is None:
-        return HostUnreachable(host.name, "hostkey-changed",
-                               f"host key refused: {exc}",
-                               hint=f"check {kh_file} for a revoked or conflicting entry")
+        # Refused before our client saw it: a revoked key, or a ProxyJump hop's key.
+        reason = "hostkey-unknown" if "not trusted" in str(exc) else "hostkey-changed"
+        return HostUnreachable(host.name, reason, f"host key refused: {exc}",
+                               hint=f"check {kh_file} (and the known_hosts of any ProxyJump "
+                                    f"hop) for a missing, revoked or conflicting entry")
     name, addr, port, key = client.offered
     shown = _known_host_name(name, port)
     fp = key.get_fingerprint("sha256")
@@ -249,7 +251,10 @@ class SSHConnection:
         kwargs: dict[str, Any] = dict(
             config=_config_paths(ssh), known_hosts=known_hosts, client_keys=keys,
             connect_timeout=ssh.connect_timeout, keepalive_interval=ssh.keepalive_interval,
-            keepalive_count_max=ssh.keepalive_count_max, request_pty=False)
+            keepalive_count_max=ssh.keepalive_count_max, request_pty=False,
+            # An encrypted key file is skipped (ssh-agent serves it), as OpenSSH's
+            # BatchMode would: orch never prompts for a passphrase.
+            ignore_encrypted=True)
         if host.port:
             kwargs["port"] = host.port
         if host.user:
