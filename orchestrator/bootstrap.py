@@ -40,13 +40,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from . import shell
 from .errors import ConfigError, HostUnreachable, UsageError
 from .models import Host
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .app import App
+    from .fleet import Fleet
 
 STATE_FILE = "bootstrap.json"
 LOCK_FILE = "bootstrap.json.lock"
@@ -383,10 +387,10 @@ def parse_output(lines: Iterable[str], names: list[str], fixes: dict[str, str],
             status = max((s for s, _ in got), key=_RANK.__getitem__)
             detail = "; ".join(d for _, d in got if d)
         elif n in exits:
-            rc = exits[n]
+            code = exits[n]
             tail = " ".join(noise[n][-3:])
-            status = "ok" if rc == 0 else "fail"
-            detail = tail if rc == 0 else f"exit {rc}" + (f": {tail}" if tail else "")
+            status = "ok" if code == 0 else "fail"
+            detail = tail if code == 0 else f"exit {code}" + (f": {tail}" if tail else "")
         elif n in started:
             status, detail = "fail", "did not finish" + (
                 f": {' '.join(noise[n][-3:])}" if noise[n] else "")
@@ -408,7 +412,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def bootstrap_host(fleet, host: Host, playbook: Playbook, settings: Settings,
+async def bootstrap_host(fleet: "Fleet", host: Host, playbook: Playbook, settings: Settings,
                          repos: list[RepoTarget], timeout: float = DEFAULT_TIMEOUT) -> HostReport:
     """Run the checks on one host. Never raises for a host problem: it is in the report."""
     report = HostReport(host=host.name, at=_now())
@@ -445,8 +449,33 @@ async def bootstrap_host(fleet, host: Host, playbook: Playbook, settings: Settin
     return report
 
 
-async def run_bootstrap(app, names: Iterable[str] | None = None, *,
+def with_vars(playbook: Playbook, overrides: Mapping[str, Any]) -> Playbook:
+    """The playbook with some of its `vars` replaced (`orch bootstrap --var K=V`).
+    Only declared vars: a typo must not silently leave the default in force."""
+    unknown = sorted(set(overrides) - set(playbook.vars))
+    if unknown:
+        known = ", ".join(sorted(playbook.vars)) or "none"
+        raise UsageError(f"unknown playbook var {', '.join(unknown)} (known: {known})",
+                         hint=f"the vars are declared in {playbook.path}")
+    return Playbook(playbook.path, playbook.checks, {**playbook.vars, **overrides})
+
+
+def parse_var(text: str) -> tuple[str, Any]:
+    """"KEY=VALUE" -> (KEY, int | float | str)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--var {text!r}: expected KEY=VALUE, e.g. min_free_mb=2048")
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+async def run_bootstrap(app: "App", names: Iterable[str] | None = None, *,
                         repos: Iterable[str] = (), clone_urls: Iterable[str] = (),
+                        variables: Mapping[str, Any] | None = None,
                         timeout: float = DEFAULT_TIMEOUT, record: bool = True) -> list[HostReport]:
     """Bootstrap `names` (default: every enabled host) concurrently, in inventory order,
     and record the verdicts in the state dir. Unknown names raise UsageError before any
@@ -465,6 +494,8 @@ async def run_bootstrap(app, names: Iterable[str] | None = None, *,
     else:
         chosen = [h for h in inventory if h.enabled]
     playbook = load_playbook(playbook_path(settings))
+    if variables:
+        playbook = with_vars(playbook, variables)
     targets = repo_targets(settings, repos, clone_urls)
     for h in chosen:                     # a rendering mistake fails before any connection
         render_script(playbook, h, settings, targets)
@@ -569,5 +600,5 @@ def report_json(reports: Iterable[HostReport]) -> list[dict[str, Any]]:
 
 
 __all__ = ["CheckResult", "HostReport", "Playbook", "RepoTarget", "failed_hosts",
-           "load_playbook", "load_state", "parse_output", "playbook_path", "record_reports",
+           "load_playbook", "load_state", "parse_output", "parse_var", "with_vars", "playbook_path", "record_reports",
            "render_script", "repo_targets", "run_bootstrap", "report_json"]

@@ -404,3 +404,14 @@ def test_concurrent_writers_keep_every_host(tmp_path):
     with multiprocessing.get_context("spawn").Pool(6) as pool:
         pool.map(_record_one, [(str(tmp_path), n) for n in names])
     assert set(bs.failed_hosts(tmp_path)) == set(names)
+
+
+def test_disk_minimum_is_a_playbook_var(setup):
+    tmp = setup["tmp"]
+    proc = run_orch(tmp, "bootstrap", "--json", "--var", "min_free_mb=999999999", "b1")
+    assert proc.returncode == 1, proc.stderr
+    disk = checks_of(by_name(json.loads(proc.stdout))["b1"])["disk"]
+    assert disk["ok"] is False and "below the 999999999 MB minimum" in disk["detail"]
+    assert bs.failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: disk: ")
+    proc = run_orch(tmp, "bootstrap", "--var", "min_fre_mb=1", "b1")
+    assert proc.returncode == 2 and "unknown playbook var min_fre_mb" in proc.stderr

@@ -15,23 +15,28 @@ import click
                    "config's repos). The URL comes from repo_urls, else github.url.")
 @click.option("--clone-url", "clone_urls", multiple=True, metavar="URL",
               help="Check the host can `git ls-remote` this URL or path (repeatable).")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="Override a playbook var, e.g. --var min_free_mb=4096 (repeatable).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds for all the checks of one host.")
 @click.pass_context
 def bootstrap(ctx: click.Context, names: tuple[str, ...], as_json: bool,
-              repos: tuple[str, ...], clone_urls: tuple[str, ...], timeout: float) -> None:
+              repos: tuple[str, ...], clone_urls: tuple[str, ...], variables: tuple[str, ...],
+              timeout: float) -> None:
     """Run playbooks/bootstrap.yml on HOSTs (default: every enabled host) concurrently:
     git, the agent and its version, node where the agent needs it, the workspace root
     (created if missing, writable), free disk, access to the repository, root policy
     and git identity. Exits 1 when any host fails or cannot be reached; dispatch skips
     a host whose last bootstrap failed until it passes."""
-    from ..bootstrap import STATE_FILE, run_bootstrap
+    from ..bootstrap import STATE_FILE, parse_var, run_bootstrap
     from ..render import print_json
     from ..render import bootstrap as render
 
     app = ctx.obj
+    overrides = dict(parse_var(v) for v in variables)
     reports = asyncio.run(run_bootstrap(app, list(names), repos=list(repos),
-                                        clone_urls=list(clone_urls), timeout=timeout))
+                                        clone_urls=list(clone_urls), variables=overrides,
+                                        timeout=timeout))
     if as_json:
         print_json(render.bootstrap_json(reports))
     else:
