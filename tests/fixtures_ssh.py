@@ -195,9 +195,10 @@ class SSHHost:
 class SSHFleet:
     """N running sshd processes plus the client-side files that reach them."""
 
-    def __init__(self, root: Path, n: int, prefix: str = "h") -> None:
+    def __init__(self, root: Path, n: int, prefix: str = "h", user: str | None = None) -> None:
         self.root = root
-        self.user = getpass.getuser()
+        # user: the account sshd lets in (default: the current one; another needs root).
+        self.user = user or getpass.getuser()
         self.hosts: list[SSHHost] = []
         root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
