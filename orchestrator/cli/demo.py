@@ -1,0 +1,89 @@
+"""`orch demo`: a throwaway project, a failing-test issue, the whole pipeline, locally."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from ..app import App
+
+
+@click.command()
+@click.option("--dir", "directory", metavar="PATH", type=click.Path(file_okay=False),
+              help="Make the throwaway repositories under PATH (and keep the state in "
+                   "PATH/state) instead of a temporary directory and the normal state dir.")
+@click.option("--agent", type=click.Choice(["auto", "standin", "claude"]), default="auto",
+              show_default=True,
+              help="auto: Claude Code when it is installed and logged in, else the stand-in.")
+@click.option("--keep", is_flag=True, help="Keep the throwaway repositories (and say where).")
+@click.option("--fix-loop", is_flag=True,
+              help="Stand-in only: its first attempt also breaks a test, to show the test-fix loop.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome as JSON (no live log; notes go to stderr).")
+@click.pass_obj
+def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool,
+         as_json: bool) -> None:
+    """Watch an issue become a branch on this machine: no GitHub, no SSH, no config.
+
+    Creates a small Python project whose test fails, writes an issue about it, and runs
+    it through `orch dispatch ./issue.md --repo PATH` on the local host, streaming the
+    log. Ends with the branch, the diff summary, the test result and the task record.
+    Exit 0 when the task succeeded, 1 otherwise.
+    """
+    from ..demo import run_demo
+    from ..render import console, err_console, print_json
+    from ..render.log import LogPrinter
+
+    out = err_console if as_json else console
+
+    def say(msg: str) -> None:
+        out.print(f"[bold cyan]orch demo[/]: {msg}", markup=True, highlight=False)
+
+    printer = LogPrinter()
+    result = asyncio.run(run_demo(
+        app, agent=agent, directory=directory, keep=keep, fix_loop=fix_loop,
+        state_dir=app._state_arg, say=say,
+        on_line=None if as_json else printer.line,
+        on_notice=lambda msg: err_console.print(f"[yellow]orch[/]: {msg}")))
+    ctx = click.get_current_context()
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _summary(result)
+    ctx.exit(0 if result.ok else 1)
+
+
+def _summary(result) -> None:
+    from rich.rule import Rule
+
+    from ..render import console
+    from ..render import tasks as render
+
+    task = result.task
+    console.print(Rule("orch demo: the outcome"))
+    where = result.world.origin
+    if result.branch_in_origin:
+        console.print(f"[bold]branch[/]   {task.branch} (commit {result.branch_commit[:12]}, "
+                      f"pushed to {where})", markup=True, highlight=False)
+        console.print(f"[bold]diff[/]     git diff --stat {result.base}..{task.branch}",
+                      markup=True, highlight=False)
+        for line in result.diff_stat.splitlines():
+            console.print(f"          {line}", markup=False, highlight=False)
+    else:
+        console.print(f"[bold]branch[/]   {task.branch or '-'} [red](not in {where})[/]",
+                      markup=True, highlight=False)
+    console.print(f"[bold]tests[/]    {task.tests or 'n/a'}", markup=True, highlight=False)
+    render.outcome(task)
+    console.print(Rule(f"the task record (orch show {task.id})"))
+    render.task_detail(task, result.local or None)
+    console.print(Rule())
+    if result.kept:
+        console.print(f"kept: the project {result.world.checkout}, its origin {where} and the "
+                      f"issue {result.world.issue_file} (all under {result.world.workdir}); "
+                      f"`git -C {result.world.checkout} fetch` then check out {task.branch}",
+                      markup=False, highlight=False)
+    else:
+        console.print(f"removed the throwaway repositories ({result.world.workdir}); "
+                      f"--keep keeps them. The task stays in {result.state_dir}: "
+                      f"`orch show {task.id}`", markup=False, highlight=False)
