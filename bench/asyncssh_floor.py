@@ -8,7 +8,9 @@ asyncssh's default algorithms, exactly as orch gets them.
     python bench/asyncssh_floor.py TARGETS.json
 
 TARGETS.json: {"known_hosts": PATH, "client_key": PATH, "user": NAME,
-               "hosts": [[NAME, ADDRESS, PORT], ...]}
+               "hosts": [[NAME, ADDRESS, PORT], ...],
+               "command": "sh -s", "inputs": {NAME: SCRIPT}}   (optional: the diagnostic
+               "floor + orch's probe script", the same remote work as `orch hosts`)
 Exit 1 if any host failed. With --kex, asyncssh's debug log (the negotiated algorithms) goes to stderr.
 """
 
@@ -24,7 +26,10 @@ async def one(name, address, port, cfg):
                                 known_hosts=cfg["known_hosts"],
                                 client_keys=[cfg["client_key"]], config=[],
                                 connect_timeout=10) as conn:
-        result = await conn.run("cat /proc/loadavg", check=True)
+        if "command" in cfg:
+            result = await conn.run(cfg["command"], input=cfg["inputs"][name], check=True)
+        else:
+            result = await conn.run("cat /proc/loadavg", check=True)
         return f"{name} {result.stdout.strip()}"
 
 

@@ -12,7 +12,10 @@ rotating order so that slow drift on the machine spreads over every tool:
   ansible       `ansible all -m command -a 'cat /proc/loadavg' -f N`, host key checking on
   ssh           N parallel OpenSSH `ssh` processes, `cat /proc/loadavg`, StrictHostKeyChecking=yes
   floor         bench/asyncssh_floor.py: connect to every host, `cat /proc/loadavg`, exit
-  ssh-c25519    (diagnostic, not default) `ssh` x N with KexAlgorithms=curve25519-sha256
+diagnostics (also run by default; they explain the gaps, they are not targets):
+  floor-probe   the floor script running orch's probe script (`sh -s`) instead of `cat`:
+                the same remote work as `orch hosts`, which on loopback shares this CPU
+  ssh-c25519    `ssh` x N with KexAlgorithms=curve25519-sha256 (asyncssh's choice here)
 
 Every tool verifies host keys against the same known_hosts, logs in with the same key, as
 the same user, and must report every host, or the run counts as failed. Prints a table
@@ -49,15 +52,16 @@ RESULTS = BENCH / "results"
 BENCH_USER = "orchbench"
 TICK = os.sysconf("SC_CLK_TCK")
 LOADAVG = re.compile(r"\d+\.\d+ \d+\.\d+ \d+\.\d+ \d+/\d+ \d+")
-DEFAULT_TOOLS = ("orch", "orch-probe", "ansible", "ssh", "floor")
-ALL_TOOLS = DEFAULT_TOOLS + ("ssh-c25519",)
+ALL_TOOLS = ("orch", "orch-probe", "ansible", "ssh", "floor", "floor-probe", "ssh-c25519")
+DEFAULT_TOOLS = ALL_TOOLS
 LABELS = {
     "orch": "orch hosts --json",
     "orch-probe": "  Fleet.probe() in-process",
     "ansible": "ansible -m command -f N",
     "ssh": "ssh x N (parallel)",
-    "ssh-c25519": "ssh x N, curve25519 kex",
+    "ssh-c25519": "  ssh x N, curve25519 kex",
     "floor": "bare asyncssh (floor)",
+    "floor-probe": "  floor + orch's probe script",
 }
 
 
@@ -161,6 +165,15 @@ class Setup:
         (d / "targets.json").write_text(json.dumps({
             "known_hosts": str(f.known_hosts), "client_key": str(f.client_key), "user": f.user,
             "hosts": [[h.name, h.address, h.port] for h in f.hosts[:n]]}))
+        # The same probe script `orch hosts` sends each host, rendered by orch itself.
+        from orchestrator.app import App
+        from orchestrator.facts import PROBE_COMMAND, probe_script
+        app = App(config_path=str(d / "orch.yml"), inventory_path=str(d / "hosts.yml"),
+                  state_dir=str(self.root / "state"))
+        targets = json.loads((d / "targets.json").read_text())
+        targets.update(command=PROBE_COMMAND,
+                       inputs={h.name: probe_script(h, app.settings) for h in app.hosts})
+        (d / "targets-probe.json").write_text(json.dumps(targets))
         return {k: d / v for k, v in FILES.items()}
 
     def close(self, keep: bool) -> None:
@@ -172,7 +185,7 @@ class Setup:
 
 
 FILES = {"inventory": "hosts.yml", "config": "orch.yml", "ansible": "ansible.ini",
-         "targets": "targets.json"}
+         "targets": "targets.json", "targets_probe": "targets-probe.json"}
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -247,7 +260,7 @@ def count_loadavg(text: str) -> int:
     return sum(1 for line in text.splitlines() if LOADAVG.search(line))
 
 
-def t_orch(setup: Setup, n: int) -> Result:
+def t_orch(setup: Setup, n: int, tree: str | None = None) -> Result:
     fs = setup.files(n)
     cmd = orch_command() + ["--config", str(fs["config"]), "--inventory", str(fs["inventory"]),
                             "--state-dir", str(setup.root / "state"), "hosts", "--json"]
@@ -264,7 +277,17 @@ def t_orch(setup: Setup, n: int) -> Result:
         return (len(good) == n and p.returncode == 0,
                 f"{len(good)}/{n} complete" + (f"; first bad: {bad[0]}" if bad else ""))
 
-    return run_process(cmd, setup.env, setup.root, check)
+    env = setup.env
+    if tree:  # another checkout's orchestrator/ wins over the installed one
+        env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")])))
+    return run_process(cmd, env, setup.root, check)
+
+
+ALT_TREE: str | None = None
+
+
+def t_orch_alt(setup: Setup, n: int) -> Result:
+    return t_orch(setup, n, ALT_TREE)
 
 
 _app_cache: dict[int, tuple] = {}
@@ -361,8 +384,20 @@ def t_floor(setup: Setup, n: int) -> Result:
     return run_process(cmd, setup.env, setup.root, check)
 
 
-TOOLS = {"orch": t_orch, "orch-probe": t_orch_probe, "ansible": t_ansible, "ssh": t_ssh,
-         "ssh-c25519": t_ssh_c25519, "floor": t_floor}
+def t_floor_probe(setup: Setup, n: int) -> Result:
+    fs = setup.files(n)
+    cmd = [sys.executable, str(BENCH / "asyncssh_floor.py"), str(fs["targets_probe"])]
+
+    def check(p):
+        from orchestrator.facts import END
+        done = p.stdout.count(END)
+        return done == n and p.returncode == 0, f"{done}/{n} hosts"
+
+    return run_process(cmd, setup.env, setup.root, check)
+
+
+TOOLS = {"orch": t_orch, "orch-alt": t_orch_alt, "orch-probe": t_orch_probe, "ansible": t_ansible, "ssh": t_ssh,
+         "ssh-c25519": t_ssh_c25519, "floor": t_floor, "floor-probe": t_floor_probe}
 
 
 def measure(setup: Setup, tool: str, n: int) -> Result:
@@ -463,7 +498,8 @@ def targets(rows: list[dict], n: int) -> list[dict]:
         add("ansible/orch >= 10", v, v >= 10, f"orch is {v:.1f}x faster than Ansible forks={n}")
     if get.get("ssh"):
         v = get["ssh"] / orch
-        add("ssh/orch > 1", v, v > 1, f"orch is {v:.2f}x faster than {n} parallel ssh")
+        add("ssh/orch > 1", v, v > 1, f"orch is {v:.2f}x faster than {n} parallel ssh" if v >= 1
+            else f"orch is {1 / v:.2f}x slower than {n} parallel ssh")
     if get.get("floor"):
         v = orch / get["floor"]
         add("orch/floor <= 1.2", v, v <= 1.2, f"orch takes {v:.2f}x the bare asyncssh floor")
@@ -471,7 +507,7 @@ def targets(rows: list[dict], n: int) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'tool':<28} {'N':>3} {'median s':>9} {'min':>7} {'max':>7} {'x orch':>7} " \
+    head = f"{'tool':<30} {'N':>3} {'median s':>9} {'min':>7} {'max':>7} {'x orch':>7} " \
            f"{'cli CPU':>8} {'srv CPU':>8}  runs"
     print(head)
     print("-" * len(head))
@@ -482,11 +518,11 @@ def print_table(rows: list[dict]) -> None:
         last_n = r["n"]
         label = LABELS.get(r["tool"], r["tool"])
         if not r["runs"]:
-            print(f"{label:<28} {r['n']:>3} {'failed':>9}{'':>34}  0/{r['failed']}")
+            print(f"{label:<30} {r['n']:>3} {'failed':>9}{'':>49}  0/{r['failed']}")
             continue
         ratio = f"{r['ratio_to_orch']:.2f}" if r.get("ratio_to_orch") else "-"
         runs = f"{r['runs']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-        print(f"{label:<28} {r['n']:>3} {r['median']:>9.3f} {r['min']:>7.3f} {r['max']:>7.3f} "
+        print(f"{label:<30} {r['n']:>3} {r['median']:>9.3f} {r['min']:>7.3f} {r['max']:>7.3f} "
               f"{ratio:>7} {r['client_cpu']:>8.2f} {r['server_cpu']:>8.2f}  {runs}")
 
 
@@ -505,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent", default=None,
                     help="agent command for orch's probe (default: a /bin/sh stand-in that "
                          "prints a version)")
+    ap.add_argument("--alt-tree", metavar="DIR",
+                    help="also time `orch hosts` with DIR/orchestrator (another checkout, e.g. "
+                         "a patched copy) first on PYTHONPATH: a before/after row, interleaved")
     ap.add_argument("--keep", action="store_true", help="keep the fleet's temp dir")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = ap.parse_args(argv)
@@ -516,6 +555,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown tools: {', '.join(unknown)}")
     if "orch" not in tools:
         tools.insert(0, "orch")
+    if args.alt_tree:
+        global ALT_TREE
+        ALT_TREE = str(Path(args.alt_tree).resolve())
+        if not (Path(ALT_TREE) / "orchestrator" / "__init__.py").is_file():
+            ap.error(f"--alt-tree {args.alt_tree}: no orchestrator/ package there")
+        LABELS["orch-alt"] = f"orch hosts, {Path(ALT_TREE).name}/"
+        tools.insert(tools.index("orch") + 1, "orch-alt")
     if max(ns) > 200:
         ap.error("at most 200 hosts (127.0.1.10-254)")
 
@@ -581,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps({
             "started": started.isoformat(timespec="seconds"),
             "seconds": round((dt.datetime.now() - started).total_seconds(), 1),
-            "argv": sys.argv[1:], "login_user": user or pwd.getpwuid(os.getuid()).pw_name,
+            "argv": sys.argv[1:], "alt_tree": ALT_TREE, "login_user": user or pwd.getpwuid(os.getuid()).pw_name,
             "agent": args.agent or "stand-in /bin/sh script", "kex": kex,
             "versions": versions(), "load_start": load_start, "load_end": loadavg(),
             "summary": rows, "targets": checks, "samples": samples}, indent=1))
