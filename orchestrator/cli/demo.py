@@ -38,7 +38,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     out = err_console if as_json else console
 
     def say(msg: str) -> None:
-        out.print(f"[bold cyan]orch demo[/]: {msg}", markup=True, highlight=False)
+        out.print(f"[bold cyan]orch demo[/]: {msg}", markup=True, highlight=False, soft_wrap=True)
 
     printer = LogPrinter()
     result = asyncio.run(run_demo(
@@ -50,11 +50,14 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     if as_json:
         print_json(result.to_json())
     else:
-        _summary(result)
+        show = f"orch show {result.task.id}"
+        if directory is not None and not app._state_arg:
+            show = f"orch --state-dir {result.state_dir} show {result.task.id}"
+        _summary(result, show)
     ctx.exit(0 if result.ok else 1)
 
 
-def _summary(result) -> None:
+def _summary(result, show: str) -> None:
     from rich.rule import Rule
 
     from ..render import console
@@ -65,25 +68,25 @@ def _summary(result) -> None:
     where = result.world.origin
     if result.branch_in_origin:
         console.print(f"[bold]branch[/]   {task.branch} (commit {result.branch_commit[:12]}, "
-                      f"pushed to {where})", markup=True, highlight=False)
+                      f"pushed to {where})", markup=True, highlight=False, soft_wrap=True)
         console.print(f"[bold]diff[/]     git diff --stat {result.base}..{task.branch}",
-                      markup=True, highlight=False)
+                      markup=True, highlight=False, soft_wrap=True)
         for line in result.diff_stat.splitlines():
-            console.print(f"          {line}", markup=False, highlight=False)
+            console.print(f"          {line}", markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(f"[bold]branch[/]   {task.branch or '-'} [red](not in {where})[/]",
-                      markup=True, highlight=False)
-    console.print(f"[bold]tests[/]    {task.tests or 'n/a'}", markup=True, highlight=False)
+                      markup=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold]tests[/]    {task.tests or 'n/a'}", markup=True, highlight=False, soft_wrap=True)
     render.outcome(task)
-    console.print(Rule(f"the task record (orch show {task.id})"))
+    console.print(Rule(f"the task record ({show})"))
     render.task_detail(task, result.local or None)
     console.print(Rule())
     if result.kept:
         console.print(f"kept: the project {result.world.checkout}, its origin {where} and the "
                       f"issue {result.world.issue_file} (all under {result.world.workdir}); "
                       f"`git -C {result.world.checkout} fetch` then check out {task.branch}",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(f"removed the throwaway repositories ({result.world.workdir}); "
-                      f"--keep keeps them. The task stays in {result.state_dir}: "
-                      f"`orch show {task.id}`", markup=False, highlight=False)
+                      f"--keep keeps them. The task stays in {result.state_dir}: `{show}`",
+                      markup=False, highlight=False, soft_wrap=True)
