@@ -263,10 +263,10 @@ class Run:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if "crash" in flags:
             o.text("(stand-in) about to crash, as the prompt asked")
-            sys.stdout.write('{"type":"assistant","message":{"content":[{"type":"text","text":"cut sho')
-            sys.stdout.flush()
             sys.stderr.write("orch stand-in: crashing as instructed (no result event)\n")
             sys.stderr.flush()
+            sys.stdout.write('{"type":"assistant","message":{"content":[{"type":"text","text":"cut sho')
+            sys.stdout.flush()
             os._exit(3)
         if "sleep-forever" in flags:
             o.text("(stand-in) thinking forever, as the prompt asked")

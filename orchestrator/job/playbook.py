@@ -85,7 +85,8 @@ class ShellText(str):
 
 
 def _q(value: Any) -> ShellText:
-    return ShellText("''" if value is None else shell.quote(value))
+    """None is the empty string; NUL is dropped (no shell variable can hold one)."""
+    return ShellText("''" if value is None else shell.quote(str(value).replace("\0", "")))
 
 
 def _path(value: Any) -> ShellText:

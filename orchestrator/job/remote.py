@@ -1,0 +1,289 @@
+"""Start, watch and stop a remote job over any transport (transport.base.Connection).
+
+Each call is one round trip of POSIX sh. The job runs detached in its own session
+(FIELD-NOTES: all three streams of the backgrounded command redirected, so neither the
+SSH channel nor the orchestrator holds it), and leaves everything about itself in the
+workspace: `status` (docs/CONTRACTS.md), `job.log`, and while an agent or test run is
+under way `child.pgid` (that run's own session, which a cancel must stop too).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from .. import shell
+from ..errors import UsageError, WorkError
+from ..transport.base import Connection
+
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.pgid",
+                   "fix-prompt.run.md", "test-tail.txt", "commit-msg.txt", "push.out", ".upload")
+_FOLLOW_TAG = "@@orch-follow"
+_GREP_LINE = re.compile(r"^(\d+):")
+
+
+@dataclass
+class JobStatus:
+    """The parsed `status` file plus whether the job's process group is alive."""
+
+    state: str
+    alive: bool
+    step: str | None = None
+    pgid: int | None = None
+    started_at: int | None = None
+    updated_at: int | None = None
+    finished_at: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    tests: str | None = None
+    commit: str | None = None
+    branch: str | None = None
+    turns: int | None = None
+    cost_usd: float | None = None
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and self.alive
+
+    @property
+    def vanished(self) -> bool:
+        """Says running, but nothing is left to finish it (host rebooted, job SIGKILLed)."""
+        return self.state == "running" and not self.alive
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return float(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def parse_status(text: str, alive: bool = False) -> JobStatus | None:
+    """`key=value` lines -> JobStatus; None when there is no `state` at all."""
+    raw: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            raw[key.strip()] = value
+    if not raw.get("state"):
+        return None
+    return JobStatus(
+        state=raw["state"], alive=alive, step=raw.get("step") or None, pgid=_int(raw.get("pgid")),
+        started_at=_int(raw.get("started_at")), updated_at=_int(raw.get("updated_at")),
+        finished_at=_int(raw.get("finished_at")), exit_code=_int(raw.get("exit_code")),
+        error=raw.get("error") or None, tests=raw.get("tests") or None,
+        commit=raw.get("commit") or None, branch=raw.get("branch") or None,
+        turns=_int(raw.get("turns")), cost_usd=_float(raw.get("cost_usd")), raw=raw)
+
+
+def _ws(workspace: str) -> str:
+    """The quoted workspace, refusing paths that are not a task directory (we rm -rf it)."""
+    parts = [p for p in workspace.rstrip("/").split("/") if p]
+    if not parts or parts[-1] in ("~", ".", "..") or ".." in parts or "\n" in workspace \
+            or (len(parts) == 1 and not workspace.startswith("~/")):
+        raise UsageError(f"workspace {workspace!r} is not a task directory")
+    return shell.path(workspace.rstrip("/"))
+
+
+# Reads a pgid from the status file, refusing anything but a plain number above 1.
+_SH_PGID = r"""pgid_of() {
+  p=$(sed -n 's/^pgid=//p' "$1" 2>/dev/null | head -n 1)
+  case $p in ''|*[!0-9]*|0|1) p= ;; esac
+  echo "$p"
+}
+"""
+
+
+async def start(conn: Connection, workspace: str, job_sh: str, prompt: str, fix_prompt: str,
+                *, wait: float = 10.0) -> int:
+    """Upload job.sh, prompt.md and fix-prompt.md and launch the job detached; one round
+    trip. Returns the job's process group id (read back from the status it writes first).
+
+    Refuses a workspace whose job is still running; otherwise the previous run's files
+    are replaced.
+    """
+    parts = [job_sh.encode(), prompt.encode(), fix_prompt.encode()]
+    n1, n2, n3 = (len(p) for p in parts)
+    ticks = max(1, int(wait * 10))
+    cmd = _SH_PGID + f"""umask 077
+ws={_ws(workspace)}
+mkdir -p "$ws" && cd "$ws" || {{ echo "orch: cannot create the workspace $ws" >&2; exit 3; }}
+pg=$(pgid_of status)
+if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] && [ -n "$pg" ] \\
+    && kill -0 -"$pg" 2>/dev/null; then
+  echo "orch: a job is already running in $ws (process group $pg)" >&2; exit 4
+fi
+rm -rf {" ".join(WORKSPACE_FILES)}
+cat > .upload || exit 5
+head -c {n1} .upload > job.sh && tail -c +{n1 + 1} .upload | head -c {n2} > prompt.md \\
+  && tail -c +{n1 + n2 + 1} .upload > fix-prompt.md || exit 5
+rm -f .upload
+if [ "$(wc -c < job.sh)" -ne {n1} ] || [ "$(wc -c < prompt.md)" -ne {n2} ] \\
+    || [ "$(wc -c < fix-prompt.md)" -ne {n3} ]; then
+  echo "orch: the upload arrived incomplete" >&2; exit 5
+fi
+chmod 700 job.sh
+: > job.log
+setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null
+i=0; pg=
+while [ "$i" -lt {ticks} ]; do
+  pg=$(pgid_of status)
+  [ -n "$pg" ] && break
+  sleep 0.1; i=$((i + 1))
+done
+if [ -z "$pg" ]; then
+  echo "orch: the job did not start; the end of job.log:" >&2; tail -n 20 job.log >&2; exit 6
+fi
+echo "pgid=$pg"
+"""
+    result = await conn.run(cmd, input=b"".join(parts))
+    m = re.search(r"^pgid=(\d+)$", result.stdout, re.MULTILINE)
+    if not result.ok or not m:
+        detail = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_status}")
+        raise WorkError(f"{conn.host.name}: could not start the job in {workspace}: {detail}")
+    return int(m.group(1))
+
+
+async def read_status(conn: Connection, workspace: str) -> JobStatus | None:
+    """The job's status and whether its process group is alive (one round trip);
+    None when the workspace has no status (no job was ever started there)."""
+    cmd = _SH_PGID + f"""ws={_ws(workspace)}
+[ -f "$ws/status" ] || exit 0
+cat "$ws/status"
+pg=$(pgid_of "$ws/status")
+if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then echo "@alive=1"; else echo "@alive=0"; fi
+"""
+    result = await conn.run(cmd)
+    if not result.ok:
+        raise WorkError(f"{conn.host.name}: cannot read the status in {workspace}: "
+                        f"{result.stderr.strip() or f'exit {result.exit_status}'}")
+    alive = "\n@alive=1" in "\n" + result.stdout
+    return parse_status(result.stdout, alive)
+
+
+async def follow(conn: Connection, workspace: str, offset: int = 0) -> AsyncIterator[tuple[int, str]]:
+    """Yield (byte offset just after the line, line) from byte `offset` of job.log until the
+    job has ended and the log is drained.
+
+    Offsets come from the host (`grep -b`), not from counting decoded characters, so a
+    caller that resumes with the last offset it got neither repeats nor loses a line even
+    if the transport altered a line (invalid UTF-8 replaced, a trailing CR dropped). An
+    offset that is not at a line start is moved forward to the next one.
+    """
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    cmd = _SH_PGID + f"""ws={_ws(workspace)}; f="$ws/job.log"
+[ -f "$f" ] || {{ echo "{_FOLLOW_TAG} missing"; exit 0; }}
+LC_ALL=C; export LC_ALL
+off={int(offset)}
+if [ "$off" -gt 0 ]; then
+  c=$(tail -c +"$off" "$f" | head -c 1 | od -An -c | tr -d ' ')
+  if [ -n "$c" ] && [ "$c" != '\\n' ]; then
+    off=$((off + $(tail -c +$((off + 1)) "$f" | head -n 1 | wc -c)))
+  fi
+fi
+echo "{_FOLLOW_TAG} start $off"
+pg=$(pgid_of "$ws/status")
+if [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ] && [ -n "$pg" ] \\
+    && kill -0 "$pg" 2>/dev/null; then
+  tail -c +$((off + 1)) -F --pid="$pg" "$f" 2>/dev/null | grep -a --line-buffered -b ''
+else
+  tail -c +$((off + 1)) "$f" | grep -a -b ''
+fi
+echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
+"""
+    base = offset
+    pending: tuple[int, str] | None = None     # a line whose length the transport blurred
+    async for raw in conn.stream(cmd):
+        m = _GREP_LINE.match(raw)
+        if m is None:
+            if raw.startswith(f"{_FOLLOW_TAG} start "):
+                base = int(raw.rsplit(" ", 1)[1])
+            elif raw.startswith(f"{_FOLLOW_TAG} end "):
+                size = int(raw.rsplit(" ", 1)[1])
+                if pending is not None:
+                    yield size, pending[1]
+                    pending = None
+            elif raw.startswith(f"{_FOLLOW_TAG} missing"):
+                raise WorkError(f"{conn.host.name}: no job log in {workspace}")
+            continue        # anything else is the host's shell talking, not the log
+        start = base + int(m.group(1))
+        text = raw[m.end():]
+        if pending is not None:
+            yield start, pending[1]
+            pending = None
+        if "\ufffd" in text:
+            pending = (start, text)   # its true end is the next line's start
+            continue
+        yield start + len(text.encode("utf-8")) + 1, text
+    if pending is not None:        # the stream ended without the trailer: best estimate
+        yield pending[0] + len(pending[1].encode("utf-8")) + 1, pending[1]
+
+
+async def kill(conn: Connection, workspace: str, *, grace: float = 3.0) -> bool:
+    """Stop a running job: SIGINT, SIGTERM, then SIGKILL (`grace` seconds apart) to its
+    process group and to its current agent/test run's group; then status
+    state=cancelled unless the job already wrote a final state. True if it was running."""
+    ticks = max(1, int(grace * 5))
+    cmd = _SH_PGID + f"""ws={_ws(workspace)}
+cd "$ws" 2>/dev/null || {{ echo "result=0"; exit 0; }}
+[ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] || {{ echo "result=0"; exit 0; }}
+groups=
+for g in "$(pgid_of status)" "$(cat child.pgid 2>/dev/null)"; do
+  case $g in ''|*[!0-9]*|0|1) ;; *) groups="$groups $g" ;; esac
+done
+alive() {{ for g in $groups; do kill -0 -"$g" 2>/dev/null && return 0; done; return 1; }}
+for sig in INT TERM KILL; do
+  alive || break
+  for g in $groups; do kill -"$sig" -"$g" 2>/dev/null; done
+  i=0
+  while [ "$i" -lt {ticks} ] && alive; do sleep 0.2; i=$((i + 1)); done
+done
+if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ]; then
+  now=$(date +%s)
+  {{ grep -v -E '^(state|updated_at|finished_at|exit_code|error)=' status
+    echo state=cancelled; echo "updated_at=$now"; echo "finished_at=$now"; echo exit_code=130
+    echo "error=cancelled by orch: the job's process group was stopped"
+  }} > status.kill.tmp && mv -f status.kill.tmp status
+  if [ -s job.log ] && [ -n "$(tail -c 1 job.log)" ]; then echo >> job.log; fi
+  printf '::orch:: done cancelled (killed by orch)\\n' >> job.log
+fi
+rm -f child.pgid
+echo "result=1"
+"""
+    result = await conn.run(cmd)
+    if not result.ok:
+        raise WorkError(f"{conn.host.name}: could not stop the job in {workspace}: "
+                        f"{result.stderr.strip() or f'exit {result.exit_status}'}")
+    return "result=1" in result.stdout
+
+
+async def remove(conn: Connection, workspace: str) -> None:
+    """Delete the workspace (stopping its job first if it still runs)."""
+    ws = _ws(workspace)
+    status = await read_status(conn, workspace)
+    if status is not None and status.state == "running":
+        await kill(conn, workspace)
+    result = await conn.run(f"rm -rf {ws}")
+    if not result.ok:
+        raise WorkError(f"{conn.host.name}: could not remove {workspace}: {result.stderr.strip()}")
+
+
+async def log_tail(conn: Connection, workspace: str, lines: int = 50) -> str:
+    """The last `lines` lines of job.log ('' when there is none)."""
+    result = await conn.run(f"tail -n {int(lines)} {_ws(workspace)}/job.log 2>/dev/null")
+    return result.stdout if result.ok else ""

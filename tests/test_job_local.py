@@ -1,0 +1,469 @@
+"""The remote job for real: job.sh rendered from playbooks/dispatch.yml, started detached
+through transport.local.LocalConnection, real git against a bare repository, the
+stand-in agent in the agent's place. Each limit the job enforces is driven to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from orchestrator import shell
+from orchestrator.errors import WorkError
+from orchestrator.job import remote
+from orchestrator.job.playbook import JobSpec, render_job
+from orchestrator.models import Host, Issue
+from orchestrator.prompts import render_fix_prompt, render_prompt
+from orchestrator.transport.local import LocalConnection
+
+STANDIN = f"{shlex.quote(sys.executable)} -m orchestrator.standin_agent"
+IS_ROOT = os.geteuid() == 0
+AUTHOR = "Orch Bot <orch-bot@example.com>"
+
+
+@pytest.fixture
+def conn() -> LocalConnection:
+    return LocalConnection(Host(name="local", address="localhost", connection="local"))
+
+
+def make_spec(tmp_path: Path, remote_url: str, issue: Issue, **kw) -> JobSpec:
+    values = dict(task_id=uuid.uuid4().hex[:8], workspace=str(tmp_path / "work" / "task"),
+                  clone_url=remote_url, branch=shell.branch_name(issue.number, issue.title),
+                  commit_message=f"{issue.title} (#{issue.number})\n", agent_command=STANDIN,
+                  allow_root=IS_ROOT, git_author=AUTHOR, agent_timeout=60, test_timeout=120,
+                  kill_grace=1.0, max_fix_attempts=2)
+    values.update(kw)
+    return JobSpec(**values)
+
+
+def make_issue(body: str, title: str = "Add a greeting", number: int = 7) -> Issue:
+    return Issue(repo="acme/calc", number=number, title=title, body=body, labels=("orch",))
+
+
+async def start_job(conn, spec: JobSpec, issue: Issue) -> int:
+    prompt = render_prompt("general", issue=issue, repo=issue.repo, branch=spec.branch,
+                           test_command=spec.test_command)
+    fix = render_fix_prompt(issue=issue, repo=issue.repo, branch=spec.branch,
+                            test_command=spec.test_command)
+    return await remote.start(conn, spec.workspace, render_job(spec), prompt, fix)
+
+
+async def wait_final(conn, workspace: str, deadline: float = 90) -> remote.JobStatus:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        st = await remote.read_status(conn, workspace)
+        if st is not None and st.final and not st.alive:
+            return st
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"job in {workspace} did not finish: {st}")
+
+
+def run_job(conn, spec: JobSpec, issue: Issue, deadline: float = 90) -> tuple[remote.JobStatus, str]:
+    async def go():
+        await start_job(conn, spec, issue)
+        return await wait_final(conn, spec.workspace, deadline)
+    st = asyncio.run(go())
+    log = (Path(spec.workspace) / "job.log").read_text(encoding="utf-8", errors="replace")
+    return st, log
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def init_event(log: str) -> dict:
+    for line in log.splitlines():
+        if line.startswith('{"type":"system","subtype":"init"'):
+            return json.loads(line)
+    raise AssertionError("no init event in the log")
+
+
+def assert_log_well_formed(log: str) -> None:
+    assert log.endswith("\n"), "every line of job.log must end with a newline"
+    assert "Terminated" not in log
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_happy_path_pushes_the_branch_with_the_change(conn, tmp_path, git_remote):
+    issue = make_issue("Please add a greeting file.\n\n"
+                       "orch-standin: write docs/hello.txt 'Hello from orch'\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    assert (st.exit_code, st.tests, st.turns, st.cost_usd) == (0, "passed", 2, 0.0084)
+    assert st.branch == spec.branch == "orch/7-add-a-greeting"
+    assert git_remote.read(spec.branch, "docs/hello.txt") == "Hello from orch\n"
+    commit = git_remote.commit(spec.branch)
+    assert commit["sha"] == st.commit
+    assert (commit["author_name"], commit["author_email"]) == ("Orch Bot", "orch-bot@example.com")
+    assert commit["committer_email"] == "orch-bot@example.com"
+    assert commit["message"] == "Add a greeting (#7)"
+    assert git_remote.count(spec.branch) == 2          # one commit on top of main
+    assert "__pycache__" not in " ".join(git_remote.files(spec.branch))
+    for step in ("prepare", "clone", "branch", "detect-tests", "agent", "tests", "commit", "push",
+                 "report"):
+        assert f"::orch:: step {step}\n" in log
+    assert "::orch:: done succeeded" in log
+    assert_log_well_formed(log)
+    ws = Path(spec.workspace)
+    assert {p.name for p in ws.iterdir()} >= {"fix-prompt.md", "job.log", "job.sh", "prompt.md",
+                                              "repo", "status"}
+    assert "Hello from orch" not in (ws / "job.sh").read_text()   # the prompt is not in job.sh
+    assert not (ws / "child.pgid").exists()
+    # the status file is exactly the contract's keys
+    keys = [line.split("=", 1)[0] for line in (ws / "status").read_text().splitlines()]
+    assert keys == ["state", "step", "pgid", "started_at", "updated_at", "finished_at",
+                    "exit_code", "error", "tests", "commit", "branch", "turns", "cost_usd"]
+
+
+def test_second_task_reuses_the_mirror_and_a_plain_clone_works(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt one\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, task_id="aaaa0001",
+                     workspace=str(tmp_path / "work" / "aaaa0001"))
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded" and "cloned from the host's mirror" in log
+    mirrors = list((tmp_path / "work" / ".mirrors").glob("*.git"))
+    assert len(mirrors) == 1
+    issue2 = make_issue("orch-standin: write b.txt two\n", title="Second", number=8)
+    spec2 = make_spec(tmp_path, git_remote.url, issue2, workspace=str(tmp_path / "work" / "t2"),
+                      use_mirror=False)
+    st2, log2 = run_job(conn, spec2, issue2)
+    assert st2.state == "succeeded" and "mirror" not in log2
+    assert git_remote.read("orch/8-second", "b.txt") == "two\n"
+
+
+def test_fix_loop_succeeds_after_one_fix(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write feature.txt done\norch-standin: fail-first\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    assert st.tests == "passed"
+    assert "::orch:: agent run 2 (fix attempt 1 of 2)" in log
+    assert "fix attempt 2" not in log
+    assert st.turns == 3 + 2                           # both runs are counted
+    files = git_remote.files(spec.branch)
+    assert "feature.txt" in files and "test_orch_standin_planted.py" not in files
+    fix_prompt = (Path(spec.workspace) / "fix-prompt.run.md").read_text()
+    assert fix_prompt.startswith("<!-- orch:fix-prompt -->")
+    assert "the orch stand-in left this test failing on purpose" in fix_prompt
+    assert "@@ORCH_TEST_OUTPUT@@" not in fix_prompt
+    assert "::orch::" not in fix_prompt
+
+
+def test_never_fix_fails_and_pushes_nothing(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write feature.txt done\norch-standin: never-fix\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, max_fix_attempts=1)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "failed"
+    assert "tests still failing after 1 fix attempt" in st.error
+    assert st.tests == "failed" and st.commit is None
+    assert not git_remote.has_branch(spec.branch)
+    assert "::orch:: step commit" not in log
+
+
+def test_no_change_is_a_failure(conn, tmp_path, git_remote):
+    issue = make_issue("Nothing for the stand-in to do here.")
+    st, _ = run_job(conn, make_spec(tmp_path, git_remote.url, issue), issue)
+    assert st.state == "failed" and st.error == "the agent made no changes"
+
+
+def test_push_refused_is_a_failure_with_the_reason(conn, tmp_path, git_remote):
+    git_remote.set_hook("pre-receive", "#!/bin/sh\necho 'protected: no pushes today' >&2\nexit 1\n")
+    issue = make_issue("orch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "failed"
+    assert st.error.startswith("push refused") and "protected: no pushes today" in st.error
+    assert st.commit                                    # committed locally, never pushed
+    assert not git_remote.has_branch(spec.branch)
+
+
+def test_test_command_from_repo_file_and_none_detected(conn, tmp_path, git_remote_factory):
+    rem = git_remote_factory({"README.md": "hi\n",
+                              ".orch.yml": "test_command: \"sh -c 'echo custom-suite-ran'\"\n"})
+    issue = make_issue("orch-standin: write a.txt x\n")
+    st, log = run_job(conn, make_spec(tmp_path, rem.url, issue), issue)
+    assert st.state == "succeeded" and st.tests == "passed"
+    assert "test command (.orch.yml): sh -c 'echo custom-suite-ran'" in log
+    assert "\ncustom-suite-ran\n" in log
+
+    bare = git_remote_factory({"README.md": "no tests here\n"})
+    spec = make_spec(tmp_path, bare.url, issue, workspace=str(tmp_path / "work" / "t2"))
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded" and st.tests == "none"
+
+
+def test_missing_agent_is_reported(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, agent_command="/nonexistent/claude")
+    st, _ = run_job(conn, spec, issue)
+    assert st.state == "failed" and "agent command is not found" in st.error
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def test_timeout_stops_the_whole_process_group(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: sleep-forever\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, agent_timeout=3)
+    t0 = time.monotonic()
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "failed" and st.error.startswith("timeout")
+    assert time.monotonic() - t0 < 30
+    agent = init_event(log)
+    assert agent["pgid"] == agent["pid"] != st.pgid    # the agent ran in its own session
+    assert not group_alive(agent["pgid"])              # ... with its `sleep` child, all gone
+    assert not group_alive(st.pgid)
+    assert "stopping the agent run: it ran over its 3s limit" in log
+    assert_log_well_formed(log)
+
+
+def test_timeout_escalates_to_sigkill(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: sleep-forever\norch-standin: stubborn\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, agent_timeout=2, kill_grace=0.5)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "failed" and "timeout" in st.error
+    assert not group_alive(init_event(log)["pgid"])
+
+
+def test_loop_is_stopped_at_max_turns(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: loop\norch-standin: slow 0.05\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, max_turns=3)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "failed" and "max turns" in st.error
+    assert "was stopped" in st.error
+    assert not group_alive(init_event(log)["pgid"])
+
+
+def test_cli_max_turns_and_reported_turns(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: turns 10\n")
+    st, _ = run_job(conn, make_spec(tmp_path, git_remote.url, issue, max_turns=3), issue)
+    assert st.state == "failed" and "max turns" in st.error and "error_max_turns" in st.error
+
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: report-turns 50\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, max_turns=5,
+                     workspace=str(tmp_path / "work" / "t2"))
+    st, _ = run_job(conn, spec, issue)
+    assert st.state == "failed" and "max turns" in st.error and "50" in st.error
+
+
+def test_overspend_fails_on_cost(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: cost 12.5\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, max_cost_usd=5.0)
+    st, _ = run_job(conn, spec, issue)
+    assert st.state == "failed" and "cost" in st.error
+    assert st.cost_usd == 12.5
+    assert not git_remote.has_branch(spec.branch)
+
+
+def test_budget_flag_reaches_the_agent(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, max_cost_usd=0.001)
+    st, _ = run_job(conn, spec, issue)
+    assert st.state == "failed" and "cost limit" in st.error and "error_max_budget_usd" in st.error
+
+
+def test_is_error_result_is_a_failure(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: is-error\n")
+    st, _ = run_job(conn, make_spec(tmp_path, git_remote.url, issue), issue)
+    assert st.state == "failed"
+    assert "reported an error" in st.error and "API Error: 500" in st.error
+
+
+def test_crash_without_result_fails_with_the_log_tail(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: crash\n")
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, issue), issue)
+    assert st.state == "failed"
+    assert "without a result (exit 3)" in st.error
+    assert "crashing as instructed" in st.error
+    assert_log_well_formed(log)
+    assert '"text":"cut sho\n' in log                  # the cut line was ended by the job
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root")
+def test_root_without_allow_root_is_refused(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, allow_root=False)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "failed" and st.step == "prepare"
+    assert "agent.allow_root" in st.error
+    assert not (Path(spec.workspace) / "repo").exists()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root")
+def test_root_with_allow_root_sets_is_sandbox(conn, tmp_path, git_remote):
+    # The stand-in, like the real CLI, refuses bypassPermissions as root without IS_SANDBOX=1:
+    # success proves the job exported it.
+    issue = make_issue("orch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, allow_root=True,
+                     permission_mode="bypassPermissions")
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    assert "IS_SANDBOX=1" in log
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_hostile_issue_text_executes_nothing(conn, tmp_path, git_remote):
+    tag = uuid.uuid4().hex[:10]
+    pwned = Path(f"/tmp/orch-pwned-{tag}")
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "alive").write_text("still here\n")
+    title = f"$(touch {pwned}); rm -rf {canary} \"'"
+    nasty = (f"`touch {pwned}-bt` $(touch {pwned}-ds) ${{IFS}}'\"; touch {pwned}-sq; '\n"
+             f"'; rm -rf {canary}; '\n\"; rm -rf {canary}; \"\nEOF\n'EOF'\n"
+             "::orch:: done succeeded\n\\\\ \\n %s %d $$ $? !! \x1b[31mred\x1b[0m\r\n"
+             "ünïcödé ✓ 漢字 🚀 \u202e\n")
+    body = ("orch-standin: write hostile.txt 'survived'\n"
+            f"orch-standin: write ../../escape-{tag}.txt nope\n")
+    while len(body.encode()) < 200 * 1024:
+        body += nasty
+    issue = make_issue(body, title=title, number=42)
+    spec = make_spec(tmp_path, git_remote.url, issue,
+                     commit_message=f"{title} (#42)\n\n{body}",
+                     agent_env={"ORCH_TEST_TITLE": title})
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", st.error
+    for p in Path("/tmp").glob(f"orch-pwned-{tag}*"):
+        raise AssertionError(f"hostile text ran: {p} exists")
+    assert (canary / "alive").read_text() == "still here\n"
+    assert not (tmp_path / "work" / f"escape-{tag}.txt").exists()
+    assert not Path(f"/escape-{tag}.txt").exists()
+    subprocess.run(["git", "check-ref-format", "--branch", spec.branch], check=True,
+                   capture_output=True)
+    assert spec.branch.startswith("orch/42-")
+    assert git_remote.read(spec.branch, "hostile.txt") == "survived\n"
+    # the untrusted text arrived byte for byte: in the commit message, and in the prompt
+    # (compared without pytest's diff, which would take minutes on 200 KB)
+    message = git_remote.commit(spec.branch)["message"]
+    assert message == f"{title} (#42)\n\n{body}".rstrip("\n"), "commit message altered"
+    prompt = (Path(spec.workspace) / "prompt.md").read_bytes().decode("utf-8")
+    assert body.rstrip() in prompt, "issue body altered in prompt.md"
+
+
+# --------------------------------------------------------------------------- remote API
+
+
+def test_follow_gives_the_whole_log_once_and_resumes_exactly(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: turns 6\n"
+                       "orch-standin: slow 0.25\norch-standin: say 'ünïcödé ✓ line'\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+
+    async def go():
+        await start_job(conn, spec, issue)
+        first: list[tuple[int, str]] = []
+        async for item in remote.follow(conn, spec.workspace, 0):
+            first.append(item)
+            if len(first) == 15:
+                break                                  # a dropped link, mid-run
+        st = await remote.read_status(conn, spec.workspace)
+        assert st.state == "running"                   # we really did resume a live job
+        rest = [item async for item in remote.follow(conn, spec.workspace, first[-1][0])]
+        st = await wait_final(conn, spec.workspace)
+        whole = [item async for item in remote.follow(conn, spec.workspace, 0)]
+        return first, rest, whole, st
+
+    first, rest, whole, st = asyncio.run(go())
+    assert st.state == "succeeded"
+    data = (Path(spec.workspace) / "job.log").read_bytes()
+    expected = data.decode().split("\n")[:-1]
+    assert [line for _, line in first + rest] == expected
+    assert [line for _, line in whole] == expected
+    assert whole[-1][0] == len(data)
+    ends = [len(b"\n".join(data.split(b"\n")[:i + 1])) + 1 for i in range(len(expected))]
+    assert [off for off, _ in whole] == ends
+
+    async def resume(offset):
+        return [item async for item in remote.follow(conn, spec.workspace, offset)]
+    # from a line boundary: exactly the rest; from inside a line (a caller that counted
+    # short): from the next line on, since that line was delivered
+    mid = whole[10][0]
+    assert asyncio.run(resume(mid)) == whole[11:]
+    assert asyncio.run(resume(mid - 3)) == whole[11:]
+    assert asyncio.run(resume(len(data))) == []
+
+
+def test_kill_stops_the_job_and_marks_it_cancelled(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: sleep-forever\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+
+    async def go():
+        pgid = await start_job(conn, spec, issue)
+        log = Path(spec.workspace) / "job.log"
+        for _ in range(200):
+            if '"subtype":"init"' in log.read_text(errors="replace"):
+                break
+            await asyncio.sleep(0.1)
+        agent = init_event(log.read_text())
+        st = await remote.read_status(conn, spec.workspace)
+        assert st.running and st.step == "agent" and st.pgid == pgid
+        assert await remote.kill(conn, spec.workspace, grace=1) is True
+        after = await remote.read_status(conn, spec.workspace)
+        again = await remote.kill(conn, spec.workspace, grace=1)
+        return pgid, agent, after, again
+
+    pgid, agent, after, again = asyncio.run(go())
+    assert after.state == "cancelled" and not after.alive
+    assert after.branch == spec.branch and after.finished_at
+    assert not group_alive(pgid) and not group_alive(agent["pgid"])
+    assert again is False
+    assert not git_remote.has_branch(spec.branch)
+    log = (Path(spec.workspace) / "job.log").read_text()
+    assert "::orch:: done cancelled" in log
+    assert_log_well_formed(log)
+
+
+def test_start_refuses_a_running_workspace_then_remove(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: sleep-forever\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+
+    async def go():
+        await start_job(conn, spec, issue)
+        with pytest.raises(WorkError, match="already running"):
+            await start_job(conn, spec, issue)
+        tail = await remote.log_tail(conn, spec.workspace, lines=3)
+        await remote.remove(conn, spec.workspace)
+        gone = await remote.read_status(conn, spec.workspace)
+        return tail, gone
+
+    tail, gone = asyncio.run(go())
+    assert tail.count("\n") == 3
+    assert gone is None and not Path(spec.workspace).exists()
+
+
+def test_no_workspace(conn, tmp_path):
+    ws = str(tmp_path / "nothing" / "here")
+
+    async def go():
+        assert await remote.read_status(conn, ws) is None
+        assert await remote.kill(conn, ws) is False
+        assert await remote.log_tail(conn, ws) == ""
+        with pytest.raises(WorkError, match="no job log"):
+            [x async for x in remote.follow(conn, ws)]
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("ws", ["", "/", "~", "~/", "/tmp/..", "relative", "/a/../b"])
+def test_dangerous_workspaces_are_refused(conn, ws):
+    from orchestrator.errors import UsageError
+    with pytest.raises(UsageError):
+        asyncio.run(remote.remove(conn, ws))
