@@ -76,14 +76,20 @@ def run_job(conn, spec: JobSpec, issue: Issue, deadline: float = 90) -> tuple[re
     return st, log
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def group_alive(pgid: int, settle: float = 5.0) -> bool:
+    """Whether any process of the group is left, allowing `settle` seconds for init to
+    reap orphaned zombies (some inits, this VM's included, do it lazily)."""
+    end = time.monotonic() + settle
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        if time.monotonic() > end:
+            return True
+        time.sleep(0.1)
 
 
 def init_event(log: str) -> dict:

@@ -115,7 +115,7 @@ def _int(value: Any) -> int | None:
     return int(n) if n is not None else None
 
 
-_INPUT_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description",
+_INPUT_KEYS = ("command", "file_path", "pattern", "path", "url", "query", "description",
                "prompt", "notebook_path", "skill")
 
 

@@ -125,10 +125,8 @@ def mirror_path(workspace: str, clone_url: str) -> str:
 
 
 def _check(spec: JobSpec) -> None:
-    ws = spec.workspace.rstrip("/")
-    parts = [p for p in ws.split("/") if p]
-    if not parts or parts[-1] in ("~", ".", "..") or ".." in parts or "\n" in ws:
-        raise UsageError(f"workspace {spec.workspace!r} is not a task directory")
+    from .remote import check_workspace
+    check_workspace(spec.workspace)
     if not valid_branch(spec.branch):
         raise UsageError(f"branch {spec.branch!r} is not a valid git branch name")
     if spec.base_branch is not None and not valid_branch(spec.base_branch):

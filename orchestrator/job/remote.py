@@ -90,13 +90,19 @@ def parse_status(text: str, alive: bool = False) -> JobStatus | None:
         turns=_int(raw.get("turns")), cost_usd=_float(raw.get("cost_usd")), raw=raw)
 
 
-def _ws(workspace: str) -> str:
-    """The quoted workspace, refusing paths that are not a task directory (we rm -rf it)."""
+def check_workspace(workspace: str) -> str:
+    """The workspace without a trailing slash, refusing anything that is not plainly a task
+    directory below some root (it gets `rm -rf`): "", "/", "~", "x", paths with "..".
+    """
     parts = [p for p in workspace.rstrip("/").split("/") if p]
     if not parts or parts[-1] in ("~", ".", "..") or ".." in parts or "\n" in workspace \
             or (len(parts) == 1 and not workspace.startswith("~/")):
         raise UsageError(f"workspace {workspace!r} is not a task directory")
-    return shell.path(workspace.rstrip("/"))
+    return workspace.rstrip("/")
+
+
+def _ws(workspace: str) -> str:
+    return shell.path(check_workspace(workspace))
 
 
 # Reads a pgid from the status file, refusing anything but a plain number above 1.
