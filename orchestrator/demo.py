@@ -406,13 +406,14 @@ async def run_demo(base: App, *, agent: str = "auto", directory: str | None = No
                 raise UsageError("--fix-loop drives the stand-in agent; it cannot be used with "
                                  "--agent claude")
             choice = AgentChoice("standin", standin_command(workdir), "--fix-loop asks for it")
+        app, notes = demo_app(base, state, choice)
         if choice.kind == "standin":
             say(f"agent: the orch stand-in (deterministic, not an AI) because {choice.reason}; "
                 f"it applies the fix written in the issue")
         else:
+            limits = app.settings.agent
             say(f"agent: Claude Code {choice.version} ({choice.reason}); this spends real "
-                f"money: at most {DEMO_MAX_TURNS} turns and ${DEMO_MAX_COST_USD:.2f}")
-        app, notes = demo_app(base, state, choice)
+                f"money: at most {limits.max_turns} turns and ${limits.max_cost_usd:.2f}")
         for note in notes:
             say(f"note: {note}")
         world = make_world(workdir, standin=choice.kind == "standin", fix_loop=fix_loop)

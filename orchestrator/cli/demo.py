@@ -50,20 +50,21 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     if as_json:
         print_json(result.to_json())
     else:
-        show = f"orch show {result.task.id}"
+        orch = "orch"
         if directory is not None and not app._state_arg:
-            show = f"orch --state-dir {result.state_dir} show {result.task.id}"
-        _summary(result, show)
+            orch = f"orch --state-dir {result.state_dir}"
+        _summary(result, orch)
     ctx.exit(0 if result.ok else 1)
 
 
-def _summary(result, show: str) -> None:
+def _summary(result, orch: str) -> None:
     from rich.rule import Rule
 
     from ..render import console
     from ..render import tasks as render
 
     task = result.task
+    show = f"{orch} show {task.id}"
     console.print(Rule("orch demo: the outcome"))
     where = result.world.origin
     if result.branch_in_origin:
@@ -81,6 +82,10 @@ def _summary(result, show: str) -> None:
     console.print(Rule(f"the task record ({show})"))
     render.task_detail(task, result.local or None)
     console.print(Rule())
+    if task.status != "succeeded" and task.workspace:
+        console.print(f"the job's workspace is kept for inspection: {task.workspace} "
+                      f"(job.log, repo/); `{orch} logs {task.id}` prints the log",
+                      markup=False, highlight=False, soft_wrap=True)
     if result.kept:
         console.print(f"kept: the project {result.world.checkout}, its origin {where} and the "
                       f"issue {result.world.issue_file} (all under {result.world.workdir}); "
