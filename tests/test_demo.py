@@ -210,3 +210,21 @@ def test_choose_agent_auto(tmp_path, monkeypatch):
     with pytest.raises(demo_mod.UsageError, match="failed"):
         demo_mod.choose_agent("claude", "claude", work, env=none, home=home)
     assert demo_mod.choose_agent("standin", "claude", work, env=none, home=home).kind == "standin"
+
+
+def test_two_demos_in_one_state_dir_keep_their_own_issue(tmp_path):
+    """Each demo's issue is #1 of its own origin, with the same title: the second must not
+    overwrite the first one's issue file (the local forge used to, by file name)."""
+    d = tmp_path / "d"
+    first = json.loads(orch(tmp_path, "demo", "--agent", "standin", "--dir", str(d), "--keep",
+                            "--json").stdout)
+    second = json.loads(orch(tmp_path, "demo", "--agent", "standin", "--dir", str(d), "--keep",
+                             "--json").stdout)
+    assert first["ok"] and second["ok"] and first["origin"] != second["origin"]
+    state = d / "state"
+    for out in (first, second):
+        shown = orch(tmp_path, "--state-dir", str(state), "show", out["task_id"], "--json")
+        local = json.loads(shown.stdout)["local"]
+        issue = Path(local["issue file"].removeprefix("file://"))
+        assert issue.is_file() and f"repo: {out['origin']}" in issue.read_text()
+    assert len(list((state / "issues").glob("*.md"))) == 2

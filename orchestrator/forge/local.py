@@ -380,6 +380,10 @@ class LocalForge:
                      "created_at": f.created_at}
             self.issues_dir.mkdir(parents=True, exist_ok=True)
             dest = self.issues_dir / f"{number:04d}-{slug(f.title, 40)}.md"
+            if dest.exists() and dest.resolve() != f.path:
+                # Another repository's issue with this number and title: never overwrite it.
+                digest = hashlib.sha1(repo.encode()).hexdigest()[:8]
+                dest = dest.with_name(f"{number:04d}-{slug(f.title, 40)}-{digest}.md")
             tmp = dest.with_suffix(".md.tmp")
             tmp.write_text("---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
                            + "---\n" + f.body + "\n", encoding="utf-8")
