@@ -310,6 +310,22 @@ def demo_app(base: App, state_dir: Path, agent: AgentChoice) -> tuple[App, list[
     return app, notes
 
 
+def refused_local_host(state: Path) -> None:
+    """Dispatch never chooses a host whose last `orch bootstrap` failed, and the demo does
+    not bend that rule: it says so before building anything, and how to go on."""
+    from .app import LOCAL_HOST_NAME
+    from .bootstrap import failed_hosts
+    verdict = failed_hosts(state).get(LOCAL_HOST_NAME)
+    if verdict:
+        if len(verdict) > 100:
+            verdict = verdict[:100].rstrip() + "..."
+        raise UsageError(
+            f"the {LOCAL_HOST_NAME!r} host failed its last `orch bootstrap` in {state} "
+            f"({verdict}), and dispatch never chooses such a host",
+            hint="run the demo on a fresh state dir: `orch demo --dir /tmp/orch-demo`; or fix "
+                 f"what bootstrap reported and run `orch bootstrap {LOCAL_HOST_NAME}` again")
+
+
 # -- the run -----------------------------------------------------------------------------
 
 @dataclass
@@ -396,6 +412,7 @@ async def run_demo(base: App, *, agent: str = "auto", directory: str | None = No
     state = Path(state_dir).expanduser() if state_dir else \
         (parent / "state" if parent is not None else base.state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    refused_local_host(state)
     workdir = Path(tempfile.mkdtemp(prefix="orch-demo-", dir=parent)).resolve()
     result: DemoResult | None = None
     app: App | None = None

@@ -228,3 +228,19 @@ def test_two_demos_in_one_state_dir_keep_their_own_issue(tmp_path):
         issue = Path(local["issue file"].removeprefix("file://"))
         assert issue.is_file() and f"repo: {out['origin']}" in issue.read_text()
     assert len(list((state / "issues").glob("*.md"))) == 2
+
+
+def test_demo_refuses_a_local_host_that_failed_bootstrap_before_building_anything(tmp_path):
+    home = tmp_path / "orch-home"
+    home.mkdir()
+    (home / "bootstrap.json").write_text(json.dumps({"version": 1, "hosts": {"local": {
+        "ok": False, "at": "2024-01-01T00:00:00Z", "error": None,
+        "failed": [{"name": "agent", "detail": "claude not found"}]}}}))
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    r = orch(tmp_path, "demo", "--agent", "standin", env=_env(tmp_path, TMPDIR=str(tmpdir)))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "failed its last `orch bootstrap`" in r.stderr and "claude not found" in r.stderr
+    assert "orch demo --dir" in r.stderr
+    assert list(tmpdir.iterdir()) == [] and not (home / "state.json").exists()
+    assert not (home / "issues").exists()
