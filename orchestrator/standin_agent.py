@@ -32,6 +32,8 @@ directory (the checkout) and may not leave it. Nothing from the prompt is ever e
   is-error               the result says is_error: true (subtype success, exit 1), like an
                          API failure
   crash                  exit 3 mid-line, without a result event
+  linger                 after the result event, keep the stream open and hang (the real
+                         CLI can: "stop reading at the result event")
 
 In a fix run only fail-first/never-fix act; the file directives belong to the first run.
 With no directive at all it changes nothing and says so.
@@ -81,7 +83,8 @@ def unescape(text: str) -> str:
 
 
 _ARITY = {"write": 2, "append": 2, "replace": 3, "delete": 1, "say": 1}
-_FLAGS = {"fail-first", "never-fix", "loop", "sleep-forever", "stubborn", "is-error", "crash"}
+_FLAGS = {"fail-first", "never-fix", "loop", "sleep-forever", "stubborn", "is-error", "crash",
+          "linger"}
 
 
 def parse_directives(prompt: str) -> Plan:
@@ -336,6 +339,8 @@ class Run:
             print(json.dumps(event))
         else:
             print(text or subtype)
+        while "linger" in self.plan.flags:
+            time.sleep(3600)
         return 1 if is_error else 0
 
 

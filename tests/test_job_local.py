@@ -270,6 +270,15 @@ def test_cli_max_turns_and_reported_turns(conn, tmp_path, git_remote):
     assert st.state == "failed" and "max turns" in st.error and "50" in st.error
 
 
+def test_an_agent_lingering_after_its_result_is_stopped_not_failed(conn, tmp_path, git_remote):
+    issue = make_issue("orch-standin: write a.txt x\norch-standin: linger\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, result_grace=2)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", st.error
+    assert "stopping the agent: its result is in but it has not exited" in log
+    assert not group_alive(init_event(log)["pgid"])
+
+
 def test_overspend_fails_on_cost(conn, tmp_path, git_remote):
     issue = make_issue("orch-standin: write a.txt x\norch-standin: cost 12.5\n")
     spec = make_spec(tmp_path, git_remote.url, issue, max_cost_usd=5.0)

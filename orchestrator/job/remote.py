@@ -144,7 +144,10 @@ if [ "$(wc -c < job.sh)" -ne {n1} ] || [ "$(wc -c < prompt.md)" -ne {n2} ] \\
 fi
 chmod 700 job.sh
 : > job.log
-setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null
+# setsid -f: the job is not a background job of this shell, so it keeps default SIGINT
+# handling (its cancel trap works); util-linux older than 2.31 lacks -f: fall back.
+setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null \
+  || (exec setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null &)
 i=0; pg=
 while [ "$i" -lt {ticks} ]; do
   pg=$(pgid_of status)
@@ -167,11 +170,15 @@ echo "pgid=$pg"
 async def read_status(conn: Connection, workspace: str) -> JobStatus | None:
     """The job's status and whether its process group is alive (one round trip);
     None when the workspace has no status (no job was ever started there)."""
+    # Liveness first, then the status: a job writes its final status before it exits, so
+    # "dead" followed by a read that still says running really is a job that died. (The
+    # other order misreads a job that finishes between the two as dead.)
     cmd = _SH_PGID + f"""ws={_ws(workspace)}
 [ -f "$ws/status" ] || exit 0
-cat "$ws/status"
 pg=$(pgid_of "$ws/status")
-if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then echo "@alive=1"; else echo "@alive=0"; fi
+if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then a=1; else a=0; fi
+cat "$ws/status"
+echo "@alive=$a"
 """
     result = await conn.run(cmd)
     if not result.ok:
@@ -260,13 +267,13 @@ for sig in INT TERM KILL; do
   while [ "$i" -lt {ticks} ] && alive; do sleep 0.2; i=$((i + 1)); done
 done
 if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ]; then
+  if [ -s job.log ] && [ -n "$(tail -c 1 job.log)" ]; then echo >> job.log; fi
+  printf '::orch:: done cancelled (killed by orch)\\n' >> job.log
   now=$(date +%s)
   {{ grep -v -E '^(state|updated_at|finished_at|exit_code|error)=' status
     echo state=cancelled; echo "updated_at=$now"; echo "finished_at=$now"; echo exit_code=130
     echo "error=cancelled by orch: the job's process group was stopped"
   }} > status.kill.tmp && mv -f status.kill.tmp status
-  if [ -s job.log ] && [ -n "$(tail -c 1 job.log)" ]; then echo >> job.log; fi
-  printf '::orch:: done cancelled (killed by orch)\\n' >> job.log
 fi
 rm -f child.pgid
 echo "result=1"
@@ -279,12 +286,11 @@ echo "result=1"
 
 
 async def remove(conn: Connection, workspace: str) -> None:
-    """Delete the workspace (stopping its job first if it still runs)."""
+    """Delete the workspace (stopping its job first if it still runs); one round trip."""
     ws = _ws(workspace)
-    status = await read_status(conn, workspace)
-    if status is not None and status.state == "running":
-        await kill(conn, workspace)
-    result = await conn.run(f"rm -rf {ws}")
+    cmd = _kill_script(workspace, 3.0).replace('echo "result=0"; exit 0;', ':;') \
+        + f"cd / && rm -rf {ws}\n"
+    result = await conn.run(f"( {cmd} ) > /dev/null && rm -rf {ws}")
     if not result.ok:
         raise WorkError(f"{conn.host.name}: could not remove {workspace}: {result.stderr.strip()}")
 
