@@ -251,8 +251,17 @@ async def kill(conn: Connection, workspace: str, *, grace: float = 3.0) -> bool:
     """Stop a running job: SIGINT, SIGTERM, then SIGKILL (`grace` seconds apart) to its
     process group and to its current agent/test run's group; then status
     state=cancelled unless the job already wrote a final state. True if it was running."""
+    result = await conn.run(_kill_script(workspace, grace))
+    if not result.ok:
+        raise WorkError(f"{conn.host.name}: could not stop the job in {workspace}: "
+                        f"{result.stderr.strip() or f'exit {result.exit_status}'}")
+    return "result=1" in result.stdout
+
+
+def _kill_script(workspace: str, grace: float) -> str:
+    """The sh script of kill(): prints result=1 if it stopped a running job, else result=0."""
     ticks = max(1, int(grace * 5))
-    cmd = _SH_PGID + f"""ws={_ws(workspace)}
+    return _SH_PGID + f"""ws={_ws(workspace)}
 cd "$ws" 2>/dev/null || {{ echo "result=0"; exit 0; }}
 [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] || {{ echo "result=0"; exit 0; }}
 groups=
@@ -278,19 +287,14 @@ fi
 rm -f child.pgid
 echo "result=1"
 """
-    result = await conn.run(cmd)
-    if not result.ok:
-        raise WorkError(f"{conn.host.name}: could not stop the job in {workspace}: "
-                        f"{result.stderr.strip() or f'exit {result.exit_status}'}")
-    return "result=1" in result.stdout
 
 
 async def remove(conn: Connection, workspace: str) -> None:
     """Delete the workspace (stopping its job first if it still runs); one round trip."""
     ws = _ws(workspace)
-    cmd = _kill_script(workspace, 3.0).replace('echo "result=0"; exit 0;', ':;') \
-        + f"cd / && rm -rf {ws}\n"
-    result = await conn.run(f"( {cmd} ) > /dev/null && rm -rf {ws}")
+    # The kill script runs in a subshell: its early `exit 0` (no running job) ends only that.
+    cmd = f"(\n{_kill_script(workspace, 3.0)}\n) > /dev/null 2>&1\ncd / && rm -rf {ws}\n"
+    result = await conn.run(cmd)
     if not result.ok:
         raise WorkError(f"{conn.host.name}: could not remove {workspace}: {result.stderr.strip()}")
 
