@@ -482,3 +482,31 @@ def test_dangerous_workspaces_are_refused(conn, ws):
     from orchestrator.errors import UsageError
     with pytest.raises(UsageError):
         asyncio.run(remote.remove(conn, ws))
+
+
+# --------------------------------------------------------------------------- shell helpers
+
+
+@pytest.mark.parametrize("dollars, micros, back", [
+    ("0.0123", 12300, "0.0123"), ("12.5", 12500000, "12.5"), ("0", 0, "0"), ("", 0, "0"),
+    ("007.080", 7080000, "7.08"), ("1e-07", 0, "0"), ("0.1234567", 123456, "0.123456"),
+    ("-3", 0, "0"), ("abc", 0, "0"), ("5", 5000000, "5")])
+def test_money_in_sh(dollars, micros, back):
+    """sh has no floats: job.sh keeps cost in integer micro-dollars."""
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    script = script.replace('orch_main "$@"', f'to_micros {shlex.quote(dollars)}; '
+                            f'fmt_micros "$(to_micros {shlex.quote(dollars)})"')
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
+    assert out == [str(micros), back]
+
+
+def test_result_fields_in_sh():
+    line = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":41,'
+            '"result":"text with \\"quotes\\"","total_cost_usd":1.5e-07,"usage":{"num_turns":9}}')
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_num num_turns \"$l\"; "
+                            "json_num total_cost_usd \"$l\"; json_str subtype \"$l\"")
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
+    assert out[:3] == ["41", "1.5e-07", "error_max_turns"]   # top level, not usage's
