@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-deps install bench clean
 
 $(BIN)/orch: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,11 @@ install: $(BIN)/orch
 demo: install
 	$(BIN)/orch demo
 
-## make test: install orch with its test extras in .venv and run the whole suite
-test: install
+test-deps:
+	bash scripts/test-deps.sh
+
+## make test: install sshd & co (apt, if missing), orch with its test extras in .venv, run the suite
+test: test-deps install
 	$(BIN)/python -m pytest -q -rfE
 
 ## make bench: fan-out benchmark of `orch hosts` against Ansible, ssh and bare asyncssh
