@@ -15,11 +15,16 @@ from ..app import App
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
-    """One pass: finalize or reconcile running tasks, then dispatch eligible issues."""
+    """One pass: finalize or reconcile running tasks, then dispatch eligible issues.
+
+    Exit 0 when the pass did its work (or another pass held the lock), 1 when the forge
+    was unavailable (the pass stopped early, the state stays consistent) or when nothing
+    was done but errors were.
+    """
     from ..metrics import render as render_metrics
     from ..metrics import write_textfile
     from ..poll import poll_pass
-    from ..render import print_json
+    from ..render import err_console, print_json
     from ..render.poll import summary
     result = asyncio.run(poll_pass(app, list(repos)))
     if app.settings.metrics.textfile and not result.busy:
@@ -29,5 +34,8 @@ def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
         print_json(result.to_json())
     else:
         summary(result)
+    if result.aborted:
+        err_console.print(f"orch: {result.aborted}", markup=False, highlight=False)
+        click.get_current_context().exit(1)
     if result.errors and not (result.dispatched or result.finalized):
         click.get_current_context().exit(1)

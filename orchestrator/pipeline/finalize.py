@@ -28,17 +28,49 @@ from . import report
 CLAIM_TTL = timedelta(minutes=10)
 
 
+def me() -> str:
+    """This orch process, as a claim names it: "hostname:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claimant_alive(claimed_by: str | None) -> bool | None:
+    """Whether the orch process named by a claim still runs: True/False for a process of
+    this machine, None when it cannot be told (another machine, or no claim).
+
+    A claim whose process died (SIGKILL, OOM, reboot) must not block the task for the
+    whole CLAIM_TTL: the next pass takes over at once.
+    """
+    if not claimed_by:
+        return None
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_held(task: Task) -> bool:
+    """True while another live orch process holds `task`'s claim."""
+    if not task.claimed_by or task.claimed_by == me():
+        return False
+    if claimant_alive(task.claimed_by) is False:
+        return False
+    return bool(task.claimed_at) and \
+        datetime.now(timezone.utc) - parse_time(task.claimed_at) < CLAIM_TTL
+
+
 def _claim(app: App, task_id: str) -> Task | None:
     """Take the right to finalize `task_id`; None if it is done or another process has it."""
-    me = f"{socket.gethostname()}:{os.getpid()}"
     with app.store.locked():
         task = app.store.get(task_id)
-        if task.status != "running":
+        if task.status != "running" or claim_held(task):
             return None
-        if task.claimed_by and task.claimed_by != me and task.claimed_at and \
-                datetime.now(timezone.utc) - parse_time(task.claimed_at) < CLAIM_TTL:
-            return None
-        return app.store.update(task_id, claimed_by=me, claimed_at=now_iso())
+        return app.store.update(task_id, claimed_by=me(), claimed_at=now_iso())
 
 
 def _release(app: App, task_id: str) -> None:
@@ -64,14 +96,17 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task) -> Task:
+async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
+                   status: remote.JobStatus | None = None) -> Task:
     """Finish `task` if its job has ended; return it as it stands afterwards.
 
     A job still running is left alone; a job that died without a final status is left
-    to reconcile (which decides between lost and failed).
+    to reconcile (which decides between lost and failed). `status`: the job status the
+    caller has just read (saves a round trip), else it is read here.
     """
     conn = await fleet.connection(task.host or "")
-    status = await remote.read_status(conn, task.workspace or "")
+    if status is None:
+        status = await remote.read_status(conn, task.workspace or "")
     if status is None or status.state == "running":
         return task
     claimed = _claim(app, task.id)
@@ -94,7 +129,16 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
     labels_off = [report.LABEL_RUNNING, s.trigger.label]
 
     if status.state == "cancelled":
-        return app.store.cancel(task.id, status.error or "cancelled on the host",
+        # Stopped on the host (a signal to the job): say so on the issue and take the
+        # trigger label off, as for any outcome, so that `orch poll` does not take the
+        # issue again unless a person labels it again.
+        reason = status.error or "cancelled on the host"
+        comment_id = await asyncio.to_thread(
+            forge.upsert_comment, task.repo, task.issue,
+            f"{report.MARKER}\n:stop_sign: **orch** task `{task.id}` was cancelled: {reason}",
+            task.comment_id)
+        await asyncio.to_thread(forge.set_labels, task.repo, task.issue, [], labels_off)
+        return app.store.cancel(task.id, reason, comment_id=comment_id, finalized=True,
                                 claimed_by=None, claimed_at=None)
 
     if status.state == "succeeded":

@@ -24,6 +24,7 @@ from ..models import Host, HostFacts, Issue, Placement, Task
 from ..prompts import render_fix_prompt, render_prompt
 from ..resources import playbooks_dir, prompts_dir
 from ..schedule import place
+from ..store import now_iso
 from .intake import Intake
 
 
@@ -55,12 +56,19 @@ def decide(app: App, specialty: str, reason: str, facts: dict[str, HostFacts],
 
 
 def reserve(app: App, task: Task, placement: Placement, issue: Issue) -> Task:
-    """queued -> running on the placed host, before the job exists (call under lock)."""
+    """queued -> running on the placed host, before the job exists (call under lock).
+
+    The task carries this process's claim until start_job has started the job: if this
+    process dies in between, reconcile sees a claim whose process is gone and a workspace
+    without a job, and requeues the task at once (no grace period to wait out).
+    """
+    from .finalize import me
     assert placement.host is not None
     host = app.host(placement.host)
     return app.store.start(task.id, host=host.name,
                            branch=shell.branch_name(issue.number, issue.title),
-                           workspace=workspace_for(host, task.id), pid=None)
+                           workspace=workspace_for(host, task.id), pid=None,
+                           claimed_by=me(), claimed_at=now_iso())
 
 
 def job_spec(app: App, task: Task, issue: Issue, clone_url: str, base_branch: str | None) -> JobSpec:
@@ -100,10 +108,12 @@ async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Iss
         conn = await fleet.connection(task.host or "")
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt)
     except OrchError as exc:
-        app.store.fail(task.id, f"could not start the job on {task.host}: {exc.message}")
+        app.store.fail(task.id, f"could not start the job on {task.host}: {exc.message}",
+                       claimed_by=None, claimed_at=None)
         raise WorkError(f"task {task.id}: could not start the job on {task.host}: {exc.message}",
                         hint=exc.hint) from None
-    return app.store.update(task.id, pid=pgid, log_path=str(local_log_path(app, task.id)))
+    return app.store.update(task.id, pid=pgid, log_path=str(local_log_path(app, task.id)),
+                            claimed_by=None, claimed_at=None)
 
 
 def local_log_path(app: App, task_id: str) -> os.PathLike[str]:

@@ -7,13 +7,17 @@ from . import console
 
 def summary(result) -> None:
     if result.busy:
-        console.print("another orch poll pass holds the lock; this pass did nothing")
+        console.print("another orch poll pass holds the lock; this pass did nothing "
+                      "(the running pass does the work)", markup=False)
         return
     for t in result.finalized:
         console.print(f"finalized {t.id} {t.repo}#{t.issue}: {t.status} "
                       f"{t.pr_url or t.error or ''}", markup=False)
     for t in result.lost:
         console.print(f"lost      {t.id} {t.repo}#{t.issue}: {t.error or ''}", markup=False)
+    for t in result.requeued:
+        console.print(f"requeued  {t.id} {t.repo}#{t.issue} (attempt {t.attempts} done)",
+                      markup=False)
     for k in result.killed:
         console.print(f"killed    stale job {k}", markup=False)
     for t in result.dispatched:
@@ -25,4 +29,5 @@ def summary(result) -> None:
     for e in result.errors:
         console.print(f"error     {e}", markup=False)
     console.print(f"{len(result.dispatched)} dispatched, {len(result.finalized)} finalized, "
-                  f"{len(result.skipped)} skipped, {len(result.errors)} errors")
+                  f"{len(result.skipped)} skipped, {len(result.errors)} errors"
+                  + (" (pass stopped early)" if result.aborted else ""), markup=False)
