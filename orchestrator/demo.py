@@ -37,6 +37,7 @@ of the throwaway origin.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib.util
 import json
@@ -310,6 +311,19 @@ def demo_app(base: App, state_dir: Path, agent: AgentChoice) -> tuple[App, list[
     return app, notes
 
 
+async def _cancel_live(app: App, repo: str, number: int, say: Callable[[str], None]) -> None:
+    from .control import cancel_task
+    from .errors import OrchError
+    live = app.store.live_for(repo, number)
+    if live is None:
+        return
+    try:
+        task = await asyncio.wait_for(cancel_task(app, live.id), 30)
+        say(f"interrupted: task {task.id} is {task.status} (its job was stopped)")
+    except (OrchError, asyncio.TimeoutError) as exc:
+        say(f"interrupted: could not cancel task {live.id}: {exc}")
+
+
 def refused_local_host(state: Path) -> None:
     """Dispatch never chooses a host whose last `orch bootstrap` failed, and the demo does
     not bend that rule: it says so before building anything, and how to go on."""
@@ -438,8 +452,14 @@ async def run_demo(base: App, *, agent: str = "auto", directory: str | None = No
             f"its test_add fails; the issue is {world.issue_file}")
         forge = app.forge("local")
         repo, number = forge.register(world.issue_file, str(world.origin))
-        outcome = await pipeline.dispatch(app, forge, repo, number, on_line=on_line,
-                                          on_notice=on_notice)
+        try:
+            outcome = await pipeline.dispatch(app, forge, repo, number, on_line=on_line,
+                                              on_notice=on_notice)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Ctrl-C: the job is detached and would outlive us; it is the demo's, so stop it
+            # (before its repositories are removed under it).
+            await _cancel_live(app, repo, number, say)
+            raise
         assert outcome.task is not None
         result = DemoResult(task=outcome.task, agent=choice, world=world, state_dir=state,
                             notes=notes, kept=keep)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from typing import AsyncIterator
 
 from .. import shell
@@ -40,7 +41,8 @@ class LocalConnection:
             "/bin/sh", "-c", command,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            cwd=os.path.expanduser("~"), limit=16 * 1024 * 1024)
+            cwd=os.path.expanduser("~"), limit=16 * 1024 * 1024,
+            start_new_session=True)   # its own group: stopped whole when walked away from
         if input is not None:
             assert proc.stdin is not None
             proc.stdin.write(_as_bytes(input) or b"")
@@ -53,10 +55,16 @@ class LocalConnection:
                 yield raw.decode(errors="replace").rstrip("\n")
             drained = True
         finally:
-            # Kill only a process the caller walked away from: Popen.kill() polls (reaps)
-            # a child that just exited behind asyncio's watcher ("Unknown child process").
-            if not drained and proc.returncode is None:
-                proc.kill()
+            # Kill only what the caller walked away from (a cancelled `orch logs -f`, a
+            # Ctrl-C), and the whole process group: a pipeline's other members (tail -F |
+            # grep) would hold stdout open, and wait() would hang until they end. killpg
+            # does not reap, unlike Popen.kill(), which could reap a child that just exited
+            # behind asyncio's watcher ("Unknown child process").
+            if not drained:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             await proc.wait()
 
     async def put(self, data: bytes, remote_path: str, *, mode: int = 0o600) -> None:
