@@ -82,7 +82,7 @@ class World:
 
     def write_config(self, **sections: Any) -> None:
         """Rewrite orch.yml with these sections merged over the world's defaults."""
-        base = _config_sections(self.github.url, self.root, self.fleet)
+        base = _config_sections(self.github.url, self.root, self.fleet, self.remote.url)
         for key, value in sections.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):
                 base[key].update(value)
@@ -91,12 +91,12 @@ class World:
         self.fleet.write_config(self.config, **base)
 
 
-def _config_sections(github_url: str, root: Path, fleet: Any) -> dict[str, Any]:
+def _config_sections(github_url: str, root: Path, fleet: Any, clone_url: str) -> dict[str, Any]:
     agent: dict[str, Any] = {"command": STANDIN, "timeout": "2m", "max_turns": 20}
     if os.geteuid() == 0:
         agent["allow_root"] = True
     return {"github": {"url": github_url, "timeout": 5, "retries": 3},
-            "repos": [REPO], "agent": agent,
+            "repos": [REPO], "repo_urls": {REPO: clone_url}, "agent": agent,
             "git": {"author": "orch-bot <orch-bot@example.com>"},
             "tests": {"max_fix_attempts": 2},
             "poll": {"lost_after": "5s", "max_attempts": 3}}

@@ -198,3 +198,24 @@ def test_detach_then_logs_follow_and_cancel(make_world):
         os.killpg(pgid, 0)
     again = w.orch("cancel", t2["task_id"])
     assert again.returncode == 2 and "cancelled" in again.stderr
+
+
+def test_host_failing_bootstrap_is_not_chosen_until_it_passes(make_world):
+    from tests.fixtures_world import STANDIN
+    w = make_world(hosts=2)
+    broken = {"h1": {"agent": "/nonexistent/claude"}}
+    w.fleet.write_inventory(w.inventory, agent=STANDIN, extra=broken)
+    r = w.orch("bootstrap", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    reports = {h["host"]: h for h in json.loads(r.stdout)}
+    assert reports["h1"]["ok"] is False and reports["h2"]["ok"] is True
+    n = w.issue("Anything", "orch-standin: write a.txt a\n")
+    plan = w.orch_json("dispatch", f"{w.repo}#{n}", "--dry-run", "--host", "h1")
+    assert plan["host"] is None
+    [h1] = [h for h in plan["hosts"] if h["name"] == "h1"]
+    assert "bootstrap failed" in h1["reason"] and "agent" in h1["reason"]
+    assert w.orch_json("dispatch", f"{w.repo}#{n}", "--dry-run")["host"] == "h2"
+
+    w.fleet.write_inventory(w.inventory, agent=STANDIN)
+    assert w.orch("bootstrap", "h1").returncode == 0
+    assert w.orch_json("dispatch", f"{w.repo}#{n}", "--dry-run", "--host", "h1")["host"] == "h1"
