@@ -244,3 +244,46 @@ def test_demo_refuses_a_local_host_that_failed_bootstrap_before_building_anythin
     assert "orch demo --dir" in r.stderr
     assert list(tmpdir.iterdir()) == [] and not (home / "state.json").exists()
     assert not (home / "issues").exists()
+
+
+def test_ctrl_c_cancels_the_demo_task_and_stops_its_job(tmp_path):
+    """A `claude` that never answers (a fake on PATH, 'logged in' by ANTHROPIC_API_KEY):
+    Ctrl-C must not leave the detached job running, nor hang until it ends."""
+    import signal
+    import time
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    pidfile = tmp_path / "agent.pid"
+    (fake / "claude").write_text(
+        "#!/bin/sh\ncase \"$*\" in *--version*) echo '2.1.197 (fake)'; exit 0;; esac\n"
+        f"echo $$ > {pidfile}\ncat > /dev/null\nexec sleep 300\n")
+    (fake / "claude").chmod(0o755)
+    env = _env(tmp_path, ANTHROPIC_API_KEY="fake-key-for-the-test")
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
+    d = tmp_path / "d"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "demo", "--dir", str(d)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pidfile.exists(), "the fake agent never started"
+        agent_pid = int(pidfile.read_text())
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "Claude Code 2.1.197 (fake)" in out and "interrupted: task" in out, out
+    assert "cancelled" in out
+    with pytest.raises(ProcessLookupError):
+        os.kill(agent_pid, 0)
+    state = json.loads((d / "state" / "state.json").read_text())
+    [task] = state["tasks"].values()
+    assert task["status"] == "cancelled"
+    assert [p.name for p in d.iterdir()] == ["state"]
