@@ -395,15 +395,15 @@ def _inspect(result: DemoResult) -> None:
     result.diff_stat = _git(["diff", "--stat", f"{result.base}..{branch}"], cwd=origin).rstrip()
 
 
-def cleanup(result: DemoResult, app: App) -> None:
-    """Remove the throwaway repositories and the job's mirror of the origin."""
+def cleanup(app: App | None, workdir: Path) -> None:
+    """Remove the throwaway repositories and the job's cached mirror of their origin."""
     from .job.playbook import mirror_path
-    workspace = result.task.workspace
-    if workspace:
-        mirror = Path(mirror_path(workspace, str(result.world.origin)))
+    if app is not None:
+        root = app.local_host().workspace_root
+        mirror = Path(mirror_path(f"{root}/task", str(workdir / "origin.git")))
         shutil.rmtree(mirror, ignore_errors=True)
         Path(str(mirror) + ".lock").unlink(missing_ok=True)
-    shutil.rmtree(result.world.workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def run_demo(base: App, *, agent: str = "auto", directory: str | None = None,
@@ -469,7 +469,4 @@ async def run_demo(base: App, *, agent: str = "auto", directory: str | None = No
         return result
     finally:
         if not keep:
-            if result is not None and app is not None:
-                cleanup(result, app)
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+            cleanup(app, workdir)

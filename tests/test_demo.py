@@ -165,6 +165,9 @@ def test_demo_exits_1_when_the_task_fails(tmp_path):
     assert "tests still failing" in out["task"]["error"]
     assert out["branch_in_origin"] is False and out["tests"] == "failed"
     assert not Path(out["workdir"]).exists()
+    assert list((tmp_path / "d" / "state" / "work" / ".mirrors").glob("*.git")) == []
+    # The failed job's workspace is kept for inspection, as for any failed task.
+    assert Path(out["task"]["workspace"], "job.log").is_file()
 
 
 # -- the agent choice, without running anything but a fake `claude --version` -------------
@@ -287,3 +290,4 @@ def test_ctrl_c_cancels_the_demo_task_and_stops_its_job(tmp_path):
     [task] = state["tasks"].values()
     assert task["status"] == "cancelled"
     assert [p.name for p in d.iterdir()] == ["state"]
+    assert list((d / "state" / "work" / ".mirrors").glob("*.git")) == []
