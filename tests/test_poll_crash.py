@@ -1,0 +1,78 @@
+"""`orch poll` killed with SIGKILL at the worst moments (issue 4, "Orchestrator crash").
+
+Each kill is timed by watching the state file, not by sleeping: while a task is reserved
+but its job is not started yet, while jobs are being started, and while a finished task
+is being finalized (its claim held). The passes that follow must leave no orphan job, no
+duplicate task and no lost issue: every issue ends with one succeeded task and one PR.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
+                                     assert_one_pr_per_issue, by_issue, host_jobs, run_passes,
+                                     tasks, wait_for)
+
+BODY = "orch-standin: slow 0.3\norch-standin: turns 3\norch-standin: write c{i}.txt c{i}\n"
+
+
+def _kill_when(w, pred, what: str, timeout: float = 60) -> None:
+    """Start `orch poll` and SIGKILL it the moment `pred(tasks)` holds."""
+    proc = w.popen("poll")
+    try:
+        wait_for(lambda: pred(tasks(w)) or proc.poll() is not None, timeout, what, every=0.005)
+        assert proc.poll() is None, (f"the pass ended before {what}:\n"
+                                     + "".join(proc.communicate()))
+    finally:
+        proc.kill()            # SIGKILL: no cleanup, no finally blocks, no lock release
+        proc.communicate()
+
+
+def test_sigkill_mid_dispatch_and_mid_finalize_loses_and_doubles_nothing(make_world):
+    w = make_world(hosts=3, max_tasks=2, tests=FAST_TESTS,
+                   poll={"lost_after": "5s", "max_attempts": 5})
+    # The default start grace (120 s) stays: a reservation whose process died is seen at
+    # once (its claim names a dead process), with no grace period to wait out.
+    numbers = [w.issue(f"Crash issue {i}", BODY.format(i=i)) for i in range(8)]
+
+    # 1. Killed right after reserving a slot, before the job is started.
+    _kill_when(w, lambda ts: any(t.status == "running" and t.pid is None for t in ts),
+               "a reserved task without a job")
+    reserved = [t for t in tasks(w) if t.status == "running" and t.pid is None]
+    assert reserved, "the kill came too late"
+    never_started = {t.id for t in reserved}
+
+    # 2. Killed while jobs are being started (one more job started than before).
+    started_before = sum(1 for t in tasks(w) if t.pid)
+    _kill_when(w, lambda ts: sum(1 for t in ts if t.pid) > started_before,
+               "one more job started")
+
+    # 3. Killed while finalizing: a finished job's task holds this pass's claim.
+    wait_for(lambda: any(j["state"] == "succeeded" for j in host_jobs(w)), 60,
+             "a job to finish")
+    _kill_when(w, lambda ts: any(t.status == "running" and t.pid and t.claimed_by for t in ts),
+               "a finalize claim")
+    claimed = [t for t in tasks(w) if t.status == "running" and t.claimed_by]
+    assert claimed, "no claim was left behind by the killed finalize"
+
+    # The passes after the crashes put everything right.
+    t0 = time.monotonic()
+    run_passes(w, all_final(len(numbers)), timeout=150)
+    took = time.monotonic() - t0
+
+    groups = by_issue(w)
+    assert sorted(groups) == sorted(numbers), "an issue was lost"
+    assert all(len(ts) == 1 for ts in groups.values()), "an issue got a second task"
+    assert all(t.status == "succeeded" for t in tasks(w)), [(t.id, t.status, t.error)
+                                                            for t in tasks(w)]
+    assert_one_pr_per_issue(w, numbers)
+    assert_no_orphans(w)
+    # The reservations of the first killed pass were requeued because their process was
+    # dead, not after the 120 s start grace.
+    for t in tasks(w):
+        if t.id in never_started:
+            reasons = [h["reason"] for h in t.history if h["to"] == "lost"]
+            if reasons:
+                assert "never started" in reasons[0] and "died" in reasons[0], reasons
+    assert took < 120
