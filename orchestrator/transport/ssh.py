@@ -20,6 +20,7 @@ import functools
 import getpass
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..errors import HostUnreachable
@@ -59,24 +60,154 @@ def _config_values(config: Any) -> dict[str, Any]:
     return {k: config.get(k) for k in _CONFIG_KEYS if config.get(k) is not None}
 
 
+# -- the ssh config, read once per run ----------------------------------------------------
+#
+# asyncssh parses the whole ssh config for every connection, shlex-splitting every line of
+# every Host block (~5 ms for a 400-line file): with 50 hosts, ~0.25 s of CPU per `orch
+# hosts`, all of it before the first packet. The lines of a file never change within a
+# run, only which of them apply: so each file is tokenized once (per version on disk),
+# and each host replays the tokens through asyncssh's own handlers, which decide what
+# matches and what each option means exactly as asyncssh's `parse` would.
+
+_TOKENS: dict[tuple, list[tuple[int, str | None, tuple[str, ...] | str]]] = {}
+
+
+def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, ...] | str]]:
+    """(line number, lowercased option, its arguments) for every line of an ssh config,
+    split as asyncssh's SSHConfig.parse splits them; a line shlex cannot split becomes
+    (line, None, message), raised when a parse reaches it (as asyncssh would)."""
+    import shlex
+    st = os.stat(path)
+    key = (cls, str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    cached = _TOKENS.get(key)
+    if cached is not None:
+        return cached
+    conditionals, no_split = cls._conditionals, cls._no_split
+    entries: list[tuple[int, str | None, tuple[str, ...] | str]] = []
+    with open(path) as file:
+        for line_no, line in enumerate(file, 1):
+            line = line.strip()
+            if not line or line[0] == "#":
+                continue
+            try:
+                split_args = shlex.split(line)
+            except ValueError as exc:
+                entries.append((line_no, None, str(exc)))
+                continue
+            args: list[str] = []
+            loption = ""
+            allow_equal = True
+            for i, arg in enumerate(split_args, 1):
+                if arg.startswith("="):
+                    if len(arg) > 1:
+                        args.append(arg[1:])
+                elif not allow_equal:
+                    args.extend(split_args[i - 1:])
+                    break
+                elif arg.endswith("="):
+                    args.append(arg[:-1])
+                elif "=" in arg:
+                    arg, val = arg.split("=", 1)
+                    args.append(arg)
+                    args.append(val)
+                else:
+                    args.append(arg)
+                if i == 1:
+                    loption = args.pop(0).lower()
+                    allow_equal = loption in conditionals
+            if loption in no_split:
+                args = [line.lstrip()[len(loption):].strip()]
+            entries.append((line_no, loption, tuple(args)))
+    if len(_TOKENS) > 32:
+        _TOKENS.clear()
+    _TOKENS[key] = entries
+    return entries
+
+
+@functools.lru_cache(maxsize=None)
+def _config_class() -> type | None:
+    """asyncssh's SSHClientConfig with `parse` replaying cached tokens; None if this
+    asyncssh lacks an internal it relies on (then asyncssh parses, as before)."""
+    try:
+        from asyncssh.config import SSHClientConfig
+    except ImportError:  # pragma: no cover
+        return None
+    needed = ("_conditionals", "_no_split", "_handlers", "_percent_expand", "_set_tokens",
+              "_expand_val", "_error", "parse", "has_match_final", "load", "get")
+    if not all(hasattr(SSHClientConfig, n) for n in needed):
+        return None  # pragma: no cover
+
+    class _ReplayedClientConfig(SSHClientConfig):
+        def parse(self, path: Path) -> None:
+            # The body of asyncssh's SSHConfig.parse (2.14-2.24), minus the tokenizing.
+            self._path = path
+            self._line_no = 0
+            self._matching = True
+            self._tokens = {"%": "%"}
+            for line_no, loption, args in _tokenize(type(self), path):
+                self._line_no = line_no
+                if loption is None:
+                    self._error(str(args))
+                if not self._matching and loption not in self._conditionals:
+                    continue
+                try:
+                    option, handler = self._handlers[loption]
+                except KeyError:
+                    continue
+                if not args:
+                    self._error(f"Missing {option} value")
+                rest = list(args)
+                handler(self, option, rest)
+                if rest:
+                    self._error(f"Extra data at end: {' '.join(rest)}")
+            self._set_tokens()
+            for option in self._percent_expand:
+                try:
+                    value = self._options[option]
+                except KeyError:
+                    continue
+                if isinstance(value, list):
+                    value = [self._expand_val(item) for item in value]
+                elif isinstance(value, str):
+                    value = self._expand_val(value)
+                self._options[option] = value
+
+    return _ReplayedClientConfig
+
+
+def _load_config(host: Host, ssh: SSHSettings, paths: list[str]):
+    """The ssh config as it applies to `host` (an asyncssh SSHClientConfig), as asyncssh
+    itself would load it for a connection with this host's address, port and user."""
+    cls = _config_class()
+    if cls is None:  # pragma: no cover
+        from asyncssh.config import SSHClientConfig as cls
+    return cls.load(None, paths, False, False, False, getpass.getuser(),
+                    host.user if host.user else (), host.address,
+                    host.port if host.port else ())
+
+
 def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
     """What the ssh config says about this host (HostName, Port, User, IdentityFile...).
 
     asyncssh applies the config itself; we read it too to name the real address in
     messages and to add explicit keys *on top of* the config's IdentityFile (asyncssh
-    would otherwise replace them). Uses asyncssh's own parser; on any surprise, {}.
+    would otherwise replace them). Uses asyncssh's own handlers; on any surprise, {}.
     """
     paths = _config_paths(ssh)
     if not paths:
         return {}
     try:
-        from asyncssh.config import SSHClientConfig
-        cfg = SSHClientConfig.load(None, paths, False, False, False, getpass.getuser(),
-                                   host.user if host.user else (), host.address,
-                                   host.port if host.port else ())
-        return _config_values(cfg)
+        return _config_values(_load_config(host, ssh, paths))
     except Exception:  # noqa: BLE001 - the config is applied by asyncssh anyway
         return {}
+
+
+def _needs_asyncssh_parse(config: Any) -> bool:
+    """Whether asyncssh must see the config paths itself: a ProxyJump hop is resolved by
+    `connect(config=...)`, and hostname canonicalization or `Match final` re-parse the
+    files for the canonical name."""
+    return bool(config.get("ProxyJump") or config.get("CanonicalizeHostname")
+                or config.has_match_final())
 
 
 def target_of(host: Host, ssh: SSHSettings) -> tuple[str, int]:
@@ -251,34 +382,39 @@ class SSHConnection:
     async def open(cls, host: Host, ssh: SSHSettings) -> "SSHConnection":
         """Connect and authenticate; every failure is a HostUnreachable with a reason."""
         import asyncssh
-        # The ssh config is parsed once per host, here: asyncssh's own options carry it
-        # into the connection, and orch reads HostName/IdentityFile... from the same
-        # parse (parsing costs O(lines of the file) per host: with 50 hosts in one file,
-        # parsing it twice per host cost ~0.5 s of CPU per `orch hosts`).
-        # client_keys=None: no default key loading here; the real keys come below.
-        target: dict[str, Any] = {"host": host.address, "client_keys": None}
-        if host.port:
-            target["port"] = host.port
-        if host.user:
-            target["username"] = host.user
+        # The ssh config is applied once per host, here, from tokens read once per run
+        # (see _tokenize), and handed to asyncssh as the connection's already-loaded
+        # config: asyncssh then neither re-reads the file nor re-splits its lines.
+        # orch reads HostName/IdentityFile... from the same object.
+        paths = _config_paths(ssh)
+        kwargs: dict[str, Any] = {}
         try:
-            options = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
-                asyncssh.SSHClientConnectionOptions, config=_config_paths(ssh), **target))
+            config = _load_config(host, ssh, paths) if paths else None
+            if config is None:
+                # No ssh config: say so, or asyncssh would fall back to ~/.ssh/config.
+                kwargs["config"] = []
+            elif _needs_asyncssh_parse(config):
+                kwargs["config"] = paths  # asyncssh's own path, hop and re-parse included
+            else:
+                # client_keys=None: no default key loading here; the real keys come below.
+                options = asyncssh.SSHClientConnectionOptions(config=[], client_keys=None)
+                options.config = config  # the base of the connection's own config
+                kwargs.update(options=options, config=None)
+        except HostUnreachable:
+            raise
         except Exception as exc:  # noqa: BLE001 - a bad config: reported like any failure
             raise classify_error(host, ssh, exc) from None
-        cfg = _config_values(options.config)
+        cfg = _config_values(config) if config is not None else {}
         keys = _client_keys(host, ssh, cfg)
         kh_path = _expand(ssh.known_hosts)
         known_hosts: Any = kh_path if os.path.isfile(kh_path) else asyncssh.import_known_hosts("")
-        kwargs: dict[str, Any] = dict(
-            options=options, known_hosts=known_hosts, client_keys=keys,
+        kwargs.update(
+            known_hosts=known_hosts, client_keys=keys,
             connect_timeout=ssh.connect_timeout, keepalive_interval=ssh.keepalive_interval,
             keepalive_count_max=ssh.keepalive_count_max, request_pty=False,
             # An encrypted key file is skipped (ssh-agent serves it), as OpenSSH's
             # BatchMode would: orch never prompts for a passphrase.
             ignore_encrypted=True)
-        if options.tunnel:  # asyncssh resolves a ProxyJump hop with connect()'s config=
-            kwargs["config"] = _config_paths(ssh)
         if host.port:
             kwargs["port"] = host.port
         if host.user:
