@@ -210,6 +210,32 @@ def _needs_asyncssh_parse(config: Any) -> bool:
                 or config.has_match_final())
 
 
+# -- known_hosts, read once per run --------------------------------------------------------
+
+_KNOWN_HOSTS: dict[tuple, Any] = {}
+
+
+def _known_hosts(ssh: SSHSettings):
+    """The known_hosts file as an asyncssh SSHKnownHosts, parsed once per version of the
+    file (asyncssh would re-read it for every connection); an empty one, which trusts
+    nothing, when the file is missing."""
+    import asyncssh
+    path = _expand(ssh.known_hosts)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not os.path.isfile(path):
+        return asyncssh.import_known_hosts("")
+    key = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+    known = _KNOWN_HOSTS.get(key)
+    if known is None:
+        known = asyncssh.read_known_hosts(path)
+        _KNOWN_HOSTS.clear()
+        _KNOWN_HOSTS[key] = known
+    return known
+
+
 def target_of(host: Host, ssh: SSHSettings) -> tuple[str, int]:
     """(address, port) that a connection to `host` really reaches, after the ssh config."""
     cfg = _config_lookup(host, ssh)
@@ -390,6 +416,7 @@ class SSHConnection:
         kwargs: dict[str, Any] = {}
         try:
             config = _load_config(host, ssh, paths) if paths else None
+            known_hosts = _known_hosts(ssh)
             if config is None:
                 # No ssh config: say so, or asyncssh would fall back to ~/.ssh/config.
                 kwargs["config"] = []
@@ -406,8 +433,6 @@ class SSHConnection:
             raise classify_error(host, ssh, exc) from None
         cfg = _config_values(config) if config is not None else {}
         keys = _client_keys(host, ssh, cfg)
-        kh_path = _expand(ssh.known_hosts)
-        known_hosts: Any = kh_path if os.path.isfile(kh_path) else asyncssh.import_known_hosts("")
         kwargs.update(
             known_hosts=known_hosts, client_keys=keys,
             connect_timeout=ssh.connect_timeout, keepalive_interval=ssh.keepalive_interval,
