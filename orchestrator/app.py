@@ -50,7 +50,8 @@ class App:
     def state_dir(self) -> Path:
         raw = self._state_arg or os.environ.get("ORCH_HOME") or self.settings.state_dir \
             or "~/.local/state/orch"
-        p = Path(raw).expanduser()
+        # Absolute: the local host's workspace lives here and its jobs run from $HOME.
+        p = Path(raw).expanduser().absolute()
         p.mkdir(parents=True, exist_ok=True)
         return p
 

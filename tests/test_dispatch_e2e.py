@@ -56,6 +56,8 @@ def test_issue_becomes_one_pr_with_comment_labels_and_task(make_world):
     assert not ws.exists()
     logs = w.orch("logs", task["id"])
     assert logs.returncode == 0 and "hello.txt" in logs.stdout
+    [copy] = (w.state_dir / "logs").glob(f"{task['id']}*.log")
+    assert copy.stat().st_mode & 0o077 == 0, "the log copy is private, like state.json"
 
 
 def test_dry_run_explains_and_changes_nothing(make_world):

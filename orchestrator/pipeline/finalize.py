@@ -87,7 +87,10 @@ async def fetch_log(app: App, conn, task: Task) -> str:
     text = result.stdout if result.ok else ""
     path = local_log_path(app, task.id)
     if text:
-        with open(path, "w", encoding="utf-8") as fh:
+        # 0600 like state.json: a log holds the issue text and the agent's output.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
             fh.write(text)
     return text
 
