@@ -65,6 +65,6 @@ def pr_title(title: str) -> str:
 
 def pr_body(task: Task, number: int, summary: str) -> str:
     text = summary.strip() or "(the agent gave no summary)"
-    return (f"{MARKER}\nThis pull request was made by **orch**, running Claude Code on "
+    return (f"{MARKER}\nThis pull request was made by **orch**: the agent ran on host "
             f"`{task.host}`.\n\n### What changed\n\n{fenced(text, 'text')}\n\n"
             f"### Run\n\n{_table(task)}\n\nCloses #{number}\n")
