@@ -18,7 +18,7 @@ from typing import Any
 
 from .settings import DEFAULT_SPECIALTIES, Settings
 from .yamlfile import (Loc, Validator, boolean, choice, describe, expect_mapping, integer, is_number,
-                       list_of, number, optional, read_document, string, string_key, unknown_key)
+                       list_of, load_validated, number, optional, string, string_key, unknown_key)
 
 PERMISSIONS = ("none", "read", "triage", "write", "maintain", "admin")
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
@@ -261,7 +261,12 @@ def load_settings(path: Path) -> Settings:
     An empty file (or one holding only comments) gives the defaults.
     """
     path = Path(path)
-    doc = read_document(path, duplicate_hints={"": "a section appears twice: merge the two"})
+    return load_validated(path, lambda doc: _settings(doc, path),
+                          duplicate_hints={"": "a section appears twice: merge the two"})
+
+
+def _settings(doc: Any, path: Path) -> Settings:
+    """A parsed orch.yml (None when empty) -> Settings, or a ConfigError."""
     settings = Settings()
     settings.source = path
     root = Loc(path)

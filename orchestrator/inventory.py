@@ -15,16 +15,17 @@ from collections.abc import Mapping
 from dataclasses import MISSING
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml.comments import CommentedMap
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .models import Host
 from .yamlfile import (Loc, Validator, append_entry, atomic_write, boolean, choice, dump_document,
-                       expect_mapping, flow_list, integer, key_line, list_of, optional, parse_document,
-                       pop_leading_comments, read_text, remove_entry, replace_value, set_pre_comment,
-                       string, string_key, unknown_key)
+                       expect_mapping, flow_list, integer, key_line, list_of, load_validated,
+                       optional, parse_document, pop_leading_comments, read_text, remove_entry,
+                       replace_value, set_pre_comment, string, string_key, unknown_key)
+
+if TYPE_CHECKING:  # pragma: no cover - ruamel is imported by the edits that need it
+    from ruamel.yaml.comments import CommentedMap
 
 TOP_KEYS = ("defaults", "hosts")
 CONNECTIONS = ("ssh", "local")
@@ -150,8 +151,8 @@ def load_inventory(path: Path) -> list[Host]:
     (e.g. "hosts.backend-1.max_tasks").
     """
     path = Path(path)
-    doc = parse_document(read_text(path), path, duplicate_hints=DUPLICATE_HINTS)
-    return validate_document(doc, path)
+    return load_validated(path, lambda doc: validate_document(doc, path),
+                          duplicate_hints=DUPLICATE_HINTS)
 
 
 # --------------------------------------------------------------------------- round-trip edits
@@ -176,6 +177,7 @@ def _open_for_edit(path: Path, *, create: bool = False) -> tuple[str, CommentedM
     With `create` (for `add`), a missing or empty file, or one without `hosts:`, is
     given a `hosts:` mapping first.
     """
+    from ruamel.yaml.comments import CommentedMap
     text = read_text(path) if path.exists() or not create else ""
     doc = parse_document(text, path, duplicate_hints=DUPLICATE_HINTS)
     if create and doc is None:
@@ -190,6 +192,7 @@ def _open_for_edit(path: Path, *, create: bool = False) -> tuple[str, CommentedM
 
 def _fill_empty_hosts(doc: CommentedMap) -> None:
     """Turn `hosts:` (null) into a mapping; comment lines right under it stay on top of it."""
+    from ruamel.yaml.comments import CommentedMap
     lead = pop_leading_comments(doc, "hosts")
     hosts = CommentedMap()
     doc["hosts"] = hosts
@@ -222,6 +225,7 @@ def add_host(path: Path, name: str, fields: Mapping[str, Any]) -> Host:
     Only the given fields are written, so `defaults:` keep applying to the rest.
     Returns the host with its effective values.
     """
+    from ruamel.yaml.comments import CommentedMap
     path = Path(path)
     original, doc = _open_for_edit(path, create=True)
     hosts = doc["hosts"]
@@ -246,6 +250,7 @@ def set_host(path: Path, name: str, fields: Mapping[str, Any]) -> Host:
 
     Existing keys keep their place and comments; new keys go after the host's last key.
     """
+    from ruamel.yaml.comments import CommentedMap
     path = Path(path)
     original, doc = _open_for_edit(path)
     hosts = doc["hosts"]

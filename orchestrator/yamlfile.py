@@ -7,7 +7,10 @@ and keeps comments, so the same parsed document serves for validation and for
 
 Three parts:
 - reading: `read_document` turns every parser error (duplicates included) into a
-  ConfigError carrying the line;
+  ConfigError carrying the line; `load_validated` first tries libyaml (PyYAML's C
+  loader, ~20x faster than ruamel's pure-Python round trip) on a text whose every
+  scalar it reads exactly as ruamel would, and falls back to ruamel for anything it
+  cannot promise and for every mistake, so errors keep their lines and wording;
 - validating: `Loc` (where a value is) and small composable validators that raise
   ConfigError through it, so a schema is a table of key -> validator;
 - editing: `append_entry`, `replace_value`, `remove_entry` move the comment text that
@@ -18,6 +21,7 @@ Three parts:
 from __future__ import annotations
 
 import difflib
+import functools
 import io
 import os
 import re
@@ -26,18 +30,37 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
-from ruamel.yaml.scalarbool import ScalarBoolean
-from ruamel.yaml.tokens import CommentToken
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.nodes import Node
+    from ruamel.yaml.tokens import CommentToken
+
 Validator = Callable[[Any, "Loc"], Any]
+T = TypeVar("T")
+
+_RUAMEL = False
+
+
+def _ruamel() -> None:
+    """Import ruamel.yaml (~30 ms) on first use: reading a valid file never needs it."""
+    global _RUAMEL, YAML, CommentedMap, CommentedSeq, CommentMark, MarkedYAMLError
+    global YAMLError, MappingNode, Node, SequenceNode, ScalarBoolean, CommentToken
+    if _RUAMEL:
+        return
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+    from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+    from ruamel.yaml.scalarbool import ScalarBoolean
+    from ruamel.yaml.tokens import CommentToken
+    _RUAMEL = True
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -48,6 +71,7 @@ def new_yaml(text: str = "") -> YAML:
     Long lines are never folded (width) and quotes are kept as the user wrote them, so a
     load-dump cycle of an untouched document gives the same bytes.
     """
+    _ruamel()
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -103,6 +127,7 @@ def parse_document(text: str, path: Path, *,
     `duplicate_hints` maps a dotted parent key (e.g. "hosts") to the hint shown when a key
     under it appears twice.
     """
+    _ruamel()
     try:
         return new_yaml(text).load(text)
     except MarkedYAMLError as exc:
@@ -116,6 +141,148 @@ def parse_document(text: str, path: Path, *,
 def read_document(path: Path, *, duplicate_hints: Mapping[str, str] | None = None) -> Any:
     """Read and parse `path`; None for an empty file."""
     return parse_document(read_text(path), path, duplicate_hints=duplicate_hints)
+
+
+def load_validated(path: Path, validate: Callable[[Any], T], *,
+                   duplicate_hints: Mapping[str, str] | None = None) -> T:
+    """`validate(document)` for the YAML file at `path` (None for an empty file).
+
+    The fast path reads the text with libyaml into plain dicts, lists and scalars, only
+    when every scalar means there exactly what ruamel (YAML 1.2) would read (see
+    `fast_parse`), and validates that. Anything it cannot promise, and every mistake the
+    validation finds, goes through the round-trip parser instead: the errors, their lines
+    and their wording are those of `read_document` + `validate`, always.
+    """
+    text = read_text(path)
+    data = fast_parse(text)
+    if data is not _UNSURE:
+        try:
+            return validate(data)
+        except Exception:  # noqa: BLE001 - the round-trip path says what is wrong, where
+            pass
+    return validate(parse_document(text, path, duplicate_hints=duplicate_hints))
+
+
+class _Unsure(Exception):
+    """libyaml might read this text differently from ruamel: use ruamel."""
+
+
+_UNSURE: Any = _Unsure  # fast_parse's "no answer"
+
+# Plain scalars the fast path types itself, exactly as YAML 1.2 (ruamel) does...
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+_TRUE = frozenset(("true", "True", "TRUE"))
+_FALSE = frozenset(("false", "False", "FALSE"))
+_DEC_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_DEC_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.[0-9]+\Z")
+# ...and everything else that ruamel's YAML 1.2 resolvers would type (floats with
+# exponents or underscores, .inf/.nan, 0x/0o/0b and leading-zero ints, `<<`, `=`,
+# timestamps): the fast path does not guess at those.
+_OTHER_TYPED = re.compile(r"""(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN)
+    |[-+]?0b[0-1_]+
+    |[-+]?0o?[0-7_]+
+    |[-+]?[0-9_]+
+    |[-+]?0x[0-9a-fA-F_]+
+    |<<|=
+    |[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?.*
+    )\Z""", re.X)
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_loader() -> Any:
+    """A PyYAML C loader with YAML 1.2 scalars (as ruamel reads them), or None without
+    libyaml."""
+    try:
+        import yaml
+        from yaml import CSafeLoader
+    except ImportError:  # pragma: no cover - PyYAML built without libyaml
+        return None
+    str_tag, int_tag = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"
+    float_tag, bool_tag = "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"
+    null_tag = "tag:yaml.org,2002:null"
+    map_tag, seq_tag = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+    scalar_node, mapping_node = yaml.ScalarNode, yaml.MappingNode
+
+    def plain_tag(value: str) -> str:
+        if value in _NULLS:
+            return null_tag
+        if value in _TRUE or value in _FALSE:
+            return bool_tag
+        if _DEC_INT.match(value):
+            return int_tag
+        if _DEC_FLOAT.match(value):
+            return float_tag
+        if _OTHER_TYPED.match(value):
+            raise _Unsure(value)
+        return str_tag
+
+    class Loader(CSafeLoader):  # type: ignore[misc, valid-type]
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            if kind is scalar_node and implicit[0]:
+                return plain_tag(value)
+            return super().resolve(kind, value, implicit)
+
+        def construct_document(self, node: Any) -> Any:
+            _check_nodes(node)
+            return super().construct_document(node)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            mapping = super().construct_mapping(node, deep=deep)
+            if len(mapping) != len(node.value):
+                raise _Unsure("duplicate key")  # ruamel refuses it, with both lines
+            return mapping
+
+    def _check_nodes(root: Any) -> None:
+        """Only plain maps, lists, strings and the scalars above, each written so that
+        ruamel reads the same (an explicit !!int "0x1f" is not, for one)."""
+        seen: set[int] = set()
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue  # an alias: checked once
+            seen.add(id(node))
+            tag = node.tag
+            if isinstance(node, scalar_node):
+                if tag == str_tag:
+                    continue
+                if tag in (null_tag, bool_tag, int_tag, float_tag) and \
+                        plain_tag(node.value) == tag:
+                    continue
+                raise _Unsure(tag)
+            if tag == (map_tag if isinstance(node, mapping_node) else seq_tag):
+                if isinstance(node, mapping_node):
+                    for key, value in node.value:
+                        stack.append(key)
+                        stack.append(value)
+                else:
+                    stack.extend(node.value)
+                continue
+            raise _Unsure(tag)
+
+    return Loader
+
+
+def fast_parse(text: str) -> Any:
+    """The document as plain Python data via libyaml, or `_UNSURE` when libyaml is
+    missing, the text has a directive (`%YAML 1.1` changes how ruamel reads it) or a
+    "!" (maybe a tag), or anything in it might read differently under ruamel (or fails
+    to parse at all)."""
+    loader_cls = _fast_loader()
+    if loader_cls is None or "!" in text or text.startswith("%") or "\n%" in text:
+        return _UNSURE  # "!": an explicit tag, which ruamel keeps as a TaggedScalar
+    loader = loader_cls(text)
+    try:
+        return loader.get_single_data()
+    except Exception:  # noqa: BLE001 - _Unsure, a syntax error, a recursive alias...
+        return _UNSURE
+    finally:
+        loader.dispose()
 
 
 def syntax_error(path: Path, exc: MarkedYAMLError) -> ConfigError:
@@ -155,6 +322,7 @@ def duplicate_key_error(text: str, path: Path, exc: MarkedYAMLError,
 
 def find_duplicate(text: str) -> tuple[str, str, int, int] | None:
     """(dotted parent, key, first line, second line) of the first duplicated mapping key."""
+    _ruamel()
     try:
         root = YAML(typ="rt").compose(text)
     except YAMLError:
@@ -163,6 +331,7 @@ def find_duplicate(text: str) -> tuple[str, str, int, int] | None:
 
 
 def _walk_for_duplicate(node: Node, prefix: str) -> tuple[str, str, int, int] | None:
+    _ruamel()
     if isinstance(node, MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -269,7 +438,8 @@ def describe(value: Any) -> str:
 
 
 def is_bool(value: Any) -> bool:
-    return isinstance(value, (bool, ScalarBoolean))
+    # A ScalarBoolean only comes from a ruamel document, so ruamel is loaded by then.
+    return isinstance(value, bool) or (_RUAMEL and isinstance(value, ScalarBoolean))
 
 
 def is_int(value: Any) -> bool:
@@ -382,12 +552,14 @@ def string_key(key: Any, loc: Loc) -> str:
 
 
 def _is_block(value: Any) -> bool:
+    _ruamel()
     return isinstance(value, (CommentedMap, CommentedSeq)) and len(value) > 0 \
         and not value.fa.flow_style()
 
 
 def _leaf(container: Any, key: Any) -> tuple[Any, Any]:
     """The (container, key) whose comment slot holds the text after `container[key]`."""
+    _ruamel()
     value = container[key]
     while _is_block(value):
         container = value
@@ -397,10 +569,12 @@ def _leaf(container: Any, key: Any) -> tuple[Any, Any]:
 
 
 def _slot_index(container: Any) -> int:
+    _ruamel()
     return 2 if isinstance(container, CommentedMap) else 0
 
 
 def _slot(container: Any, key: Any) -> CommentToken | None:
+    _ruamel()
     entry = container.ca.items.get(key)
     if not entry:
         return None
@@ -423,6 +597,7 @@ def get_tail(container: Any, key: Any) -> str:
 
 def set_tail(container: Any, key: Any, text: str) -> None:
     """Make `text` the raw text written after the entry's last line (keeping its EOL comment)."""
+    _ruamel()
     leaf, leaf_key = _leaf(container, key)
     token = _slot(leaf, leaf_key)
     head = _split_token(token.value)[0] if token else "\n"
@@ -439,6 +614,7 @@ def set_tail(container: Any, key: Any, text: str) -> None:
 
 
 def _tokens_text(tokens: Iterable[Any] | None) -> str:
+    _ruamel()
     text = ""
     for token in tokens or ():
         if isinstance(token, CommentToken):
@@ -449,6 +625,7 @@ def _tokens_text(tokens: Iterable[Any] | None) -> str:
 
 def _text_tokens(text: str) -> list[CommentToken]:
     """Raw comment text -> one token per comment line, blank lines folded into the previous."""
+    _ruamel()
     tokens: list[CommentToken] = []
     for line in text.splitlines():
         if not line.strip():
@@ -608,6 +785,7 @@ def pop_leading_comments(mapping: CommentedMap, key: str) -> str:
 
 def flow_list(items: Iterable[Any]) -> CommentedSeq:
     """A list written inline, `[a, b]`, as the SPEC's examples write specialties."""
+    _ruamel()
     seq = CommentedSeq(list(items))
     seq.fa.set_flow_style()
     return seq
