@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Any
 
 from . import shell
 from .errors import HostUnreachable
@@ -176,6 +177,23 @@ def parse_probe(output: str, host: Host, agent: str = "claude") -> HostFacts:
         facts.error_kind = "probe"
         facts.error = "the probe script stopped before its end"
     return facts
+
+
+# SPEC.md fixes these keys (in this order); the rest of HostFacts follows as extras.
+# The shape lives here, not in render/, so that `orch hosts --json` never imports rich.
+JSON_KEYS = ("name", "address", "reachable", "specialties", "load1", "cpus",
+             "running_tasks", "max_tasks", "agent_version", "error")
+
+
+def hosts_json(facts: list[HostFacts]) -> list[dict[str, Any]]:
+    """`orch hosts --json`: one object per host, SPEC.md's keys first."""
+    out = []
+    for f in facts:
+        data = f.to_json()
+        row = {k: data.pop(k) for k in JSON_KEYS}
+        row.update(data)
+        out.append(row)
+    return out
 
 
 def unreachable(host: Host, exc: HostUnreachable, seconds: float | None = None) -> HostFacts:

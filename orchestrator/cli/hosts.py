@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from typing import Any
 
 import click
 
@@ -15,8 +18,6 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     """Probe every host (or NAMES): reachable, load, cpus, memory, disk, running tasks,
     agent version. Exits 1 when an enabled host is unreachable."""
     from ..fleet import Fleet
-    from ..render import print_json
-    from ..render import hosts as render
 
     app = ctx.obj
     inventory = app.hosts
@@ -28,8 +29,17 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
 
     facts = asyncio.run(run())
     if as_json:
-        print_json(render.hosts_json(facts))
+        from ..facts import hosts_json
+        print_json(hosts_json(facts))
     else:
+        from ..render import hosts as render
         render.hosts_table(facts)
     if any(f.enabled and not f.reachable for f in facts):
         ctx.exit(1)
+
+
+def print_json(data: Any) -> None:
+    """render.print_json's exact output, without importing render/ (and rich, ~40 ms of
+    start-up that --json never uses); tests/test_hosts_json.py keeps the two identical."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 from rich.table import Table
 
+from ..facts import JSON_KEYS, hosts_json  # the --json shape (no rich there)
 from ..models import HostFacts
 from . import console
 
-# SPEC.md fixes these keys (in this order); the rest of HostFacts follows as extras.
-JSON_KEYS = ("name", "address", "reachable", "specialties", "load1", "cpus",
-             "running_tasks", "max_tasks", "agent_version", "error")
-
-
-def hosts_json(facts: list[HostFacts]) -> list[dict[str, Any]]:
-    out = []
-    for f in facts:
-        data = f.to_json()
-        row = {k: data.pop(k) for k in JSON_KEYS}
-        row.update(data)
-        out.append(row)
-    return out
+__all__ = ["JSON_KEYS", "hosts_json", "hosts_table"]
 
 
 def _mb(value: int | None) -> str:
