@@ -76,16 +76,20 @@ class PassResult:
 
 
 class _SerialForge:
-    """A forge whose calls run one at a time, and fail fast once it is unavailable
-    (except the repository facts a forge keeps once read: starting a reserved job needs
-    them, and they come from memory)."""
+    """A forge whose calls run one at a time, and fail fast once it is unavailable.
 
-    CACHED = frozenset({"clone_url", "default_branch"})
+    The repository facts a job start needs (clone URL, default branch) are remembered
+    once read: the pass reads them before it reserves a slot, so starting a reserved job
+    never waits on (or fails for) a forge that went away meanwhile.
+    """
+
+    MEMO = frozenset({"clone_url", "default_branch"})
 
     def __init__(self, forge) -> None:
         self._forge = forge
         self.kind = forge.kind
         self._lock = threading.Lock()
+        self._memo: dict[tuple, object] = {}
         self.down: ForgeUnavailable | None = None
 
     def __getattr__(self, name: str):
@@ -94,15 +98,26 @@ class _SerialForge:
             return attr
 
         def call(*args, **kwargs):
+            key = (name, args, tuple(sorted(kwargs.items())))
             with self._lock:
-                if self.down is not None and name not in self.CACHED:
+                if name in self.MEMO and key in self._memo:
+                    return self._memo[key]
+                if self.down is not None:
                     raise ForgeUnavailable(self.down.message, hint=self.down.hint)
                 try:
-                    return attr(*args, **kwargs)
+                    value = attr(*args, **kwargs)
                 except ForgeUnavailable as exc:
                     self.down = exc
                     raise
+                if name in self.MEMO:
+                    self._memo[key] = value
+                return value
         return call
+
+    async def repo_facts(self, repo: str) -> None:
+        """Read (and remember) what starting a job in `repo` needs from the forge."""
+        await asyncio.to_thread(self.default_branch, repo)
+        await asyncio.to_thread(self.clone_url, repo)
 
 
 class _Forges:
@@ -264,6 +279,7 @@ async def _queued(app: App, fleet: Fleet, forges, facts: dict[str, HostFacts],
         forge = forges(task.forge)
         try:
             it = await intake(forge, task.repo, task.issue, s, task.specialty)
+            await forge.repo_facts(task.repo)
         except ForgeUnavailable:
             raise
         except OrchError as exc:
@@ -360,6 +376,7 @@ async def _take(app: App, fleet: Fleet, forge, listed: Issue, facts: dict[str, H
     issue = await asyncio.to_thread(forge.get_issue, listed.repo, listed.number)
     permission = await asyncio.to_thread(forge.author_permission, issue.repo, issue.author)
     check_eligible(issue, permission, s)
+    await forge.repo_facts(issue.repo)
     if s.trigger.label not in issue.labels:
         return f"the `{s.trigger.label}` label was removed meanwhile"
     specialty, why = classify(issue, s.specialties)

@@ -235,29 +235,42 @@ def test_claimant_alive_tells_dead_local_processes_apart():
     assert claimant_alive(None) is None
 
 
-def test_serial_forge_fails_fast_once_down_but_serves_cached_repo_facts():
+def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
+    import asyncio
     from orchestrator.errors import ForgeUnavailable
     from orchestrator.poll import _SerialForge
 
     class Flaky:
         kind = "github"
         calls = 0
+        down = False
 
         def get_issue(self, *a):
             self.calls += 1
             raise ForgeUnavailable("GitHub API at X unavailable after 4 attempts: 502")
 
         def default_branch(self, repo):
+            if self.down:
+                raise ForgeUnavailable("down")
             return "main"
+
+        def clone_url(self, repo):
+            if self.down:
+                raise ForgeUnavailable("down")
+            return "/srv/git/" + repo
 
     inner = Flaky()
     forge = _SerialForge(inner)
+    asyncio.run(forge.repo_facts("o/r"))
+    inner.down = True
     with pytest.raises(ForgeUnavailable):
         forge.get_issue("o/r", 1)
     with pytest.raises(ForgeUnavailable):
         forge.get_issue("o/r", 2)
     assert inner.calls == 1, "the second call did not wait out a second round of retries"
-    assert forge.default_branch("o/r") == "main"
+    assert forge.default_branch("o/r") == "main" and forge.clone_url("o/r") == "/srv/git/o/r"
+    with pytest.raises(ForgeUnavailable):
+        forge.default_branch("o/other")          # never read: fails fast like the rest
     assert forge.kind == "github"
 
 
