@@ -35,6 +35,8 @@ _SCRIPT = r"""{
 LC_ALL=C; export LC_ALL
 ws=__WS__
 agent=__AGENT__
+nl='
+'
 echo '__BEGIN__'
 if [ -r /proc/loadavg ]; then
   read l1 rest < /proc/loadavg && echo "load1=$l1"
@@ -42,11 +44,17 @@ else
   l1=$(sysctl -n vm.loadavg 2>/dev/null | tr -d '{}' | awk '{print $1}')
   [ -n "$l1" ] && echo "load1=$l1"
 fi
-c=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null \
+c=$(nproc 2>/dev/null)
+[ -n "$c" ] || c=$(getconf _NPROCESSORS_ONLN 2>/dev/null \
     || grep -c '^processor' /proc/cpuinfo 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null)
 echo "cpus=$c"
 if [ -r /proc/meminfo ]; then
-  awk '/^MemTotal:/ {print "mem_total_kb=" $2} /^MemAvailable:/ {print "mem_available_kb=" $2}' /proc/meminfo
+  while read -r k v rest; do
+    case $k in
+      MemTotal:) echo "mem_total_kb=$v" ;;
+      MemAvailable:) echo "mem_available_kb=$v"; break ;;
+    esac
+  done < /proc/meminfo
 else
   m=$(sysctl -n hw.memsize 2>/dev/null) && echo "mem_total_kb=$((m / 1024))"
 fi
@@ -55,7 +63,11 @@ while [ ! -d "$d" ]; do
   p=$(dirname -- "$d"); [ "$p" = "$d" ] && break; d=$p
 done
 [ -d "$ws" ] && echo "workspace_exists=1" || echo "workspace_exists=0"
-df -Pk -- "$d" 2>/dev/null | awk 'NR==2 {print "disk_free_kb=" $4}'
+out=$(df -Pk -- "$d" 2>/dev/null)
+case $out in
+  *"$nl"*) set -f; set -- ${out#*"$nl"}; set +f
+           [ $# -ge 4 ] && echo "disk_free_kb=$4" ;;
+esac
 for s in "$ws"/*/status; do
   [ -f "$s" ] || continue
   state=; pgid=
@@ -74,7 +86,7 @@ if command -v "$agent" >/dev/null 2>&1; then
     v=$("$agent" --version 2>&1 < /dev/null)
   fi
   echo "agent_rc=$?"
-  printf 'agent_version=%s\n' "$(printf '%s\n' "$v" | head -n 1)"
+  printf 'agent_version=%s\n' "${v%%"$nl"*}"
 else
   echo "agent_missing=1"
   printf 'path=%s\n' "$PATH"
