@@ -64,7 +64,7 @@ async def cancel_task(app: App, task_id: str) -> Task:
         with app.store.locked():
             task = app.store.get(task.id)
             if task.status in ("queued", "lost"):
-                task = app.store.cancel(task.id, "cancelled by user")
+                task = app.store.cancel(task.id, "cancelled by user", error="cancelled by user")
         if task.status == "cancelled":
             return await _report_quietly(app, task)
     # running: take the finalize claim, so no other orch process finalizes it meanwhile
@@ -80,7 +80,7 @@ async def cancel_task(app: App, task_id: str) -> Task:
     try:
         if claimed.host and claimed.workspace:
             note = await _stop_job(app, claimed)
-        task = app.store.cancel(task.id, note, claimed_by=None, claimed_at=None)
+        task = app.store.cancel(task.id, note, error=note, claimed_by=None, claimed_at=None)
     except BaseException:
         from .pipeline.finalize import _release
         _release(app, task.id)
