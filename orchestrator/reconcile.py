@@ -113,10 +113,14 @@ async def _guard(out: ReconcileResult, task: Task, work) -> None:
 
 async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, task: Task,
                now: datetime, grace: float, out: ReconcileResult) -> None:
-    from .pipeline.finalize import claim_held, claimant_alive, finalize
-    if claim_held(task):
-        return   # another live orch process is starting or finalizing it
+    from .pipeline.finalize import CLAIM_TTL, claim_held, claimant_alive, finalize
+    # Another live orch process holds the task (it is starting, finalizing or cancelling
+    # it): leave it to that process, unless it was to start the job and has not, for
+    # longer than the start grace.
+    held = claim_held(task)
     f = facts.get(task.host or "")
+    if held and (f is None or not f.reachable):
+        return
     if f is None or not f.reachable:
         await _unreachable(app, forge_for, task, f.error if f else "not in the inventory",
                            now, out)
@@ -131,10 +135,13 @@ async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, t
         return
     if status is None:
         starter = claimant_alive(task.claimed_by)
-        if starter is False or (starter is None and _age(task.started_at, now) > grace):
+        if starter is False or (starter is not True and _age(task.started_at, now) > grace) \
+                or _age(task.started_at, now) > max(grace, CLAIM_TTL.total_seconds()):
             who = "the orch process that reserved it died" if starter is False else \
                 f"no job {grace:.0f}s after it was reserved"
             await _lose(app, forge_for, task, f"the job never started ({who})", out)
+        return
+    if held:
         return
     if status.state == "running":
         if not status.alive:

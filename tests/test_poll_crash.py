@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 
 from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
-                                     assert_one_pr_per_issue, by_issue, host_jobs, run_passes,
-                                     tasks, wait_for)
+                                     assert_one_pr_per_issue, by_issue, host_jobs, poll,
+                                     run_passes, tasks, wait_for)
 
 BODY = "orch-standin: slow 0.3\norch-standin: turns 3\norch-standin: write c{i}.txt c{i}\n"
 
@@ -76,3 +76,28 @@ def test_sigkill_mid_dispatch_and_mid_finalize_loses_and_doubles_nothing(make_wo
             if reasons:
                 assert "never started" in reasons[0] and "died" in reasons[0], reasons
     assert took < 120
+
+
+def test_reservation_by_an_unseen_process_is_requeued_after_the_start_grace(make_world):
+    """A task reserved by an orch process this machine cannot see (another machine
+    sharing the state dir) that never started its job: after ORCH_START_GRACE (not the
+    default 120 s) the next pass requeues it, and it runs."""
+    from orchestrator.store import Store, now_iso
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    w.env_extra["ORCH_START_GRACE"] = "3s"
+    n = w.issue("Orphaned reservation", "orch-standin: write o.txt o\n")
+    store = Store(w.state_dir)
+    t = store.create(w.repo, n, "Orphaned reservation", "general")
+    root = w.fleet.workspace_root("h1")
+    store.start(t.id, host="h1", branch=f"orch/{n}-orphaned-reservation",
+                workspace=f"{root}/{t.id}", claimed_by="another-machine:4242",
+                claimed_at=now_iso())
+    proc, data = poll(w)
+    assert proc.returncode == 0, proc.stderr
+    assert data["lost"] == [] and data["dispatched"] == [], "too early to judge"
+    run_passes(w, all_final(1), timeout=60)
+    [done] = tasks(w)
+    assert done.id == t.id and done.status == "succeeded" and done.attempts == 2
+    [lost] = [h for h in done.history if h["to"] == "lost"]
+    assert "never started" in lost["reason"] and "no job 3s after" in lost["reason"]
+    assert_one_pr_per_issue(w, [n])
