@@ -189,8 +189,11 @@ async def run_pass(app: App, repos: list[str], *, start_grace: float | None = No
             out.errors.append(exc.message)
         finally:
             # Reserved tasks get their jobs started whatever happened above.
-            if starts:
-                await asyncio.gather(*starts, return_exceptions=True)
+            for result in await asyncio.gather(*starts, return_exceptions=True):
+                if isinstance(result, OrchError):
+                    out.errors.append(result.message)
+                elif isinstance(result, BaseException):
+                    raise result
     order = {t.id: i for i, t in enumerate(reversed(app.store.list()))}
     out.dispatched.sort(key=lambda t: order.get(t.id, 0))
     return out

@@ -37,7 +37,7 @@ class Sampler(threading.Thread):
 def test_thirty_issues_three_hosts_never_more_than_two_jobs_per_host(make_world):
     w = make_world(hosts=3, max_tasks=2, tests=FAST_TESTS)
     numbers = [w.issue(f"Capacity issue {i}",
-                       f"orch-standin: slow 0.3\norch-standin: turns 4\n"
+                       f"orch-standin: slow 0.2\norch-standin: turns 3\n"
                        f"orch-standin: write cap{i}.txt {i}\n") for i in range(30)]
     sampler = Sampler(w)
     sampler.start()
