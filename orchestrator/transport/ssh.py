@@ -15,6 +15,7 @@ Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
 from __future__ import annotations
 
 import asyncio
+import copy
 import errno
 import functools
 import getpass
@@ -137,6 +138,13 @@ def _config_class() -> type | None:
     if not all(hasattr(SSHClientConfig, n) for n in needed):
         return None  # pragma: no cover
 
+    from asyncssh.pattern import WildcardPatternList
+
+    stock_match_host = getattr(SSHClientConfig, "_match_host", None)
+    # A `Host` line's patterns, compiled once per run rather than once per host and line
+    # (what asyncssh's _match_host builds each time; the objects are immutable).
+    host_patterns = functools.lru_cache(maxsize=4096)(WildcardPatternList)
+
     class _ReplayedClientConfig(SSHClientConfig):
         def parse(self, path: Path) -> None:
             # The body of asyncssh's SSHConfig.parse (2.14-2.24), minus the tokenizing.
@@ -156,6 +164,9 @@ def _config_class() -> type | None:
                     continue
                 if not args:
                     self._error(f"Missing {option} value")
+                if handler is stock_match_host:  # asyncssh's _match_host, pattern cached
+                    self._matching = host_patterns(",".join(args)).matches(self._orig_host)
+                    continue
                 rest = list(args)
                 handler(self, option, rest)
                 if rest:
@@ -200,6 +211,15 @@ def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
         return _config_values(_load_config(host, ssh, paths))
     except Exception:  # noqa: BLE001 - the config is applied by asyncssh anyway
         return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _base_options():
+    """An empty SSHClientConnectionOptions to carry a host's loaded config into
+    create_connection (which builds the real options from its kwargs and that config).
+    client_keys=None: no default key loading here; the real keys come in the kwargs."""
+    import asyncssh
+    return asyncssh.SSHClientConnectionOptions(config=[], client_keys=None)
 
 
 def _needs_asyncssh_parse(config: Any) -> bool:
@@ -423,8 +443,7 @@ class SSHConnection:
             elif _needs_asyncssh_parse(config):
                 kwargs["config"] = paths  # asyncssh's own path, hop and re-parse included
             else:
-                # client_keys=None: no default key loading here; the real keys come below.
-                options = asyncssh.SSHClientConnectionOptions(config=[], client_keys=None)
+                options = copy.copy(_base_options())
                 options.config = config  # the base of the connection's own config
                 kwargs.update(options=options, config=None)
         except HostUnreachable:
