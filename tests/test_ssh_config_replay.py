@@ -52,6 +52,11 @@ Host jumped
 Host "quoted name"
     User "quoted user"
 
+Host tabbed
+	HostName	10.0.0.7
+	IdentityFile ~/.ssh/with\\ space
+	SendEnv A_* B
+
 Host *
     ServerAliveCountMax 5
     Compression yes
@@ -61,7 +66,7 @@ Host *
 
 HOSTS = [("alias1", (), ()), ("alias2", (), ()), ("alias2", "carol", ()), ("alias3", (), 22),
          ("aliasX", "dave", 2022), ("jumped", (), ()), ("10.0.0.1", (), ()),
-         ("quoted name", (), ()), ("nothing-matches", (), ())]
+         ("quoted name", (), ()), ("tabbed", (), ()), ("nothing-matches", (), ())]
 
 
 def _pair(path: Path, host: str, user, port):
@@ -100,6 +105,8 @@ def test_replay_matches_asyncssh(tmp_path):
     assert ours.get("Hostname") == "10.0.0.1" and ours.get("Port") == 2201
     assert ours.get("HostKeyAlias") == "one.example"
     assert ours.get("IdentityFile")[1].endswith("/keys/10.0.0.1-alice")
+    ours, _ = _pair(path, "tabbed", (), ())
+    assert ours.get("IdentityFile") == ["~/.ssh/with space"]
 
 
 def test_replay_include_and_match_final(tmp_path):

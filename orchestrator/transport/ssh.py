@@ -20,6 +20,7 @@ import errno
 import functools
 import getpass
 import os
+import re
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -71,6 +72,8 @@ def _config_values(config: Any) -> dict[str, Any]:
 # matches and what each option means exactly as asyncssh's `parse` would.
 
 _TOKENS: dict[tuple, list[tuple[int, str | None, tuple[str, ...] | str]]] = {}
+# No quote, no backslash, and no whitespace that str.split() knows but shlex does not.
+_PLAIN_LINE = re.compile(r"[^'\"\\\x0b\x0c\x1c-\x1f]*\Z")
 
 
 def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, ...] | str]]:
@@ -90,11 +93,14 @@ def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, .
             line = line.strip()
             if not line or line[0] == "#":
                 continue
-            try:
-                split_args = shlex.split(line)
-            except ValueError as exc:
-                entries.append((line_no, None, str(exc)))
-                continue
+            if line.isascii() and _PLAIN_LINE.match(line):
+                split_args = line.split()  # what shlex.split gives for such a line, 20x faster
+            else:
+                try:
+                    split_args = shlex.split(line)
+                except ValueError as exc:
+                    entries.append((line_no, None, str(exc)))
+                    continue
             args: list[str] = []
             loption = ""
             allow_equal = True
