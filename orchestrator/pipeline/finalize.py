@@ -157,10 +157,14 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
             report.comment_succeeded(task, pr_url), task.comment_id)
         await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
                                 [report.LABEL_DONE], labels_off + [report.LABEL_FAILED])
+        done = app.store.succeed(task.id, f"PR {pr_url}", comment_id=comment_id,
+                                 finalized=True, claimed_by=None, claimed_at=None)
+        # After the transition: a crash between removing the workspace and recording the
+        # outcome would leave a running task without a job, which reconcile requeues (and
+        # the issue would be worked on again). A workspace left behind costs only disk.
         if not s.workspace.keep_on_success:
             await _remove_quietly(conn, task)
-        return app.store.succeed(task.id, f"PR {pr_url}", comment_id=comment_id,
-                                 finalized=True, claimed_by=None, claimed_at=None)
+        return done
 
     reason = status.error or "the job failed"
     comment_id = await asyncio.to_thread(
@@ -168,10 +172,11 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
         report.comment_failed(task, reason, _tail(log)), task.comment_id)
     await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
                             [report.LABEL_FAILED], labels_off + [report.LABEL_DONE])
-    if not s.workspace.keep_on_failure:
-        await _remove_quietly(conn, task)
-    return app.store.fail(task.id, reason, comment_id=comment_id, finalized=True,
+    done = app.store.fail(task.id, reason, comment_id=comment_id, finalized=True,
                           claimed_by=None, claimed_at=None)
+    if not s.workspace.keep_on_failure:
+        await _remove_quietly(conn, task)   # after the transition, as above
+    return done
 
 
 async def _remove_quietly(conn, task: Task) -> None:
