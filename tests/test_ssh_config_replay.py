@@ -160,3 +160,45 @@ def test_inventory_port_and_user_win_over_the_config(tmp_path):
     assert values["Hostname"] == "10.0.0.1"
     assert ssh_mod.target_of(host, ssh) == ("10.0.0.1", 2500)
     assert ssh_mod.key_target(host, ssh) == ("one.example", 2500)
+
+
+def _captured_kwargs(monkeypatch, host: Host, ssh: SSHSettings) -> dict:
+    """The keyword arguments SSHConnection.open hands to asyncssh.create_connection."""
+    import asyncio
+
+    import asyncssh
+    seen: dict = {}
+
+    async def fake_create_connection(factory, address, **kwargs):
+        seen.update(kwargs, address=address)
+        raise ConnectionRefusedError()
+
+    monkeypatch.setattr(asyncssh, "create_connection", fake_create_connection)
+    with pytest.raises(Exception):
+        asyncio.run(ssh_mod.SSHConnection.open(host, ssh))
+    return seen
+
+
+def test_what_asyncssh_is_given(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host *\n    Port 2999\n")
+    monkeypatch.setenv("HOME", str(home))
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    path = tmp_path / "config"
+    path.write_text(CONFIG)
+    # No ssh config in orch.yml: asyncssh must not fall back to ~/.ssh/config.
+    seen = _captured_kwargs(monkeypatch, Host(name="a", address="alias1", workspace_root="/x"),
+                            SSHSettings(config=None, known_hosts=str(kh)))
+    assert seen["config"] == [] and "options" not in seen
+    # A config: parsed here, handed over loaded (asyncssh parses nothing itself).
+    seen = _captured_kwargs(monkeypatch, Host(name="a", address="alias1", workspace_root="/x"),
+                            SSHSettings(config=str(path), known_hosts=str(kh)))
+    assert seen["config"] is None
+    assert seen["options"].config.get("Hostname") == "10.0.0.1"
+    assert seen["options"].config.get("Port") == 2201
+    # ProxyJump: asyncssh gets the paths, to resolve the hop with them.
+    seen = _captured_kwargs(monkeypatch, Host(name="j", address="jumped", workspace_root="/x"),
+                            SSHSettings(config=str(path), known_hosts=str(kh)))
+    assert seen["config"] == [str(path)] and "options" not in seen
