@@ -101,3 +101,33 @@ def test_reservation_by_an_unseen_process_is_requeued_after_the_start_grace(make
     [lost] = [h for h in done.history if h["to"] == "lost"]
     assert "never started" in lost["reason"] and "no job 3s after" in lost["reason"]
     assert_one_pr_per_issue(w, [n])
+
+
+def test_two_starts_racing_in_one_workspace_run_one_job(tmp_path, git_remote):
+    """A start left running by a dead orch and the start of the requeued task meet in the
+    same workspace: one job runs, the other start is refused (not two jobs sharing one
+    status file and one checkout)."""
+    import asyncio
+
+    from orchestrator.errors import WorkError
+    from orchestrator.job import remote
+    from orchestrator.models import Host
+    from orchestrator.transport.local import LocalConnection
+    from tests.test_job_local import group_alive as settled_alive
+    from tests.test_job_local import make_issue, make_spec, start_job
+
+    conn = LocalConnection(Host(name="local", address="localhost", connection="local"))
+    issue = make_issue("orch-standin: sleep-forever\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+
+    async def race():
+        return await asyncio.gather(*(start_job(conn, spec, issue) for _ in range(3)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(race())
+    started = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, WorkError)]
+    assert len(started) == 1 and len(refused) == 2, results
+    assert all("already running" in r.message for r in refused)
+    assert asyncio.run(remote.kill(conn, spec.workspace, grace=1.0))
+    assert not settled_alive(started[0])

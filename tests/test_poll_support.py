@@ -183,7 +183,25 @@ def run_passes(w, until: Callable[[list[Any]], bool], *, max_passes: int = 40,
                 pass
     raise AssertionError(f"not done after {len(results)} passes: "
                          + json.dumps([(t.id, t.issue, t.status, t.host, t.error)
-                                       for t in tasks(w)]))
+                                       for t in tasks(w)]) + "\n" + _diagnose(w, results))
+
+
+def _diagnose(w, results: list[Any]) -> str:
+    """What the hosts say about the tasks still running (for a failure message)."""
+    jobs = {(j["host"], j["task"]): j for j in host_jobs(w)}
+    out = [f"last pass: {json.dumps(results[-1])[:2000]}" if results else "no pass"]
+    for t in tasks(w):
+        if t.status != "running":
+            continue
+        j = jobs.get((t.host, t.id))
+        out.append(f"task {t.id} on {t.host}: claim {t.claimed_by}, job "
+                   + (json.dumps({k: j[k] for k in ("state", "pgid", "alive")} | {
+                       "status": j["status"]}) if j else "none"))
+        log = Path(t.workspace or "/nonexistent") / "job.log"
+        if log.is_file():
+            out.append("  job.log: " + " | ".join(log.read_text(errors="replace")
+                                                   .splitlines()[-8:])[:1500])
+    return "\n".join(out)
 
 
 def all_final(n: int) -> Callable[[list[Any]], bool]:

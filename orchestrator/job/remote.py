@@ -128,6 +128,13 @@ async def start(conn: Connection, workspace: str, job_sh: str, prompt: str, fix_
     cmd = _SH_PGID + f"""umask 077
 ws={_ws(workspace)}
 mkdir -p "$ws" && cd "$ws" || {{ echo "orch: cannot create the workspace $ws" >&2; exit 3; }}
+# One start at a time per workspace, from the check to the job's first status: a start
+# whose orch died may still be running here (a starved shell) when a later pass starts
+# the requeued task in the same workspace; two jobs would share one status and one repo/.
+exec 9> .start.lock
+if command -v flock > /dev/null 2>&1; then
+  flock -w 30 9 || {{ echo "orch: another start holds $ws/.start.lock" >&2; exit 7; }}
+fi
 pg=$(pgid_of status)
 if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] && [ -n "$pg" ] \\
     && kill -0 -"$pg" 2>/dev/null; then
@@ -146,8 +153,9 @@ chmod 700 job.sh
 : > job.log
 # setsid -f: the job is not a background job of this shell, so it keeps default SIGINT
 # handling (its cancel trap works); util-linux older than 2.31 lacks -f: fall back.
-setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null \
-  || (exec setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null &)
+# (9>&-: the job must not hold the start lock for its whole life)
+setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- \
+  || (exec setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- &)
 i=0; pg=
 while [ "$i" -lt {ticks} ]; do
   pg=$(pgid_of status)
