@@ -56,7 +56,7 @@ async def cancel_task(app: App, task_id: str) -> Task:
     cancelling under its feet would leave a job started after the cancel, or a PR opened
     for a cancelled task.
     """
-    from .pipeline.finalize import _claim, claim_held
+    from .pipeline.finalize import _claim
     task = app.store.get(task_id)
     if task.status not in ("queued", "running", "lost"):
         return app.store.cancel(task.id)   # raises InvalidTransition with the reason

@@ -42,7 +42,7 @@ def test_thirty_issues_three_hosts_never_more_than_two_jobs_per_host(make_world)
     sampler = Sampler(w)
     sampler.start()
     try:
-        results = run_passes(w, all_final(30), timeout=170, max_passes=60)
+        results = run_passes(w, all_final(30), timeout=240, max_passes=80)
     finally:
         sampler.stop.set()
         sampler.join(timeout=5)

@@ -65,7 +65,7 @@ def test_cancel_and_retry_in_every_status(make_world):
     run_passes(w, lambda ts: len(ts) == 5 and _task(w, n_ok).status == "succeeded"
                and _task(w, n_fail).status == "failed"
                and all(_task(w, n).status == "running" for n in (n_run, n_lost1, n_lost2)),
-               timeout=90)
+               timeout=240)
     ok, failed, running = _task(w, n_ok), _task(w, n_fail), _task(w, n_run)
     wait_for(lambda: all((Path(t.workspace) / "child.pgid").is_file()
                          for t in (running, _task(w, n_lost1), _task(w, n_lost2))),

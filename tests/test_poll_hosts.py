@@ -68,7 +68,7 @@ def test_host_death_loses_the_task_and_runs_it_on_another_backend_host(make_worl
     assert data["lost"] == [] and tasks(w)[0].status == "running"
     assert tasks(w)[0].unreachable_since
 
-    results = run_passes(w, all_final(1), timeout=90)
+    results = run_passes(w, all_final(1), timeout=240)
     [t] = tasks(w)
     assert t.status == "succeeded" and t.host == _other(dead) and t.specialty == "backend"
     assert t.attempts == 2
@@ -86,26 +86,40 @@ def test_host_death_loses_the_task_and_runs_it_on_another_backend_host(make_worl
     assert_no_orphans(w)
 
 
+def _job_groups(task) -> list[int]:
+    ws = Path(task.workspace)
+    return [int(read_status(ws / "status")["pgid"]), int((ws / "child.pgid").read_text())]
+
+
+def _signal(groups: list[int], sig: int) -> None:
+    for g in groups:
+        os.killpg(g, sig)
+
+
 def test_host_back_with_its_stale_job_alive_gets_that_job_killed(make_world):
     w = _world(make_world)
-    n, task = _dispatch_backend(w, 12)
+    n, task = _dispatch_backend(w, 5)
     away = task.host
-    st = _wait_agent(task)
-    stale_pgid = int(st["pgid"])
+    _wait_agent(task)
+    stale = _job_groups(task)
     w.fleet.stop(away)            # only the link: the job keeps running there
+    # Hold the stale job still (SIGSTOP) while orch notices and moves the task, so that
+    # it is surely alive when its host comes back, however slow the passes are.
+    _signal(stale, signal.SIGSTOP)
 
     run_passes(w, lambda ts: ts[0].status == "running" and ts[0].host == _other(away),
-               timeout=60)
-    assert group_alive(stale_pgid), "the stale job should still run on the unreachable host"
+               timeout=240)
+    _signal(stale, signal.SIGCONT)
+    assert all(group_alive(g) for g in stale), "the stale job runs on the unreachable host"
     w.fleet.start(away)
     proc, data = poll(w)
     assert proc.returncode == 0, proc.stderr
     assert data["killed"] == [f"{away}:{task.id}"]
-    wait_for(lambda: not group_alive(stale_pgid), 10, "the stale job to die")
-    stale = read_status(Path(task.workspace) / "status")
-    assert stale["state"] == "cancelled" and "killed" not in data["errors"]
+    wait_for(lambda: not any(group_alive(g) for g in stale), 10, "the stale job to die")
+    status = read_status(Path(task.workspace) / "status")
+    assert status["state"] == "cancelled" and data["errors"] == []
 
-    run_passes(w, all_final(1), timeout=90)
+    run_passes(w, all_final(1), timeout=240)
     [t] = tasks(w)
     assert t.status == "succeeded" and t.host == _other(away)
     assert_one_pr_per_issue(w, [n])
@@ -114,22 +128,29 @@ def test_host_back_with_its_stale_job_alive_gets_that_job_killed(make_world):
 
 def test_rerun_pushes_over_the_branch_a_stale_job_pushed_meanwhile(make_world):
     w = _world(make_world)
-    n, task = _dispatch_backend(w, 10)
+    n, task = _dispatch_backend(w, 4)
     away = task.host
     _wait_agent(task)
-    w.fleet.stop(away)            # the job goes on, finishes and pushes, unseen
+    stale = _job_groups(task)
+    w.fleet.stop(away)            # the job goes on, unseen
+    _signal(stale, signal.SIGSTOP)
 
     run_passes(w, lambda ts: ts[0].status == "running" and ts[0].host == _other(away),
-               timeout=60)
+               timeout=240)
     rerun = tasks(w)[0]
-    # The stale job pushes orch's branch while the re-run is working on it.
-    wait_for(lambda: w.remote.has_branch(task.branch), 60, "the stale job's push")
-    rerun_status = read_status(Path(rerun.workspace) / "status")
-    assert rerun_status["state"] == "running" and rerun_status["step"] != "push"
+    _wait_agent(rerun)            # the re-run has cloned (no branch on the remote yet)
+    assert not w.remote.has_branch(task.branch)
+    # Now the order that broke it: the stale job finishes and pushes orch's branch while
+    # the re-run is still at work (held still), and only then the re-run pushes.
+    fresh = _job_groups(rerun)
+    _signal(fresh, signal.SIGSTOP)
+    _signal(stale, signal.SIGCONT)
+    wait_for(lambda: w.remote.has_branch(task.branch), 120, "the stale job's push")
     stale_commit = w.remote.commit(task.branch)["sha"]
+    _signal(fresh, signal.SIGCONT)
     w.fleet.start(away)
 
-    run_passes(w, all_final(1), timeout=90)
+    run_passes(w, all_final(1), timeout=240)
     [t] = tasks(w)
     assert t.status == "succeeded", t.error
     assert t.host == _other(away)

@@ -117,7 +117,7 @@ def processes_under(root: str) -> list[tuple[int, str]]:
 
 # --------------------------------------------------------------------------- acting
 
-def poll(w, *args: str, timeout: float = 150) -> tuple[subprocess.CompletedProcess[str], Any]:
+def poll(w, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], Any]:
     """`orch poll --json` once: (the process, its JSON or None)."""
     proc = w.orch("poll", "--json", *args, timeout=timeout)
     try:
@@ -152,8 +152,8 @@ def _something_to_do(w) -> bool:
     return False
 
 
-def run_passes(w, until: Callable[[list[Any]], bool], *, max_passes: int = 40,
-               timeout: float = 150, expect_rc: int | None = 0,
+def run_passes(w, until: Callable[[list[Any]], bool], *, max_passes: int = 60,
+               timeout: float = 240, expect_rc: int | None = 0,
                between: Callable[[], None] | None = None) -> list[Any]:
     """Run `orch poll` passes until `until(tasks)` holds; between passes, wait (on the
     hosts) until some job has ended rather than sleeping blindly. Returns the JSON of
