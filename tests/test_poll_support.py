@@ -199,8 +199,8 @@ def _diagnose(w, results: list[Any]) -> str:
                        "status": j["status"]}) if j else "none"))
         log = Path(t.workspace or "/nonexistent") / "job.log"
         if log.is_file():
-            out.append("  job.log: " + " | ".join(log.read_text(errors="replace")
-                                                   .splitlines()[-8:])[:1500])
+            out.append("  job.log: " + " | ".join(line[:160] for line in log.read_text(
+                errors="replace").splitlines()[-8:]))
     return "\n".join(out)
 
 
