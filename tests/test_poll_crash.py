@@ -126,3 +126,27 @@ def test_two_starts_racing_in_one_workspace_run_one_job(tmp_path, git_remote):
     assert all("already running" in r.message for r in refused)
     assert asyncio.run(remote.kill(conn, spec.workspace, grace=1.0))
     assert not settled_alive(started[0])
+
+
+def test_a_task_left_lost_by_a_crash_is_queued_again_by_the_next_pass(make_world):
+    """A pass that died between marking a task lost and queueing it again left it `lost`
+    (lost is not live: nothing else would ever pick it up). The next pass requeues it,
+    its stale job is killed, and it runs to its PR."""
+    from orchestrator.store import Store
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n = w.issue("Left lost", "orch-standin: slow 0.3\norch-standin: turns 10\n"
+                             "orch-standin: write l.txt l\n")
+    proc, data = poll(w)
+    assert proc.returncode == 0 and len(data["dispatched"]) == 1, proc.stdout + proc.stderr
+    [task] = tasks(w)
+    wait_for(lambda: any(j["state"] == "running" and j["alive"] for j in host_jobs(w)), 30,
+             "the job to run")
+    Store(w.state_dir).mark_lost(task.id, "simulated: the pass died here")
+    proc, data = poll(w)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert data["requeued"] == [task.id] and data["killed"] == [f"h1:{task.id}"]
+    run_passes(w, all_final(1), timeout=240)
+    [done] = tasks(w)
+    assert done.id == task.id and done.status == "succeeded"
+    assert_one_pr_per_issue(w, [n])
+    assert_no_orphans(w)
