@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector
 
+from .atomic import replace_file
 from .errors import UsageError
 from .models import TASK_STATUSES, HostFacts, Task
 
@@ -201,22 +201,9 @@ def write_textfile(path: str | os.PathLike[str], text: str) -> Path:
     as another user), os.replace: a scrape never sees a half-written file.
     """
     target = Path(path).expanduser()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UsageError(f"{target}: cannot write metrics: {exc.strerror or exc}",
-                         hint="check metrics.textfile / --textfile and the directory") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        why = "no such directory" if not target.parent.is_dir() else "directory not writable"
+        raise UsageError(f"{target}: cannot write metrics: {why}",
+                         hint="check metrics.textfile / --textfile and the directory")
+    replace_file(target, text, mode=0o644)
     return target

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Document
 from tinydb.storages import Storage
 
+from .atomic import replace_file
 from .errors import UsageError, WorkError
 from .models import LIVE_STATUSES, TASK_STATUSES, Task
 
@@ -157,21 +157,7 @@ class AtomicJSONStorage(Storage):
     def write(self, data: dict[str, Any]) -> None:
         text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)
         directory = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            self._backup_current()
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        replace_file(self.path, text, mode=0o600, before_replace=self._backup_current)
         _fsync_dir(directory)
         _remove_stale_temps(directory, self.path.name)
 
