@@ -37,7 +37,7 @@ async def main(cfg):
     results = await asyncio.gather(*(one(n, a, p, cfg) for n, a, p in cfg["hosts"]),
                                    return_exceptions=True)
     failed = 0
-    for (name, _a, _p), r in zip(cfg["hosts"], results):
+    for (name, _a, _p), r in zip(cfg["hosts"], results, strict=False):
         if isinstance(r, BaseException):
             failed += 1
             print(f"{name} FAILED {type(r).__name__}: {r}")

@@ -167,7 +167,7 @@ class Setup:
             "hosts": [[h.name, h.address, h.port] for h in f.hosts[:n]]}))
         # The same probe script `orch hosts` sends each host, rendered by orch itself.
         from orchestrator.app import App
-        from orchestrator.facts import PROBE_COMMAND, probe_script
+        from orchestrator.fleet.facts import PROBE_COMMAND, probe_script
         app = App(config_path=str(d / "orch.yml"), inventory_path=str(d / "hosts.yml"),
                   state_dir=str(self.root / "state"))
         targets = json.loads((d / "targets.json").read_text())
@@ -247,7 +247,7 @@ def run_process(cmd: list[str], env: dict[str, str], cwd: Path, check) -> Result
     cpu0 = children_cpu()
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       capture_output=True, text=True)
     wall = time.perf_counter() - t0
     cpu = children_cpu() - cpu0
     ok, detail = check(p)
@@ -298,7 +298,7 @@ def t_orch_probe(setup: Setup, n: int) -> Result:
     once through orch's own loaders (outside the timing), a fresh event loop and fresh
     connections every run."""
     from orchestrator.app import App
-    from orchestrator.fleet import Fleet
+    from orchestrator.fleet.pool import Fleet
     if n not in _app_cache:
         fs = setup.files(n)
         app = App(config_path=str(fs["config"]), inventory_path=str(fs["inventory"]),
@@ -389,7 +389,7 @@ def t_floor_probe(setup: Setup, n: int) -> Result:
     cmd = [sys.executable, str(BENCH / "asyncssh_floor.py"), str(fs["targets_probe"])]
 
     def check(p):
-        from orchestrator.facts import END
+        from orchestrator.fleet.facts import END
         done = p.stdout.count(END)
         return done == n and p.returncode == 0, f"{done}/{n} hosts"
 
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         kex = negotiated_kex(setup)
         log(f"key exchange: OpenSSH {kex['openssh']}, asyncssh {kex['asyncssh']}")
         for n in ns:
-            for w in range(args.warmup):
+            for _w in range(args.warmup):
                 for tool in tools:
                     r = measure(setup, tool, n)
                     log(f"N={n} warm-up {tool}: {r.wall:.3f}s {'ok' if r.ok else 'FAILED'}"

@@ -11,9 +11,9 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from .config.settings import Settings
+from .core.models import SPECIALTIES, Host
 from .errors import UsageError
-from .models import SPECIALTIES, Host
-from .settings import Settings
 
 LOCAL_HOST_NAME = "local"
 
@@ -42,7 +42,7 @@ class App:
 
     @cached_property
     def settings(self) -> Settings:
-        from .config import load_settings
+        from .config.load import load_settings
         path = find_config(self._config_arg)
         return load_settings(path) if path else Settings()
 
@@ -73,7 +73,7 @@ class App:
         path = self.inventory_path
         if path is None:
             return [self.local_host()]
-        from .inventory import load_inventory
+        from .fleet.inventory import load_inventory
         return load_inventory(path)
 
     def local_host(self) -> Host:
@@ -88,6 +88,12 @@ class App:
                 return h
         known = ", ".join(h.name for h in self.hosts) or "none"
         raise UsageError(f"no host named {name!r} in the inventory (known: {known})")
+
+    def task_log_path(self, task_id: str) -> Path:
+        """Where orch keeps its own copy of a task's job log (the workspace may be gone)."""
+        d = self.state_dir / "logs"
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{task_id}.log"
 
     @cached_property
     def store(self):

@@ -15,7 +15,7 @@ Loaded as a pytest plugin by the root conftest.py. Usage::
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -46,7 +46,7 @@ def github_token(github_server: GitHubServer, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture
 def github_settings(github_server: GitHubServer, github_token: str):
     """GithubSettings for the server: 2 s timeout, 3 retries."""
-    from orchestrator.settings import GithubSettings
+    from orchestrator.config.settings import GithubSettings
     return GithubSettings(url=github_server.url, token_env=TOKEN_ENV, timeout=2.0, retries=3)
 
 

@@ -27,7 +27,7 @@ Example (a dispatch/poll test with 3 hosts)::
 
     def test_something(make_ssh_fleet, tmp_path):
         fleet = make_ssh_fleet(3)
-        settings = fleet.settings(connect_timeout=3)       # orchestrator.settings.Settings
+        settings = fleet.settings(connect_timeout=3)       # orchestrator.config.settings.Settings
         hosts = fleet.inventory(specialties=("backend",))  # list[models.Host]
         async def go():
             async with Fleet(hosts, settings) as f:
@@ -60,8 +60,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import pytest
 
@@ -375,8 +375,8 @@ Host {h.name}
     # -- orch-side records -------------------------------------------------------------
 
     def settings(self, **ssh_overrides):
-        """orchestrator.settings.Settings whose ssh section points at this fleet."""
-        from orchestrator.settings import Settings, SSHSettings
+        """orchestrator.config.settings.Settings whose ssh section points at this fleet."""
+        from orchestrator.config.settings import Settings, SSHSettings
         ssh = dict(known_hosts=str(self.known_hosts), config=str(self.ssh_config),
                    client_keys=[str(self.client_key)], connect_timeout=5.0,
                    keepalive_interval=2.0, keepalive_count_max=3)
@@ -391,7 +391,7 @@ Host {h.name}
         """list[models.Host] for these sshd's: by address and port, or (via_alias) by the
         ssh_config alias only. Each host gets its own workspace_root under the fleet dir;
         `overrides` (specialties, max_tasks, agent, enabled, ...) apply to every host."""
-        from orchestrator.models import Host
+        from orchestrator.core.models import Host
         chosen = list(names) if names is not None else self.names
         out = []
         for n in chosen:

@@ -8,7 +8,7 @@ GitHub server, and the real `orch` CLI run as a subprocess.
         assert r.returncode == 0, r.stderr
         assert w.remote.read("orch/1-add-hello", "hello.txt") == "hi\\n"
 
-Every host runs the stand-in agent (orchestrator/standin_agent.py) by absolute path.
+Every host runs the stand-in agent (orchestrator/demo/standin_agent.py) by absolute path.
 As root (CI) the config sets agent.allow_root: true, as a real root user would have to.
 """
 
@@ -18,9 +18,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 

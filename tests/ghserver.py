@@ -58,11 +58,12 @@ import subprocess
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 API_PREFIX = "/api/v3"
@@ -73,11 +74,11 @@ ROLES = ("none", "read", "triage", "write", "maintain", "admin")
 # GitHub's legacy `permission` field folds the fine-grained roles.
 LEGACY_PERMISSION = {"none": "none", "read": "read", "triage": "read", "write": "write",
                      "maintain": "write", "admin": "admin"}
-EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _ts(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Fault:
     path: str | None = None            # only requests whose path contains this
 
     @classmethod
-    def secondary_rate_limit(cls, retry_after: float | None = 1, **match: Any) -> "Fault":
+    def secondary_rate_limit(cls, retry_after: float | None = 1, **match: Any) -> Fault:
         return cls(status=403, retry_after=retry_after, message=SECONDARY_RATE_LIMIT_MESSAGE,
                    **match)
 
@@ -155,7 +156,7 @@ class GitHubServer:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "GitHubServer":
+    def start(self) -> GitHubServer:
         handler = type("Handler", (_Handler,), {"server_obj": self})
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
@@ -177,7 +178,7 @@ class GitHubServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "GitHubServer":
+    def __enter__(self) -> GitHubServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -350,7 +351,7 @@ class GitHubServer:
         return r.labels[name]
 
     def _add_comment(self, r: _Repo, number: int, body: str, user: str) -> dict[str, Any]:
-        now = _ts(datetime.now(timezone.utc))
+        now = _ts(datetime.now(UTC))
         c = {"id": self._new_id(), "body": body, "user": user, "created_at": now,
              "updated_at": now, "issue": number}
         r.comments.setdefault(number, []).append(c)
@@ -521,7 +522,7 @@ class GitHubServer:
             i["labels"] = list(dict.fromkeys(str(x) for x in b["labels"]))
             for name_ in i["labels"]:
                 self._ensure_label(r, name_)
-        i["updated_at"] = _ts(datetime.now(timezone.utc))
+        i["updated_at"] = _ts(datetime.now(UTC))
         return 200, self._issue_json(r, i), {}
 
     def h_comments(self, q, b, name, number):
@@ -549,7 +550,7 @@ class GitHubServer:
         if not isinstance(b, dict) or not isinstance(b.get("body"), str):
             raise _HTTPError(422, "Validation Failed")
         c["body"] = b["body"]
-        c["updated_at"] = _ts(datetime.now(timezone.utc))
+        c["updated_at"] = _ts(datetime.now(UTC))
         return 200, self._comment_json(r, c), {}
 
     def h_permission(self, q, b, name, login):
@@ -604,7 +605,7 @@ class GitHubServer:
                 raise _HTTPError(422, "Validation Failed",
                                  [{"resource": "PullRequest", "field": "head", "code": "invalid"}])
         n = self._next_number(r)
-        now = _ts(datetime.now(timezone.utc))
+        now = _ts(datetime.now(UTC))
         html = f"{self.web_url}/{name}/pull/{n}"
         r.pulls[n] = {"id": self._new_id(), "number": n, "head": head, "base": b["base"],
                       "title": b["title"], "body": b.get("body") or "", "state": "open",

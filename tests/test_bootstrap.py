@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import bootstrap as bs
 from orchestrator.app import App
+from orchestrator.config.settings import Settings
+from orchestrator.core.models import Host
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.models import Host
-from orchestrator.settings import Settings
+from orchestrator.fleet import bootstrap as bs
 
 IS_ROOT = os.geteuid() == 0
 FAKE_VERSION = "2.1.197 (Claude Code)"
@@ -382,8 +382,8 @@ def test_failed_hosts_state_file(tmp_path):
 
 
 def test_failed_hosts_feed_the_scheduler(tmp_path):
-    from orchestrator.models import HostFacts
-    from orchestrator.schedule import place
+    from orchestrator.core.models import HostFacts
+    from orchestrator.core.schedule import place
     hosts = [Host(name=n, address=n, specialties=("backend",)) for n in ("a", "b")]
     facts = [HostFacts(name=n, address=n, reachable=True, load1=0.1, cpus=4, running_tasks=0)
              for n in ("a", "b")]

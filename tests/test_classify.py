@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.classify import classify, known_specialties
+from orchestrator.config.settings import DEFAULT_SPECIALTIES as SPEC
+from orchestrator.core.classify import classify, known_specialties
+from orchestrator.core.models import Issue
 from orchestrator.errors import UsageError
-from orchestrator.models import Issue
-from orchestrator.settings import DEFAULT_SPECIALTIES as SPEC
 
 
 def issue(title: str = "", body: str = "", labels: tuple[str, ...] = ()) -> Issue:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.config import SCHEMA, load_settings, parse_duration
+from orchestrator.config.load import SCHEMA, load_settings, parse_duration
+from orchestrator.config.settings import DEFAULT_SPECIALTIES, Settings
 from orchestrator.errors import ConfigError
-from orchestrator.settings import DEFAULT_SPECIALTIES, Settings
 
 SPEC_CONFIG = """\
 github:

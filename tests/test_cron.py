@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cron
 from orchestrator.errors import UsageError
+from orchestrator.ops import cron
 
 FAKE_CRONTAB = """#!/bin/sh
 f=${FAKE_CRONTAB_FILE:?}

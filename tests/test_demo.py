@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import demo as demo_mod
+from orchestrator.demo import run as demo_mod
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from orchestrator.job import events as ev
+from orchestrator.core import events as ev
 
 SID = "0f5c2d9e-1111-2222-3333-444455556666"
 

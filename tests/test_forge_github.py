@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config.settings import GithubSettings
 from orchestrator.errors import UsageError, WorkError
 from orchestrator.forge import Forge, parse_issue_ref, permission_at_least
 from orchestrator.forge.github import GithubForge
-from orchestrator.settings import GithubSettings
 from tests.ghserver import Fault, GitHubServer
 
 REPO = "octo/app"

@@ -9,10 +9,10 @@ from urllib.parse import urlparse
 
 import pytest
 
+from orchestrator.config.settings import Settings
 from orchestrator.errors import ConfigError, UsageError, WorkError
 from orchestrator.forge import Forge, make_forge
 from orchestrator.forge.local import LocalForge, derived_number, parse_issue_file
-from orchestrator.settings import Settings
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 

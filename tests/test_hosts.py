@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import facts
-from orchestrator.models import Host
+from orchestrator.config.settings import Settings
+from orchestrator.core.models import Host
+from orchestrator.fleet import facts
 from orchestrator.render.hosts import JSON_KEYS, hosts_json
-from orchestrator.settings import Settings
 
 HOST = Host(name="pc1", address="10.0.0.1", specialties=("backend", "api"), max_tasks=3,
             workspace_root="~/orch-work")

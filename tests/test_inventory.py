@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
+from orchestrator.config.yamlfile import atomic_write
+from orchestrator.core.models import Host
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import UNSET, add_host, load_inventory, remove_host, set_host
-from orchestrator.models import Host
-from orchestrator.yamlfile import atomic_write
+from orchestrator.fleet.inventory import UNSET, add_host, load_inventory, remove_host, set_host
 
 REPO = Path(__file__).resolve().parent.parent
 

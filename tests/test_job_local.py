@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import shell
+from orchestrator.core import shell
+from orchestrator.core.models import Host, Issue
+from orchestrator.core.prompts import render_fix_prompt, render_prompt
 from orchestrator.errors import WorkError
 from orchestrator.job import remote
 from orchestrator.job.playbook import JobSpec, render_job
-from orchestrator.models import Host, Issue
-from orchestrator.prompts import render_fix_prompt, render_prompt
 from orchestrator.transport.local import LocalConnection
 
-STANDIN = f"{shlex.quote(sys.executable)} -m orchestrator.standin_agent"
+STANDIN = f"{shlex.quote(sys.executable)} -m orchestrator.demo.standin_agent"
 IS_ROOT = os.geteuid() == 0
 AUTHOR = "Orch Bot <orch-bot@example.com>"
 

@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import shell
+from orchestrator.core import shell
+from orchestrator.core.models import Issue
+from orchestrator.core.prompts import render_fix_prompt, render_prompt
 from orchestrator.errors import HostUnreachable
 from orchestrator.job import remote
 from orchestrator.job.playbook import JobSpec, render_job
-from orchestrator.models import Issue
-from orchestrator.prompts import render_fix_prompt, render_prompt
 from orchestrator.transport import connect
 
-STANDIN = f"{shlex.quote(sys.executable)} -m orchestrator.standin_agent"
+STANDIN = f"{shlex.quote(sys.executable)} -m orchestrator.demo.standin_agent"
 
 
 def test_job_survives_a_dropped_link_and_follow_resumes(make_ssh_fleet, git_remote):

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator.core.models import HostFacts, Task
 from orchestrator.errors import UsageError
-from orchestrator.metrics import (DURATION_BUCKETS, ERROR_TYPES, daily_spend, error_type,
-                                  render, write_textfile)
-from orchestrator.models import HostFacts, Task
+from orchestrator.ops.metrics import (
+    DURATION_BUCKETS,
+    ERROR_TYPES,
+    daily_spend,
+    error_type,
+    render,
+    write_textfile,
+)
 
-NOW = datetime(2024, 5, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
 
 
 def iso(dt: datetime) -> str:
@@ -181,7 +187,7 @@ def test_write_textfile_failed_replace_keeps_old(tmp_path: Path, monkeypatch) ->
     def boom(*a, **kw):
         raise OSError("disk full")
 
-    monkeypatch.setattr("orchestrator.metrics.os.replace", boom)
+    monkeypatch.setattr("orchestrator.ops.metrics.os.replace", boom)
     with pytest.raises(OSError):
         write_textfile(target, "new\n")
     assert target.read_text() == "old\n"

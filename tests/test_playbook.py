@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config.settings import Settings
 from orchestrator.errors import ConfigError, UsageError
-from orchestrator.job.playbook import (JobSpec, load_playbook, mirror_path, parse_author,
-                                       render_job, valid_branch)
-from orchestrator.settings import Settings
+from orchestrator.job.playbook import (
+    JobSpec,
+    load_playbook,
+    mirror_path,
+    parse_author,
+    render_job,
+    valid_branch,
+)
 
 HOSTILE = "$(touch /tmp/orch-pwned); `id` ${HOME} \"'\\ \n; rm -rf ~ #\t\u202e✓ EOF\n'EOF'"
 

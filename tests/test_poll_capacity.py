@@ -9,9 +9,16 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
-                                     assert_one_pr_per_issue, by_issue, run_passes, running_jobs,
-                                     tasks)
+from tests.test_poll_support import (
+    FAST_TESTS,
+    all_final,
+    assert_no_orphans,
+    assert_one_pr_per_issue,
+    by_issue,
+    run_passes,
+    running_jobs,
+    tasks,
+)
 
 
 class Sampler(threading.Thread):

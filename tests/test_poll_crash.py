@@ -8,9 +8,18 @@ duplicate task and no lost issue: every issue ends with one succeeded task and o
 
 from __future__ import annotations
 
-from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
-                                     assert_one_pr_per_issue, by_issue, host_jobs, poll,
-                                     run_passes, tasks, wait_for)
+from tests.test_poll_support import (
+    FAST_TESTS,
+    all_final,
+    assert_no_orphans,
+    assert_one_pr_per_issue,
+    by_issue,
+    host_jobs,
+    poll,
+    run_passes,
+    tasks,
+    wait_for,
+)
 
 BODY = "orch-standin: slow 0.3\norch-standin: turns 3\norch-standin: write c{i}.txt c{i}\n"
 
@@ -104,9 +113,9 @@ def test_two_starts_racing_in_one_workspace_run_one_job(tmp_path, git_remote):
     status file and one checkout)."""
     import asyncio
 
+    from orchestrator.core.models import Host
     from orchestrator.errors import WorkError
     from orchestrator.job import remote
-    from orchestrator.models import Host
     from orchestrator.transport.local import LocalConnection
     from tests.test_job_local import group_alive as settled_alive
     from tests.test_job_local import make_issue, make_spec, start_job

@@ -10,9 +10,18 @@ next pass finishes from, with one task and one PR per issue.
 from __future__ import annotations
 
 from tests.ghserver import Fault
-from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
-                                     assert_one_pr_per_issue, by_issue, host_jobs, poll,
-                                     run_passes, tasks, wait_for)
+from tests.test_poll_support import (
+    FAST_TESTS,
+    all_final,
+    assert_no_orphans,
+    assert_one_pr_per_issue,
+    by_issue,
+    host_jobs,
+    poll,
+    run_passes,
+    tasks,
+    wait_for,
+)
 
 QUICK = "orch-standin: write g{i}.txt g{i}\n"
 

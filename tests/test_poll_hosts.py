@@ -13,9 +13,19 @@ import time
 from pathlib import Path
 
 from orchestrator.render.log import clean
-from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
-                                     assert_one_pr_per_issue, group_alive, host_jobs, poll,
-                                     read_status, run_passes, tasks, wait_for)
+from tests.test_poll_support import (
+    FAST_TESTS,
+    all_final,
+    assert_no_orphans,
+    assert_one_pr_per_issue,
+    group_alive,
+    host_jobs,
+    poll,
+    read_status,
+    run_passes,
+    tasks,
+    wait_for,
+)
 
 BACKEND = {"h1": ["backend"], "h2": ["backend"], "h3": ["frontend"]}
 

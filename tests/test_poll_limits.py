@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_poll_support import (FAST_TESTS, group_alive, poll, processes_under,
-                                     read_status, run_passes, tasks, wait_for)
+from tests.test_poll_support import (
+    FAST_TESTS,
+    group_alive,
+    poll,
+    processes_under,
+    read_status,
+    run_passes,
+    tasks,
+    wait_for,
+)
 
 
 def test_job_past_agent_timeout_is_killed_whole_and_failed_timeout(make_world):

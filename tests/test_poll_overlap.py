@@ -13,8 +13,16 @@ import subprocess
 import sys
 import time
 
-from tests.test_poll_support import (FAST_TESTS, all_final, assert_no_orphans,
-                                     assert_one_pr_per_issue, by_issue, poll, run_passes, tasks)
+from tests.test_poll_support import (
+    FAST_TESTS,
+    all_final,
+    assert_no_orphans,
+    assert_one_pr_per_issue,
+    by_issue,
+    poll,
+    run_passes,
+    tasks,
+)
 
 QUICK = "orch-standin: write {name}.txt {name}\n"
 
@@ -28,7 +36,7 @@ def test_eight_overlapping_polls_on_twenty_issues_make_twenty_tasks_and_prs(make
     assert [rc for rc, _, _ in outs] == [0] * 8, outs
 
     busy = 0
-    for i, (_, out, err) in enumerate(outs):
+    for i, (_, out, _err) in enumerate(outs):
         if i % 2 == 0:
             data = json.loads(out)
             busy += bool(data["busy"])
@@ -58,7 +66,7 @@ def test_eight_overlapping_polls_on_twenty_issues_make_twenty_tasks_and_prs(make
 _RAW_PASS = """
 import asyncio, json, sys
 from orchestrator.app import App
-from orchestrator.poll import run_pass
+from orchestrator.lifecycle.poll import run_pass
 r = asyncio.run(run_pass(App(), []))
 print(json.dumps({"dispatched": [t.id for t in r.dispatched],
                   "finalized": [t.id for t in r.finalized], "errors": r.errors}))

@@ -13,8 +13,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -243,7 +244,8 @@ def assert_no_orphans(w) -> None:
 def test_claimant_alive_tells_dead_local_processes_apart():
     import socket
     import sys
-    from orchestrator.pipeline.finalize import claimant_alive, me
+
+    from orchestrator.lifecycle.claims import claimant_alive, me
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     host = socket.gethostname()
@@ -255,8 +257,9 @@ def test_claimant_alive_tells_dead_local_processes_apart():
 
 def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
     import asyncio
+
     from orchestrator.errors import ForgeUnavailable
-    from orchestrator.poll import _SerialForge
+    from orchestrator.lifecycle.poll import _SerialForge
 
     class Flaky:
         kind = "github"
@@ -293,8 +296,8 @@ def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
 
 
 def test_previous_hosts_are_the_lost_and_failed_starts_only():
-    from orchestrator.models import Task
-    from orchestrator.poll import _previous_hosts
+    from orchestrator.core.models import Task
+    from orchestrator.lifecycle.poll import _previous_hosts
     t = Task(id="abcd1234", repo="o/r", issue=1, title="t", specialty="backend", history=[
         {"to": "queued", "reason": "created"},
         {"to": "queued", "reason": "lost: host h1 unreachable", "previous": {"host": "h1"}},
@@ -307,9 +310,9 @@ def test_previous_hosts_are_the_lost_and_failed_starts_only():
 def test_start_grace_comes_from_the_environment(monkeypatch):
     from orchestrator.app import App
     from orchestrator.errors import UsageError
-    from orchestrator.reconcile import START_GRACE_SECONDS, start_grace_seconds
+    from orchestrator.lifecycle.reconcile import START_GRACE_SECONDS, start_grace_seconds
     app = App()
-    app.__dict__["settings"] = __import__("orchestrator.settings", fromlist=["Settings"]).Settings()
+    app.__dict__["settings"] = __import__("orchestrator.config.settings", fromlist=["Settings"]).Settings()
     monkeypatch.delenv("ORCH_START_GRACE", raising=False)
     assert start_grace_seconds(app) == START_GRACE_SECONDS
     monkeypatch.setenv("ORCH_START_GRACE", "7s")

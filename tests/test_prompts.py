@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
 import jinja2
 import pytest
 
-from orchestrator import resources
+from orchestrator.config import resources
+from orchestrator.config.settings import Settings
+from orchestrator.core.models import SPECIALTIES, Issue
+from orchestrator.core.prompts import FIX_PROMPT_TAG, TEST_OUTPUT_MARKER, render_fix_prompt, render_prompt
 from orchestrator.errors import UsageError
-from orchestrator.models import SPECIALTIES, Issue
-from orchestrator.prompts import (FIX_PROMPT_TAG, TEST_OUTPUT_MARKER, render_fix_prompt,
-                                  render_prompt)
-from orchestrator.settings import Settings
 
 ISSUE = Issue(repo="acme/calc", number=12, title="add() returns $(wrong) `values`",
               body="Steps:\n1. call add(2, 3)\n2. get -1\n\n{{ not_a_template }} {% raw %}",

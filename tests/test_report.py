@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.models import Task
-from orchestrator.pipeline import report
+from orchestrator.core import report
+from orchestrator.core.models import Task
 
 
 def _task(**kw) -> Task:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.core.models import Host, HostFacts
+from orchestrator.core.schedule import place, plan_batch
 from orchestrator.errors import UsageError
-from orchestrator.models import Host, HostFacts
-from orchestrator.schedule import place, plan_batch
 
 
 def host(name: str, specialties: tuple[str, ...] = ("backend",), max_tasks: int = 2,

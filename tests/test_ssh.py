@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.models import Host
 from orchestrator.errors import HostUnreachable
-from orchestrator.fleet import Fleet
-from orchestrator.models import Host
+from orchestrator.fleet.pool import Fleet
 from orchestrator.transport import connect
 from orchestrator.transport.ssh import SSHConnection
 
@@ -116,7 +116,7 @@ def test_probe_missing_agent_is_a_note_not_unreachable(ssh_fleet):
 def test_probe_through_local_connection(tmp_path, fake_agent):
     host = Host(name="local", address="localhost", connection="local", agent=fake_agent,
                 workspace_root=str(tmp_path / "not" / "yet"))
-    from orchestrator.settings import Settings
+    from orchestrator.config.settings import Settings
 
     async def go():
         async with Fleet([host], Settings()) as fleet:
@@ -245,7 +245,7 @@ def test_changed_host_key_is_refused(ssh_fleet, tmp_path):
 
 def test_silent_port_times_out_within_connect_timeout():
     """A socket that listens but never speaks: TCP connects, the SSH banner never comes."""
-    from orchestrator.settings import SSHSettings
+    from orchestrator.config.settings import SSHSettings
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(16)

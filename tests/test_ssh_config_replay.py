@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from asyncssh.config import SSHClientConfig
 
-from orchestrator.models import Host
-from orchestrator.settings import SSHSettings
+from orchestrator.config.settings import SSHSettings
+from orchestrator.core.models import Host
 from orchestrator.transport import ssh as ssh_mod
 
 CONFIG = """\

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import standin_agent as sa
-from orchestrator.job import events as ev
-from orchestrator.prompts import FIX_PROMPT_TAG
+from orchestrator.core import events as ev
+from orchestrator.core.prompts import FIX_PROMPT_TAG
+from orchestrator.demo import standin_agent as sa
 
 HEADLESS = ["-p", "--output-format", "stream-json", "--verbose"]
 
 
 def run(args, prompt="", cwd=None, env=None, timeout=30):
     e = {**os.environ, "IS_SANDBOX": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "orchestrator.standin_agent", *args],
+    return subprocess.run([sys.executable, "-m", "orchestrator.demo.standin_agent", *args],
                           input=prompt, capture_output=True, text=True, cwd=cwd, env=e,
                           timeout=timeout)
 
@@ -105,7 +105,7 @@ def test_max_turns_like_the_cli(tmp_path):
 
 
 def test_loop_ignores_max_turns(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.standin_agent", *HEADLESS,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.demo.standin_agent", *HEADLESS,
                              "--max-turns", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, cwd=tmp_path, env={**os.environ, "IS_SANDBOX": "1"})
     proc.stdin.write("orch-standin: loop")
@@ -161,7 +161,7 @@ def test_never_fix(tmp_path):
 
 
 def test_sleep_forever_stops_on_sigint(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.standin_agent", *HEADLESS],
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.demo.standin_agent", *HEADLESS],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "IS_SANDBOX": "1"}, start_new_session=True)
     proc.stdin.write("orch-standin: sleep-forever")

@@ -9,16 +9,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from orchestrator import store as store_mod
+from orchestrator.core.models import TASK_STATUSES, Task
 from orchestrator.errors import UsageError, WorkError
-from orchestrator.models import TASK_STATUSES, Task
-from orchestrator.store import (DuplicateTask, InvalidTransition, StateCorrupt, Store,
-                                StoreBusy, TaskNotFound)
+from orchestrator.store import DuplicateTask, InvalidTransition, StateCorrupt, Store, StoreBusy, TaskNotFound
+from orchestrator.store import filestore as store_mod
 
 REPO = "acme/widgets"
 
@@ -125,12 +124,12 @@ def test_counts_running_on_reserved_and_spend(store: Store) -> None:
     assert len(store.running_on("h1")) == 2 and store.running_on("h2") == []
     reserved = {h: sorted(ids) for h, ids in store.reserved().items()}
     assert reserved == {"h1": sorted(t.id for t in store.running_on("h1"))}
-    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
     assert store.spent_since(yesterday) == pytest.approx(0.5)
     t = store.list(status="running")[0]
     store.succeed(t.id, cost_usd=1.25)
     assert store.spent_since(yesterday.isoformat()) == pytest.approx(1.75)
-    assert store.spent_since(datetime.now(timezone.utc) + timedelta(hours=1)) == 0.0
+    assert store.spent_since(datetime.now(UTC) + timedelta(hours=1)) == 0.0
 
 
 def test_update_changes_fields_but_never_status(store: Store) -> None:
@@ -256,10 +255,9 @@ def test_requeue_refused_when_the_issue_has_another_live_task(store: Store) -> N
 def test_locked_is_reentrant_and_shared_between_stores(tmp_path: Path) -> None:
     a = Store(tmp_path)
     b = Store(tmp_path)
-    with a.locked(timeout=1):
-        with b.locked(timeout=1):          # same process: re-enters, no self-deadlock
-            t = b.create(REPO, 1, "a", "backend")
-            a.start(t.id, "h1", "b", "/w", 1)
+    with a.locked(timeout=1), b.locked(timeout=1):          # same process: re-enters, no self-deadlock
+        t = b.create(REPO, 1, "a", "backend")
+        a.start(t.id, "h1", "b", "/w", 1)
     assert a.get(t.id).status == "running"
 
 
@@ -290,9 +288,8 @@ def test_lock_excludes_other_processes(tmp_path: Path) -> None:
     assert holder.stdout.readline().strip() == "held"
     s = Store(tmp_path)
     t0 = time.monotonic()
-    with pytest.raises(StoreBusy) as ei:
-        with s.locked(timeout=0.3):
-            pass
+    with pytest.raises(StoreBusy) as ei, s.locked(timeout=0.3):
+        pass
     assert time.monotonic() - t0 >= 0.3
     assert isinstance(ei.value, WorkError) and "state.lock" in str(ei.value)
     holder.wait(timeout=10)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.yamlfile import _UNSURE, fast_parse, parse_document
+from orchestrator.config.yamlfile import _UNSURE, fast_parse, parse_document
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def _same(fast, slow, where="doc") -> None:
             _same(fast[key], slow[key], f"{where}.{key}")
     elif isinstance(slow, list):
         assert type(fast) is list and len(fast) == len(slow), where
-        for i, (a, b) in enumerate(zip(fast, slow)):
+        for i, (a, b) in enumerate(zip(fast, slow, strict=False)):
             _same(a, b, f"{where}[{i}]")
     else:  # pragma: no cover - the fast path should have said "unsure"
         raise AssertionError(f"{where}: ruamel gave {type(slow).__name__}")
@@ -106,8 +106,8 @@ def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
     cfg = tmp_path / "orch.yml"
     cfg.write_text("ssh:\n  connect_timeout: 5s\nagent:\n  max_cost_usd: 2.5\n")
     code = (f"import sys\nfrom pathlib import Path\n"
-            f"from orchestrator.inventory import load_inventory\n"
-            f"from orchestrator.config import load_settings\n"
+            f"from orchestrator.fleet.inventory import load_inventory\n"
+            f"from orchestrator.config.load import load_settings\n"
             f"hosts = load_inventory(Path({str(inv)!r}))\n"
             f"s = load_settings(Path({str(cfg)!r}))\n"
             f"assert [h.name for h in hosts] == ['backend-1', 'frontend-1'], hosts\n"
@@ -119,7 +119,7 @@ def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
 
 def test_an_invalid_file_still_names_its_line(tmp_path: Path) -> None:
     from orchestrator.errors import ConfigError
-    from orchestrator.inventory import load_inventory
+    from orchestrator.fleet.inventory import load_inventory
     inv = tmp_path / "hosts.yml"
     inv.write_text("hosts:\n  a:\n    address: x\n    enabled: yes\n")
     with pytest.raises(ConfigError) as caught:

@@ -28,9 +28,9 @@ def bootstrap(ctx: click.Context, names: tuple[str, ...], as_json: bool,
     (created if missing, writable), free disk, access to the repository, root policy
     and git identity. Exits 1 when any host fails or cannot be reached; dispatch skips
     a host whose last bootstrap failed until it passes."""
-    from ..bootstrap import STATE_FILE, parse_var, run_bootstrap
-    from ..render import print_json
+    from ..fleet.bootstrap import STATE_FILE, parse_var, run_bootstrap
     from ..render import bootstrap as render
+    from ..render import print_json
 
     app = ctx.obj
     overrides = dict(parse_var(v) for v in variables)

@@ -11,7 +11,7 @@ EVERY = click.IntRange(1, 1440)
 
 def _job_factory(ctx: click.Context):
     """Builds PollJobs with the global --config/--inventory/--state-dir of this run."""
-    from ..cron import poll_job
+    from ..ops.cron import poll_job
     root = ctx.find_root().params
     app: App = ctx.obj
 
@@ -30,7 +30,7 @@ def _env_note(app: App) -> str:
 
 def _missing(ctx: click.Context, exc, job, as_json: bool, action: str) -> None:
     """No crontab command: say so, give the line to add by hand, exit 2."""
-    from ..cron import systemd_units
+    from ..ops.cron import systemd_units
     from ..render import print_json
     app: App = ctx.obj
     units = systemd_units(job, app.settings.github.token_env)
@@ -71,8 +71,8 @@ def cron() -> None:
 @click.pass_context
 def install(ctx: click.Context, every: int, as_json: bool) -> None:
     """Add the crontab line, or replace the one installed before (idempotent)."""
-    from ..cron import CrontabMissing
-    from ..cron import install as do_install
+    from ..ops.cron import CrontabMissing
+    from ..ops.cron import install as do_install
     from ..render import print_json
     job = _job_factory(ctx)(every)
     try:
@@ -101,8 +101,8 @@ def install(ctx: click.Context, every: int, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, every: int | None, as_json: bool) -> None:
     """Print the installed line (or say there is none) and equivalent systemd units."""
-    from ..cron import DEFAULT_EVERY, CrontabMissing, systemd_units
-    from ..cron import show as do_show
+    from ..ops.cron import DEFAULT_EVERY, CrontabMissing, systemd_units
+    from ..ops.cron import show as do_show
     from ..render import print_json
     make = _job_factory(ctx)
     try:
@@ -133,8 +133,8 @@ def show(ctx: click.Context, every: int | None, as_json: bool) -> None:
 @click.pass_context
 def remove(ctx: click.Context, as_json: bool) -> None:
     """Remove orch's crontab line; every other line stays as it is."""
-    from ..cron import DEFAULT_EVERY, CrontabMissing
-    from ..cron import remove as do_remove
+    from ..ops.cron import DEFAULT_EVERY, CrontabMissing
+    from ..ops.cron import remove as do_remove
     from ..render import print_json
     job = _job_factory(ctx)(DEFAULT_EVERY)
     try:

@@ -31,7 +31,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     log. Ends with the branch, the diff summary, the test result and the task record.
     Exit 0 when the task succeeded, 1 otherwise.
     """
-    from ..demo import run_demo
+    from ..demo.run import run_demo
     from ..render import console, err_console, print_json
     from ..render.log import LogPrinter
 

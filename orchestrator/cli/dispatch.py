@@ -24,7 +24,7 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
              specialty: str | None, detach: bool, dry_run: bool, as_json: bool) -> None:
     """Run ISSUE (OWNER/NAME#N, an issue URL, or a Markdown file with --repo) on the best host."""
     from ..forge.base import parse_issue_ref
-    from ..pipeline import dispatch as run_dispatch
+    from ..lifecycle.dispatch import dispatch as run_dispatch
     from ..render import err_console, print_json
     from ..render import tasks as render
     from ..render.log import LogPrinter

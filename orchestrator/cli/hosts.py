@@ -17,7 +17,7 @@ import click
 def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     """Probe every host (or NAMES): reachable, load, cpus, memory, disk, running tasks,
     agent version. Exits 1 when an enabled host is unreachable."""
-    from ..fleet import Fleet
+    from ..fleet.pool import Fleet
 
     app = ctx.obj
     inventory = app.hosts
@@ -29,7 +29,7 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
 
     facts = asyncio.run(run())
     if as_json:
-        from ..facts import hosts_json
+        from ..fleet.facts import hosts_json
         print_json(hosts_json(facts))
     else:
         from ..render import hosts as render

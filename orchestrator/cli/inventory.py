@@ -1,7 +1,7 @@
 """`orch inventory list/add/set/rm`: show hosts.yml, or edit it in place.
 
 Parsing only: the edits themselves (validate before writing, atomic replace, comments
-kept) live in orchestrator.inventory, the output in orchestrator.render.inventory.
+kept) live in orchestrator.fleet.inventory, the output in orchestrator.render.inventory.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def existing_inventory(app: Any) -> Path:
 def parse_assignment(text: str) -> tuple[str, Any]:
     """KEY=VALUE with VALUE read as YAML: `max_tasks=3`, `enabled=false`,
     `specialties=[backend,api]`. `KEY=` (nothing) removes the key so defaults apply."""
-    from ..inventory import UNSET
-    from ..yamlfile import new_yaml
+    from ..config.yamlfile import new_yaml
+    from ..fleet.inventory import UNSET
 
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -61,7 +61,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 def _split_specialties(repeated: tuple[str, ...], joined: str | None) -> list[str] | None:
     """--specialty a --specialty b and --specialties a,b, merged in order, no repeats."""
-    items = list(repeated) + [s for s in (joined or "").split(",")]
+    items = list(repeated) + list((joined or "").split(","))
     cleaned = [s.strip() for s in items if s.strip()]
     return list(dict.fromkeys(cleaned)) if (repeated or joined is not None) else None
 
@@ -113,7 +113,7 @@ def add(ctx: click.Context, name: str, address: str | None, port: int | None, us
 
     Only the options given are written; `defaults:` apply to the rest.
     """
-    from ..inventory import add_host
+    from ..fleet.inventory import add_host
     from ..render import inventory as render
 
     fields: dict[str, Any] = {
@@ -135,7 +135,7 @@ def add(ctx: click.Context, name: str, address: str | None, port: int | None, us
 def set_(ctx: click.Context, name: str, assignments: tuple[str, ...]) -> None:
     """Change fields of host NAME: `orch inventory set pc1 max_tasks=3 enabled=false
     specialties=[backend,api]`. `KEY=` removes the key so the default applies again."""
-    from ..inventory import set_host
+    from ..fleet.inventory import set_host
     from ..render import inventory as render
 
     fields = dict(parse_assignment(a) for a in assignments)
@@ -149,7 +149,7 @@ def set_(ctx: click.Context, name: str, assignments: tuple[str, ...]) -> None:
 @click.pass_context
 def rm(ctx: click.Context, name: str) -> None:
     """Remove host NAME (and the comment lines directly above it)."""
-    from ..inventory import remove_host
+    from ..fleet.inventory import remove_host
     from ..render import inventory as render
 
     path = existing_inventory(ctx.obj)

@@ -36,9 +36,9 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
 
 
 async def _remote_log(app: App, task, printer, follow: bool, notice) -> None:
-    from .. import shell
-    from ..fleet import Fleet
-    from ..pipeline.follow import follow as follow_log
+    from ..core import shell
+    from ..fleet.pool import Fleet
+    from ..lifecycle.follow import follow as follow_log
     async with Fleet(app.hosts, app.settings) as fleet:
         if follow:
             await follow_log(fleet, task, printer.line, on_notice=notice)

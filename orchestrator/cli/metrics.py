@@ -16,7 +16,7 @@ from ..app import App
 @click.pass_obj
 def metrics(app: App, textfile: str | None, no_probe: bool) -> None:
     """Print tasks by status, durations, per-host running tasks and load, agent errors."""
-    from ..metrics import render, write_textfile
+    from ..ops.metrics import render, write_textfile
     facts = [] if no_probe else asyncio.run(_probe(app))
     text = render(app.store.list(), facts)
     target = textfile or app.settings.metrics.textfile
@@ -28,6 +28,6 @@ def metrics(app: App, textfile: str | None, no_probe: bool) -> None:
 
 
 async def _probe(app: App):
-    from ..fleet import Fleet
+    from ..fleet.pool import Fleet
     async with Fleet(app.hosts, app.settings) as fleet:
         return await fleet.probe()

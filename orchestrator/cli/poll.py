@@ -21,9 +21,9 @@ def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
     was unavailable (the pass stopped early, the state stays consistent) or when nothing
     was done but errors were.
     """
-    from ..metrics import render as render_metrics
-    from ..metrics import write_textfile
-    from ..poll import poll_pass
+    from ..lifecycle.poll import poll_pass
+    from ..ops.metrics import render as render_metrics
+    from ..ops.metrics import write_textfile
     from ..render import err_console, print_json
     from ..render.poll import summary
     result = asyncio.run(poll_pass(app, list(repos)))

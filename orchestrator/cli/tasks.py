@@ -7,7 +7,7 @@ import asyncio
 import click
 
 from ..app import App
-from ..models import TASK_STATUSES
+from ..core.models import TASK_STATUSES
 
 
 @click.command()
@@ -43,7 +43,7 @@ def show(app: App, task_id: str, as_json: bool) -> None:
         data.update({"local": extra} if extra else {})
         print_json(data)
     else:
-        render.task_detail(task, {k: v for k, v in extra.items()} if extra else None)
+        render.task_detail(task, dict(extra.items()) if extra else None)
 
 
 @click.command()
@@ -52,7 +52,7 @@ def show(app: App, task_id: str, as_json: bool) -> None:
 @click.pass_obj
 def cancel(app: App, task_id: str, as_json: bool) -> None:
     """Stop the task's remote job (its whole process group) and mark it cancelled."""
-    from ..control import cancel_task
+    from ..lifecycle.control import cancel_task
     from ..render import console, print_json
     from ..render import tasks as render
     task = asyncio.run(cancel_task(app, task_id))
@@ -69,7 +69,7 @@ def cancel(app: App, task_id: str, as_json: bool) -> None:
 @click.pass_obj
 def retry(app: App, task_id: str, now: bool, as_json: bool) -> None:
     """Queue a finished (failed, cancelled or lost) task again; the next poll dispatches it."""
-    from ..control import retry_task
+    from ..lifecycle.control import retry_task
     from ..render import console, print_json
     from ..render import tasks as render
     task = asyncio.run(retry_task(app, task_id, now=now))

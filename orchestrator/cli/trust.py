@@ -167,7 +167,7 @@ def trust(ctx: click.Context, names: tuple[str, ...], replace: bool, yes: bool,
 
     keys = asyncio.run(fetch_all())
     outcomes: list[Outcome] = []
-    for host, key in zip(hosts, keys):
+    for host, key in zip(hosts, keys, strict=False):
         if host.is_local:
             outcomes.append(Outcome(host.name, host.address, status="local",
                                     message="connection: local has no host key"))

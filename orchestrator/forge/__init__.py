@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from .base import (PERMISSIONS, RECENT_COMMENTS, Forge, head_branch, parse_issue_ref,
-                   permission_at_least)
+from .base import PERMISSIONS, RECENT_COMMENTS, Forge, head_branch, parse_issue_ref, permission_at_least
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from ..config.settings import Settings
 
 __all__ = ["Forge", "PERMISSIONS", "RECENT_COMMENTS", "head_branch", "make_forge",
            "parse_issue_ref", "permission_at_least"]
 
 
-def make_forge(kind: str, settings: "Settings", state_dir: str | Path) -> Forge:
+def make_forge(kind: str, settings: Settings, state_dir: str | Path) -> Forge:
     """The forge for `kind`: "github" (settings.github, settings.repo_urls) or "local"
     (Markdown issues and JSON pull-request records under `state_dir`)."""
     if kind == "github":

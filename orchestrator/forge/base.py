@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
+from ..core.models import Issue
 from ..errors import UsageError
-from ..models import Issue
 
 # GitHub's repository roles, weakest first (the fine-grained `role_name`s).
 PERMISSIONS: tuple[str, ...] = ("none", "read", "triage", "write", "maintain", "admin")

@@ -32,20 +32,24 @@ import math
 import os
 import re
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import UTC
 from http import HTTPStatus
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from github import Auth, Github, GithubException, GithubRetry
-from github.GithubException import (BadCredentialsException, RateLimitExceededException,
-                                    RateLimitExceededExceedsMaxWait)
+from github.GithubException import (
+    BadCredentialsException,
+    RateLimitExceededExceedsMaxWait,
+    RateLimitExceededException,
+)
 from urllib3 import Retry
 
+from ..config.settings import GithubSettings
+from ..core.models import Issue
 from ..errors import ForgeUnavailable, OrchError, UsageError, WorkError
-from ..models import Issue
-from ..settings import GithubSettings
 from .base import PERMISSIONS, RECENT_COMMENTS, head_branch
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,7 @@ class CappedRetry(GithubRetry):
         self.max_retry_wait = max_retry_wait
         super().__init__(**kwargs)
 
-    def new(self, **kw: Any) -> "CappedRetry":
+    def new(self, **kw: Any) -> CappedRetry:
         retry = super().new(**kw)
         retry.max_retry_wait = self.max_retry_wait
         return retry
@@ -133,8 +137,8 @@ def _iso(dt: Any) -> str:
     if dt is None:
         return ""
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _gh_message(exc: GithubException) -> str:
@@ -254,8 +258,12 @@ class GithubForge:
 
     def _transport_reason(self, exc: Exception) -> str:
         import requests
-        from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProtocolError,
-                                        ReadTimeoutError)
+        from urllib3.exceptions import (
+            ConnectTimeoutError,
+            NewConnectionError,
+            ProtocolError,
+            ReadTimeoutError,
+        )
 
         inner: Any = exc.args[0] if exc.args else exc
         reason = getattr(inner, "reason", inner)

@@ -46,17 +46,18 @@ import re
 import subprocess
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from filelock import FileLock
 
+from ..core.models import Issue
+from ..core.shell import slug
 from ..errors import ConfigError, UsageError, WorkError
-from ..models import Issue
-from ..shell import slug
 from .base import RECENT_COMMENTS, head_branch
 
 KEYS = ("title", "labels", "author", "number", "repo", "state", "created_at")
@@ -64,7 +65,7 @@ _URLISH = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _local_user() -> str:
@@ -162,7 +163,7 @@ def parse_issue_file(path: str | Path) -> IssueFile:
     author = data.get("author") or _local_user()
     if not isinstance(author, str):
         raise bad("author", "expected a user name")
-    number = data.get("number", None)
+    number = data.get("number")
     numbered = number is not None or bool(re.match(r"0*[1-9]", path.name))
     if number is None:
         number = derived_number(path.name)
@@ -178,12 +179,12 @@ def parse_issue_file(path: str | Path) -> IssueFile:
         raise bad("state", f"expected open or closed, got {state!r}")
     created = data.get("created_at")
     if created is None:
-        created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     if isinstance(created, date) and not isinstance(created, datetime):
-        created = datetime(created.year, created.month, created.day, tzinfo=timezone.utc)
+        created = datetime(created.year, created.month, created.day, tzinfo=UTC)
     if isinstance(created, datetime):
-        created = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)) \
-            .astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = (created if created.tzinfo else created.replace(tzinfo=UTC)) \
+            .astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return IssueFile(path=path.resolve(), title=title.strip(), body=body.strip("\n"),
                      labels=tuple(dict.fromkeys(str(x).strip() for x in labels)),
                      author=author, number=number, repo=repo, state=state,

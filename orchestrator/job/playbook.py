@@ -14,17 +14,18 @@ import math
 import posixpath
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 import yaml
 
-from .. import shell
+from ..config.settings import Settings
+from ..core import shell
+from ..core.prompts import TEST_OUTPUT_MARKER
 from ..errors import ConfigError, UsageError
-from ..prompts import TEST_OUTPUT_MARKER
-from ..settings import Settings
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -68,7 +69,7 @@ class JobSpec:
     @classmethod
     def from_settings(cls, settings: Settings, *, task_id: str, workspace: str, clone_url: str,
                       branch: str, commit_message: str, base_branch: str | None = None,
-                      agent_command: str | None = None) -> "JobSpec":
+                      agent_command: str | None = None) -> JobSpec:
         a, t = settings.agent, settings.tests
         return cls(task_id=task_id, workspace=workspace, clone_url=clone_url, branch=branch,
                    commit_message=commit_message, base_branch=base_branch,
@@ -263,7 +264,7 @@ def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
     """
     _check(spec)
     if playbook_path is None:
-        from ..resources import playbooks_dir
+        from ..config.resources import playbooks_dir
         playbook_path = playbooks_dir() / DEFAULT_PLAYBOOK
     pb = load_playbook(Path(playbook_path))
     env = make_environment()

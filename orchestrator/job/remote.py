@@ -10,10 +10,10 @@ under way `child.pgid` (that run's own session, which a cancel must stop too).
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
-from .. import shell
+from ..core import shell
 from ..errors import UsageError, WorkError
 from ..transport.base import Connection
 

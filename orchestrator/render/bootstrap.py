@@ -8,7 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..bootstrap import HostReport
+from ..fleet.bootstrap import HostReport
 from . import console
 
 _STYLE = {"ok": "green", "info": "cyan", "skip": "dim", "fail": "bold red"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from ..facts import JSON_KEYS, hosts_json  # the --json shape (no rich there)
-from ..models import HostFacts
+from ..core.models import HostFacts
+from ..fleet.facts import JSON_KEYS, hosts_json  # the --json shape (no rich there)
 from . import console
 
 __all__ = ["JSON_KEYS", "hosts_json", "hosts_table"]

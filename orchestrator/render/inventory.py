@@ -12,13 +12,13 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..models import Host
+from ..core.models import Host
 from . import console
 
 
 def inventory_json(hosts: list[Host]) -> list[dict[str, Any]]:
     """Every host with its effective values, plain JSON types."""
-    from ..inventory import host_json
+    from ..fleet.inventory import host_json
     return [host_json(h) for h in hosts]
 
 

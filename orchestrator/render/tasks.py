@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..models import Placement, Task
+from ..core.models import Placement, Task
 from . import console
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green",

@@ -5,8 +5,8 @@ Both implement base.Connection; the rest of orch never knows which one it holds.
 
 from __future__ import annotations
 
-from ..models import Host
-from ..settings import SSHSettings
+from ..config.settings import SSHSettings
+from ..core.models import Host
 from .base import CommandResult, Connection
 
 __all__ = ["CommandResult", "Connection", "connect"]

@@ -1,15 +1,16 @@
 """The Connection protocol: run a command, stream its lines, put a file, close.
 
 Commands are POSIX sh command lines run by the host's shell (sshd runs them with the
-user's login shell; local runs /bin/sh). Callers quote with orchestrator.shell.
+user's login shell; local runs /bin/sh). Callers quote with orchestrator.core.shell.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
-from ..models import Host
+from ..core.models import Host
 
 
 @dataclass

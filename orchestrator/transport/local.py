@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
-from .. import shell
-from ..models import Host
+from ..core import shell
+from ..core.models import Host
 from .base import CommandResult
 
 

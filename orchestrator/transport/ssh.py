@@ -22,12 +22,13 @@ import getpass
 import os
 import re
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
+from ..config.settings import SSHSettings
+from ..core.models import Host
 from ..errors import HostUnreachable
-from ..models import Host
-from ..settings import SSHSettings
 from .base import CommandResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,7 +132,7 @@ def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, .
     return entries
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config_class() -> type | None:
     """asyncssh's SSHClientConfig with `parse` replaying cached tokens; None if this
     asyncssh lacks an internal it relies on (then asyncssh parses, as before)."""
@@ -219,7 +220,7 @@ def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
         return {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _base_options():
     """An empty SSHClientConnectionOptions to carry a host's loaded config into
     create_connection (which builds the real options from its kwargs and that config).
@@ -422,7 +423,7 @@ def classify_error(host: Host, ssh: SSHSettings, exc: BaseException,
 class SSHConnection:
     """One asyncssh connection to one host; many sessions, at most max_sessions at once."""
 
-    def __init__(self, host: Host, ssh: SSHSettings, conn: "asyncssh.SSHClientConnection",
+    def __init__(self, host: Host, ssh: SSHSettings, conn: asyncssh.SSHClientConnection,
                  client) -> None:
         self.host = host
         self.ssh = ssh
@@ -431,7 +432,7 @@ class SSHConnection:
         self._sessions = asyncio.Semaphore(max(1, ssh.max_sessions))
 
     @classmethod
-    async def open(cls, host: Host, ssh: SSHSettings) -> "SSHConnection":
+    async def open(cls, host: Host, ssh: SSHSettings) -> SSHConnection:
         """Connect and authenticate; every failure is a HostUnreachable with a reason."""
         import asyncssh
         # The ssh config is applied once per host, here, from tokens read once per run
@@ -521,7 +522,7 @@ class SSHConnection:
                         proc.stdin.write(data)
                     proc.stdin.write_eof()
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
-            except (TimeoutError, asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 proc.close()  # frees the session; the remote command is not killed
                 raise
             except (asyncssh.Error, OSError) as exc:
@@ -576,7 +577,7 @@ class SSHConnection:
         self._conn.close()
         try:
             await asyncio.wait_for(self._conn.wait_closed(), 5)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pass
 
 

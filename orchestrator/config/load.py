@@ -1,0 +1,314 @@
+"""orch.yml -> Settings; every mistake names the file, the line and the dotted key.
+
+The loader is a table: `SCHEMA` maps each dotted key ("agent.max_turns") to a validator
+that checks and converts the YAML value. Sections and the set of known keys (for the
+"did you mean" hint) come from the same table, so adding a setting is one line here and
+one field in settings.py. Nothing else in orch reads orch.yml.
+
+Relative paths in orch.yml (inventory, state_dir, ...) are taken relative to the file's
+own directory, so a config under ~/.config/orch works the same from cron as from a shell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .settings import DEFAULT_SPECIALTIES, Settings
+from .yamlfile import (
+    Loc,
+    Validator,
+    boolean,
+    choice,
+    describe,
+    expect_mapping,
+    integer,
+    is_number,
+    list_of,
+    load_validated,
+    number,
+    optional,
+    string,
+    string_key,
+    unknown_key,
+)
+
+PERMISSIONS = ("none", "read", "triage", "write", "maintain", "admin")
+PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
+
+# --------------------------------------------------------------------------- durations
+
+_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+          "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+          "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+          "d": 86400, "day": 86400, "days": 86400}
+_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
+_PLAIN = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+DURATION_HINT = "durations read 90s, 5m, 2h, 1h30m, or a number of seconds"
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number (already seconds) or text like "90s", "5m", "2h", "1h30m".
+
+    Units go from largest to smallest, each at most once, so "30m1h" (surely a typo) is
+    refused rather than guessed at. Raises ValueError with a message fit for a user.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a duration, got {describe(value)}")
+    if isinstance(value, str) and value.strip().startswith("-"):
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if isinstance(value, (int, float)) or _PLAIN.match(value):
+        seconds = float(value)
+    else:
+        seconds = _parse_units(value)
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {describe(value)}")
+    return seconds
+
+
+def _parse_units(text: str) -> float:
+    lowered = text.strip().lower()
+    total, pos, last_size = 0.0, 0, float("inf")
+    while pos < len(lowered):
+        match = _PART.match(lowered, pos)
+        if not match or match.group(2) not in _UNITS:
+            raise ValueError(f"expected a duration like 90s, 5m, 2h or 1h30m, got {text!r}")
+        size = _UNITS[match.group(2)]
+        if size >= last_size:
+            raise ValueError(f"units of a duration go from largest to smallest, once each: {text!r}")
+        total += float(match.group(1)) * size
+        last_size, pos = size, match.end()
+    if pos == 0:
+        raise ValueError(f"expected a duration like 90s, 5m, 2h or 1h30m, got {text!r}")
+    return total
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def duration(*, positive: bool = True) -> Validator:
+    """A duration in seconds; `positive` refuses 0 where 0 would mean "never wait"."""
+    def check(value: Any, loc: Loc) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            loc.error(str(exc), hint=DURATION_HINT)
+        if positive and seconds <= 0:
+            loc.error(f"must be more than 0, got {describe(value)}", hint=DURATION_HINT)
+        return seconds
+    return check
+
+
+def local_path(value: Any, loc: Loc) -> str:
+    """A path on this machine; a relative one is relative to the config file's directory."""
+    text = string(value, loc)
+    if text.startswith("~") or Path(text).is_absolute():
+        return text
+    return str(loc.path.parent / text)
+
+
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def repo_name(value: Any, loc: Loc) -> str:
+    text = string(value, loc)
+    if not _REPO.match(text) or text.endswith("/") or ".." in text:
+        loc.error(f"expected owner/name, got {describe(value)}",
+                  hint="e.g. repos: [octo-org/api]; not a URL")
+    return text
+
+
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOKEN_LIKE = re.compile(r"^(gh[pousr]_|github_pat_)")
+
+
+def env_name(value: Any, loc: Loc) -> str:
+    """The *name* of an environment variable; a token pasted here is refused, not stored."""
+    text = string(value, loc)
+    if _TOKEN_LIKE.match(text):
+        loc.error("this looks like a token, not the name of a variable",
+                  hint="put the token in an environment variable and name the variable here; "
+                       "revoke the token if this file was shared")
+    if not _ENV.match(text):
+        loc.error(f"not an environment variable name: {describe(value)}", hint="e.g. GITHUB_TOKEN")
+    return text
+
+
+def url(value: Any, loc: Loc) -> str:
+    text = string(value, loc)
+    if not re.match(r"^https?://[^\s/]+", text):
+        loc.error(f"expected an http(s) URL, got {describe(value)}",
+                  hint="GitHub Enterprise: https://HOST/api/v3")
+    return text.rstrip("/")
+
+
+_AUTHOR = re.compile(r"^[^<>\n]+ <[^<>\s]+>$")
+
+
+def git_author(value: Any, loc: Loc) -> str:
+    text = string(value, loc)
+    if not _AUTHOR.match(text):
+        loc.error(f"expected \"Name <email>\", got {describe(value)}",
+                  hint='e.g. author: "orch <orch@example.com>"')
+    return text
+
+
+def _string_map(key_check: Validator, value_check: Validator) -> Validator:
+    """A mapping of name -> value, both checked, errors at the entry's line."""
+    def check(value: Any, loc: Loc) -> dict[str, Any]:
+        mapping = expect_mapping(value, loc)
+        out: dict[str, Any] = {}
+        for key, item in mapping.items():
+            entry = loc.entry(mapping, key)
+            out[key_check(string_key(key, entry), entry)] = value_check(item, entry)
+        return out
+    return check
+
+
+def _env_value(value: Any, loc: Loc) -> str:
+    if is_number(value) or isinstance(value, str):
+        return str(value)
+    loc.error(f"expected a string, got {describe(value)}")
+
+
+_SPECIALTY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_SPECIALTY_KEYS = ("labels", "keywords")
+
+
+def _specialty_name(value: Any, loc: Loc) -> str:
+    if not _SPECIALTY_NAME.match(value):
+        loc.error(f"not a valid specialty name: {value!r}",
+                  hint="lowercase letters, digits, '-' and '_'")
+    return str(value)
+
+
+def _word_list(value: Any, loc: Loc) -> list[str]:
+    return [str(v).strip() for v in list_of(string, "list of strings")(value, loc)]
+
+
+def specialties(value: Any, loc: Loc) -> dict[str, dict[str, list[str]]]:
+    """Specialty -> {labels, keywords}; named ones replace the defaults, `name: null` drops one.
+
+    Returns the full table (defaults merged), so classify never sees a partial config.
+    """
+    table = {k: {kk: list(vv) for kk, vv in v.items()} for k, v in DEFAULT_SPECIALTIES.items()}
+    for name, spec in expect_mapping(value, loc).items():
+        entry = loc.entry(value, name)
+        name = _specialty_name(string_key(name, entry), entry)
+        if spec is None:
+            table.pop(name, None)
+            continue
+        rules = expect_mapping(spec, entry)
+        for key in rules:
+            if key not in _SPECIALTY_KEYS:
+                unknown_key(entry.entry(rules, key), key, _SPECIALTY_KEYS)
+        table[name] = {k: _word_list(rules.get(k) or [], entry.entry(rules, k)) for k in _SPECIALTY_KEYS}
+    return table
+
+
+# --------------------------------------------------------------------------- the schema
+
+_MISS = "a number of dollars, or null for no limit"
+
+# Dotted key -> validator. A key "a.b" sets settings.a.b; a key without a dot sets
+# settings.<key>. The order is the order of SPEC.md, then orch's extra knobs.
+SCHEMA: dict[str, Validator] = {
+    "github.url": url,
+    "github.token_env": env_name,
+    "github.timeout": duration(),
+    "github.retries": integer(0),
+    "repos": list_of(repo_name, "list of owner/name"),
+    "repo_urls": _string_map(repo_name, string),
+    "trigger.label": string,
+    "trigger.min_permission": choice(*PERMISSIONS),
+    "ssh.known_hosts": local_path,
+    "ssh.config": optional(local_path),
+    "ssh.connect_timeout": duration(),
+    "ssh.keepalive_interval": duration(positive=False),
+    "ssh.keepalive_count_max": integer(1),
+    "ssh.max_sessions": integer(1, hint="sshd allows 10 sessions per connection by default"),
+    "ssh.client_keys": list_of(local_path, "list of paths"),
+    "agent.command": string,
+    "agent.max_turns": integer(1),
+    "agent.timeout": duration(),
+    "agent.max_cost_usd": optional(number(0, hint=_MISS)),
+    "agent.daily_budget_usd": optional(number(0, hint=_MISS)),
+    "agent.model": optional(string),
+    "agent.permission_mode": choice(*PERMISSION_MODES),
+    "agent.allow_root": boolean,
+    "agent.env": _string_map(env_name, _env_value),
+    "git.author": git_author,
+    "poll.lost_after": duration(),
+    "poll.max_attempts": integer(1),
+    "tests.command": optional(string),
+    "tests.max_fix_attempts": integer(0),
+    "tests.timeout": duration(),
+    "workspace.keep_on_success": boolean,
+    "workspace.keep_on_failure": boolean,
+    "metrics.textfile": optional(local_path),
+    "specialties": specialties,
+    "inventory": optional(local_path),
+    "state_dir": optional(local_path),
+    "playbooks_dir": optional(local_path),
+    "prompts_dir": optional(local_path),
+}
+
+SECTIONS: dict[str, tuple[str, ...]] = {}
+for _dotted in SCHEMA:
+    if "." in _dotted:
+        _section, _leaf = _dotted.split(".", 1)
+        SECTIONS[_section] = SECTIONS.get(_section, ()) + (_leaf,)
+TOP_LEVEL: tuple[str, ...] = tuple(dict.fromkeys(k.split(".", 1)[0] for k in SCHEMA))
+# A leaf name -> its full key, to redirect keys written in the wrong section.
+_LEAVES: dict[str, str] = {k.split(".", 1)[1]: k for k in SCHEMA if "." in k}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_settings(path: Path) -> Settings:
+    """Read orch.yml: defaults for every key it leaves out, a ConfigError for any mistake.
+
+    An empty file (or one holding only comments) gives the defaults.
+    """
+    path = Path(path)
+    return load_validated(path, lambda doc: _settings(doc, path),
+                          duplicate_hints={"": "a section appears twice: merge the two"})
+
+
+def _settings(doc: Any, path: Path) -> Settings:
+    """A parsed orch.yml (None when empty) -> Settings, or a ConfigError."""
+    settings = Settings()
+    settings.source = path
+    root = Loc(path)
+    if doc is None:
+        return settings
+    top = expect_mapping(doc, Loc(path, line=1), null_ok=False)
+    for key, value in top.items():
+        loc = root.entry(top, key)
+        key = string_key(key, loc)
+        if key in SECTIONS:
+            _load_section(settings, key, value, loc)
+        elif key in SCHEMA:
+            setattr(settings, key, SCHEMA[key](value, loc))
+        else:
+            unknown_key(loc, key, TOP_LEVEL, elsewhere=_LEAVES)
+    return settings
+
+
+def _load_section(settings: Settings, section: str, value: Any, loc: Loc) -> None:
+    """One `section:` mapping onto its settings dataclass, key by key through SCHEMA."""
+    target = getattr(settings, section)
+    mapping: Mapping[Any, Any] = expect_mapping(value, loc)
+    for key, item in mapping.items():
+        entry = loc.entry(mapping, key)
+        key = string_key(key, entry)
+        if key not in SECTIONS[section]:
+            elsewhere = {leaf: full for leaf, full in _LEAVES.items() if not full.startswith(section + ".")}
+            unknown_key(entry, key, SECTIONS[section], elsewhere=elsewhere)
+        setattr(target, key, SCHEMA[f"{section}.{key}"](item, entry))
+
+
+__all__ = ["PERMISSIONS", "SCHEMA", "load_settings", "parse_duration"]

@@ -1,0 +1,168 @@
+"""The plain records that flow through orch: Host, HostFacts, Issue, Placement, Task.
+
+They carry data only; behaviour lives in the modules that take and return them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SPECIALTIES = ("backend", "frontend", "testing", "devops", "general")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine of the fleet, as the inventory describes it (defaults already applied)."""
+
+    name: str
+    address: str                      # IP, DNS name or an ~/.ssh/config alias
+    specialties: tuple[str, ...] = ()
+    port: int | None = None           # None: from ssh config, else 22
+    user: str | None = None           # None: from ssh config, else the local user
+    identity_file: str | None = None
+    max_tasks: int = 2
+    workspace_root: str = "~/orch-work"
+    agent: str | None = None          # None: the config's agent.command
+    enabled: bool = True
+    connection: str = "ssh"           # "ssh" or "local"
+
+    @property
+    def is_local(self) -> bool:
+        return self.connection == "local"
+
+
+@dataclass
+class HostFacts:
+    """What one probe of a host found. `error` says why when `reachable` is false."""
+
+    name: str
+    address: str
+    reachable: bool
+    specialties: list[str] = field(default_factory=list)
+    max_tasks: int = 0
+    enabled: bool = True
+    error: str | None = None
+    error_kind: str | None = None     # HostUnreachable.REASONS, or "probe" for a failed probe script
+    load1: float | None = None
+    cpus: int | None = None
+    mem_total_mb: int | None = None
+    mem_available_mb: int | None = None
+    disk_free_mb: int | None = None
+    running_tasks: int | None = None
+    running_task_ids: list[str] = field(default_factory=list)
+    agent_version: str | None = None
+    bootstrap_ok: bool | None = None  # None: never bootstrapped / unknown
+    probe_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)  # non-fatal findings (e.g. agent missing)
+
+    @property
+    def load_per_cpu(self) -> float | None:
+        if self.load1 is None or not self.cpus:
+            return None
+        return self.load1 / self.cpus
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue from any forge (GitHub or a local Markdown file). Its text is untrusted."""
+
+    repo: str                         # "owner/name" for GitHub, a path for the local forge
+    number: int
+    title: str
+    body: str = ""
+    labels: tuple[str, ...] = ()
+    author: str = ""
+    state: str = "open"
+    is_pull_request: bool = False
+    clone_url: str = ""
+    comments: tuple[str, ...] = ()    # recent comment bodies, oldest first
+    created_at: str = ""
+    url: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repo}#{self.number}"
+
+
+@dataclass(frozen=True)
+class HostVerdict:
+    """Why a host was or was not chosen."""
+
+    host: str
+    eligible: bool
+    reason: str
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The outcome of scheduling: a host (or None) and a verdict for every host."""
+
+    specialty: str
+    specialty_reason: str
+    host: str | None
+    verdicts: tuple[HostVerdict, ...]
+
+    @property
+    def reason(self) -> str:
+        if self.host is not None:
+            chosen = next(v for v in self.verdicts if v.host == self.host)
+            return chosen.reason
+        if not self.verdicts:
+            return "the inventory has no hosts"
+        return "no capable host: " + "; ".join(f"{v.host}: {v.reason}" for v in self.verdicts)
+
+
+TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
+LIVE_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Task:
+    """The state record of one dispatch of one issue (SPEC.md "The task").
+
+    Status changes only through store.py's named transitions.
+    """
+
+    id: str
+    repo: str
+    issue: int
+    title: str
+    specialty: str
+    status: str = "queued"
+    host: str | None = None
+    branch: str | None = None
+    workspace: str | None = None
+    pr_url: str | None = None
+    attempts: int = 0
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    # Beyond SPEC's fields: what finalize and reconcile need.
+    forge: str = "github"             # "github" or "local"
+    pid: int | None = None            # the remote job's process group id
+    tests: str | None = None          # "passed", "failed", "none"
+    commit: str | None = None
+    comment_id: int | None = None
+    unreachable_since: str | None = None
+    finalized: bool = False
+    claimed_by: str | None = None     # "host:pid" of the orch process finalizing it
+    claimed_at: str | None = None
+    log_path: str | None = None       # local copy of the job log, when fetched
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,80 @@
+"""prompts/*.md.j2 -> the agent's prompt text (pure).
+
+The prompt carries the issue's untrusted text as data: it is written to prompt.md and
+reaches the agent on stdin, never argv or a shell. One template per specialty (they
+extend general.md.j2 and replace its intro), plus fix.md.j2 for the test-fix loop,
+whose TEST_OUTPUT_MARKER line job.sh replaces with the tail of the failing output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .models import Issue
+
+TEST_OUTPUT_MARKER = "@@ORCH_TEST_OUTPUT@@"
+FIX_PROMPT_TAG = "<!-- orch:fix-prompt -->"     # first line of every fix prompt
+MAX_COMMENTS = 5
+COMMENT_LIMIT = 4000
+
+
+def _env(prompts_dir: Path | str | None):
+    import jinja2
+    if prompts_dir is None:
+        from ..config.resources import prompts_dir as find
+        prompts_dir = find()
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir)),
+                              undefined=jinja2.StrictUndefined, autoescape=False,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def _defang(text: str) -> str:
+    """Untrusted text must not contain the line job.sh splices test output at."""
+    return text.replace(TEST_OUTPUT_MARKER, "@@ORCH-TEST-OUTPUT@@")
+
+
+def _context(issue: Issue, repo: str, branch: str, test_command: str | None,
+             specialty: str) -> dict[str, Any]:
+    comments = [c if len(c) <= COMMENT_LIMIT else c[:COMMENT_LIMIT] + "\n[… comment cut …]"
+                for c in issue.comments[-MAX_COMMENTS:]]
+    return {
+        "issue": issue,
+        "number": issue.number,
+        "title": _defang(issue.title),
+        "body": _defang(issue.body or "").rstrip() or "(no description)",
+        "labels": [_defang(l) for l in issue.labels],
+        "comments": [_defang(c) for c in comments],
+        "url": issue.url,
+        "repo": repo,
+        "branch": branch,
+        "test_command": test_command,
+        "specialty": specialty,
+        "test_output_marker": TEST_OUTPUT_MARKER,
+        "fix_prompt_tag": FIX_PROMPT_TAG,
+    }
+
+
+def render_prompt(specialty: str, *, issue: Issue, repo: str, branch: str,
+                  test_command: str | None, prompts_dir: Path | str | None = None) -> str:
+    """The first run's prompt: `<specialty>.md.j2`, or general.md.j2 for an unknown one."""
+    env = _env(prompts_dir)
+    name = f"{specialty}.md.j2"
+    try:
+        template = env.get_template(name)
+    except Exception:   # jinja2.TemplateNotFound, without importing jinja2 at module level
+        template = env.get_template("general.md.j2")
+    return template.render(_context(issue, repo, branch, test_command, specialty))
+
+
+def render_fix_prompt(*, issue: Issue, repo: str, branch: str, test_command: str | None,
+                      prompts_dir: Path | str | None = None, specialty: str = "general") -> str:
+    """fix.md.j2: starts with FIX_PROMPT_TAG and holds TEST_OUTPUT_MARKER on a line of its
+    own (added at the end if a customised template forgot it)."""
+    text = _env(prompts_dir).get_template("fix.md.j2").render(
+        _context(issue, repo, branch, test_command, specialty))
+    if not text.startswith(FIX_PROMPT_TAG):
+        text = f"{FIX_PROMPT_TAG}\n{text}"
+    if f"\n{TEST_OUTPUT_MARKER}\n" not in text:
+        text = text.rstrip("\n") + f"\n\n```\n{TEST_OUTPUT_MARKER}\n```\n"
+    return text

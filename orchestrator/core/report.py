@@ -1,0 +1,70 @@
+"""What orch writes on the forge: PR body, issue comments, labels (pure text).
+
+Issue text and job output are untrusted; here they only ever become Markdown inside
+fences long enough that nothing in them can close the fence.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .models import Task
+
+LABEL_RUNNING = "orch:running"
+LABEL_DONE = "orch:done"
+LABEL_FAILED = "orch:failed"
+MARKER = "<!-- orch -->"   # lets a person (and orch) recognise orch's own comment
+
+
+def fenced(text: str, info: str = "") -> str:
+    """A fence longer than any backtick run inside `text`."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+def _money(value: float | None) -> str:
+    return "n/a" if value is None else f"${value:.2f}"
+
+
+def _facts(task: Task) -> str:
+    rows = [("task", f"`{task.id}`"), ("host", task.host or "-"),
+            ("specialty", task.specialty), ("branch", f"`{task.branch}`" if task.branch else "-"),
+            ("tests", task.tests or "n/a"), ("turns", str(task.turns) if task.turns is not None else "n/a"),
+            ("cost", _money(task.cost_usd)), ("attempt", str(task.attempts))]
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _table(task: Task) -> str:
+    return "| | |\n|---|---|\n" + _facts(task)
+
+
+def comment_running(task: Task) -> str:
+    return (f"{MARKER}\n:robot: **orch** is working on this issue on host `{task.host}` "
+            f"(task `{task.id}`, specialty {task.specialty}).\n\n"
+            f"Follow it live with `orch logs {task.id} -f`.")
+
+
+def comment_succeeded(task: Task, pr_url: str) -> str:
+    return (f"{MARKER}\n:white_check_mark: **orch** opened {pr_url} for this issue.\n\n"
+            + _table(task))
+
+
+def comment_failed(task: Task, reason: str, log_tail: str) -> str:
+    tail = f"\n\n<details><summary>last lines of the log</summary>\n\n{fenced(log_tail)}\n\n</details>" \
+        if log_tail.strip() else ""
+    return (f"{MARKER}\n:x: **orch** could not finish this issue: {reason}\n\n"
+            + _table(task) + tail
+            + f"\n\nThe workspace is kept on the host for inspection; `orch retry {task.id}` "
+              f"queues it again.")
+
+
+def pr_title(title: str) -> str:
+    return " ".join(title.split())[:250] or "orch change"
+
+
+def pr_body(task: Task, number: int, summary: str) -> str:
+    text = summary.strip() or "(the agent gave no summary)"
+    return (f"{MARKER}\nThis pull request was made by **orch**: the agent ran on host "
+            f"`{task.host}`.\n\n### What changed\n\n{fenced(text, 'text')}\n\n"
+            f"### Run\n\n{_table(task)}\n\nCloses #{number}\n")

@@ -1,0 +1,250 @@
+"""Reconcile: bring every running task in line with what its host says.
+
+One call per `orch poll` pass, before any new work is taken. For each running task
+(concurrently: each costs a few SSH round trips): finished job -> finalize (exactly
+once: finalize takes a claim in the store); job past its step's time limit -> kill and
+fail; job dead without a final status, or never started -> lost; host unreachable for
+longer than poll.lost_after -> lost. A lost task is queued again (bounded by
+poll.max_attempts) or failed for good, and the issue is told. Jobs on a host that belong
+to no running task there (a lost task's job on a host that came back, a cancelled
+task's job) are killed.
+
+A task another live orch process holds a claim on (it is starting or finalizing it) is
+left to that process. A claim whose process died does not count (see
+lifecycle/claims.py), so a pass after a crash takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..app import App
+from ..core.models import HostFacts, Task
+from ..errors import ForgeUnavailable, HostUnreachable, OrchError, UsageError
+from ..fleet.pool import Fleet
+from ..job import remote
+from ..store import DuplicateTask, InvalidTransition, now_iso, parse_time
+from .claims import CLAIM_TTL, claim_held, claimant_alive
+
+# A task marked running whose job has not written its status yet, reserved by a process
+# we cannot see (another machine): how long to wait before deciding that process died
+# between reserving the slot and starting the job. A reserving process of this machine
+# is checked directly (dead: lost at once; alive: it is still starting the job).
+START_GRACE_SECONDS = 120.0
+START_GRACE_ENV = "ORCH_START_GRACE"      # e.g. "5s": for tests and impatient operators
+# The job enforces its own time limits; orch steps in only this much later (backstop).
+STEP_MARGIN_SECONDS = 60.0
+CONCURRENCY = 16                           # tasks reconciled at once (per pass)
+
+
+@dataclass
+class ReconcileResult:
+    finalized: list[Task] = field(default_factory=list)
+    lost: list[Task] = field(default_factory=list)
+    requeued: list[Task] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)       # "host:task-id" of stale jobs
+    errors: list[str] = field(default_factory=list)
+    forge_down: ForgeUnavailable | None = None            # GitHub was unavailable
+
+
+def start_grace_seconds(app: App) -> float:
+    """$ORCH_START_GRACE, else config poll.start_grace (if the config has it), else 120 s."""
+    from ..config.load import parse_duration
+    raw = os.environ.get(START_GRACE_ENV)
+    if raw:
+        try:
+            return parse_duration(raw)
+        except ValueError as exc:
+            raise UsageError(f"${START_GRACE_ENV}: {exc}") from None
+    value = getattr(app.settings.poll, "start_grace", None)
+    return float(value) if value is not None else START_GRACE_SECONDS
+
+
+def _age(stamp: str | None, now: datetime) -> float:
+    return (now - parse_time(stamp)).total_seconds() if stamp else 0.0
+
+
+def _step_limit(app: App, step: str | None) -> float | None:
+    """The wall-clock limit of a job step (None: the step has no limit of its own)."""
+    s = app.settings
+    if step and (step.startswith("agent") or step.startswith("fix")):
+        return s.agent.timeout + STEP_MARGIN_SECONDS
+    if step and step.startswith("test"):
+        return s.tests.timeout + STEP_MARGIN_SECONDS
+    return None
+
+
+async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
+                    forge_for, *, start_grace: float | None = None) -> ReconcileResult:
+    """Reconcile every running task; `forge_for(kind)` gives the forge to finalize with.
+
+    Never raises for one task's trouble (it goes to `errors`); an unavailable forge is
+    returned in `forge_down` after everything that needs no forge was done.
+    """
+    out = ReconcileResult()
+    grace = start_grace if start_grace is not None else start_grace_seconds(app)
+    now = datetime.now(UTC)
+    # A crash between mark_lost and requeue leaves a task lost: finish that step now.
+    for task in reversed(app.store.list(status="lost")):
+        await _guard(out, task, _requeue_or_give_up(app, forge_for, task,
+                                                    task.error or "lost", out))
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(task: Task) -> None:
+        async with sem:
+            await _guard(out, task, _one(app, fleet, facts, forge_for, task, now, grace, out))
+
+    await asyncio.gather(*(one(t) for t in app.store.list(status="running")))
+    await _kill_strays(app, fleet, facts, out)
+    return out
+
+
+async def _guard(out: ReconcileResult, task: Task, work) -> None:
+    """Run one task's reconcile step; its failure is recorded, not raised."""
+    try:
+        await work
+    except ForgeUnavailable as exc:
+        out.forge_down = out.forge_down or exc
+    except OrchError as exc:
+        out.errors.append(f"task {task.id}: {exc.message}")
+
+
+async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, task: Task,
+               now: datetime, grace: float, out: ReconcileResult) -> None:
+    from .finalize import finalize
+    # Another live orch process holds the task (it is starting, finalizing or cancelling
+    # it): leave it to that process, unless it was to start the job and has not, for
+    # longer than the start grace.
+    held = claim_held(task)
+    f = facts.get(task.host or "")
+    if held and (f is None or not f.reachable):
+        return
+    if f is None or not f.reachable:
+        await _unreachable(app, forge_for, task, f.error if f else "not in the inventory",
+                           now, out)
+        return
+    if task.unreachable_since:
+        task = app.store.update(task.id, unreachable_since=None)
+    try:
+        conn = await fleet.connection(task.host or "")
+        status = await remote.read_status(conn, task.workspace or "")
+    except HostUnreachable as exc:
+        await _unreachable(app, forge_for, task, exc.detail, now, out)
+        return
+    if status is None:
+        starter = claimant_alive(task.claimed_by)
+        if starter is False or (starter is not True and _age(task.started_at, now) > grace) \
+                or _age(task.started_at, now) > max(grace, CLAIM_TTL.total_seconds()):
+            who = "the orch process that reserved it died" if starter is False else \
+                f"no job {grace:.0f}s after it was reserved"
+            await _lose(app, forge_for, task, f"the job never started ({who})", out)
+        return
+    if held:
+        return
+    if status.state == "running":
+        if not status.alive:
+            await _lose(app, forge_for, task,
+                        "the job died without finishing (host rebooted or job killed)", out)
+            return
+        limit = _step_limit(app, status.step)
+        since = float(status.updated_at or 0)
+        if limit is not None and since and now.timestamp() - since > limit:
+            await _timeout(app, fleet, forge_for, task, conn, status, limit, out)
+        return
+    done = await finalize(app, fleet, forge_for(task.forge), task, status)
+    if done.status != "running":
+        out.finalized.append(done)
+
+
+async def _timeout(app: App, fleet: Fleet, forge_for, task: Task, conn, status,
+                   limit: float, out: ReconcileResult) -> None:
+    """The backstop: the job did not stop itself in time. Kill its process groups, then
+    finalize it as failed (comment, labels), like a job that timed out on its own."""
+    from dataclasses import replace
+
+    from .finalize import finalize
+    await remote.kill(conn, task.workspace or "")
+    reason = (f"timeout: step {status.step} ran over {limit:.0f}s; the job's process "
+              f"group was killed by orch")
+    failed = replace(status, state="failed", alive=False, error=reason)
+    done = await finalize(app, fleet, forge_for(task.forge), task, failed)
+    if done.status != "running":
+        out.finalized.append(done)
+
+
+async def _unreachable(app: App, forge_for, task: Task, why: str | None, now: datetime,
+                       out: ReconcileResult) -> None:
+    if not task.unreachable_since:
+        app.store.update(task.id, unreachable_since=now_iso())
+        return
+    if _age(task.unreachable_since, now) >= app.settings.poll.lost_after:
+        await _lose(app, forge_for, task,
+                    f"host {task.host} unreachable since {task.unreachable_since}: {why}", out)
+
+
+async def _lose(app: App, forge_for, task: Task, reason: str, out: ReconcileResult) -> None:
+    try:
+        lost = app.store.mark_lost(task.id, reason, claimed_by=None, claimed_at=None)
+    except InvalidTransition:
+        return   # finished or cancelled meanwhile by another orch process
+    out.lost.append(lost)
+    await _requeue_or_give_up(app, forge_for, lost, reason, out)
+
+
+async def _requeue_or_give_up(app: App, forge_for, task: Task, reason: str,
+                              out: ReconcileResult) -> None:
+    """lost -> queued (to be placed again, on another host if one can take it), or, out
+    of attempts, lost -> failed and the issue is told."""
+    try:
+        out.requeued.append(app.store.requeue(task.id, f"lost: {reason}",
+                                              max_attempts=app.settings.poll.max_attempts))
+        return
+    except InvalidTransition as exc:
+        if app.store.get(task.id).status != "lost":
+            return
+        failed = app.store.fail(task.id, f"lost and out of attempts: {exc.message}")
+    except DuplicateTask as exc:
+        failed = app.store.fail(task.id, f"lost; the issue has another live task {exc.task_id}")
+        out.errors.append(f"task {task.id}: {failed.error}")
+        return   # the live task speaks for the issue
+    out.errors.append(f"task {task.id}: {failed.error}")
+    from .control import report_finished
+    await report_finished(app, forge_for(failed.forge), failed)
+
+
+async def _kill_strays(app: App, fleet: Fleet, facts: dict[str, HostFacts],
+                       out: ReconcileResult) -> None:
+    """Kill jobs running on a host for a task that is not running there any more."""
+    jobs: list[tuple[str, str]] = []
+    for name, f in facts.items():
+        if not f.reachable:
+            continue
+        for task_id in f.running_task_ids:
+            try:
+                task = app.store.get(task_id)
+            except OrchError:
+                continue   # a job of another orch state dir: not ours to judge
+            if task.id != task_id:
+                continue   # only a prefix matched: not one of ours
+            if task.status == "running" and task.host == name:
+                continue
+            jobs.append((name, task_id))
+
+    async def kill(name: str, task_id: str) -> None:
+        host = fleet.host(name)
+        # Judge again right before killing: the task may have been placed on this very
+        # host since the probe (then the job is its own, and start refuses to run twice).
+        task = app.store.get(task_id)
+        if task.status == "running" and task.host == name:
+            return
+        try:
+            conn = await fleet.connection(name)
+            if await remote.kill(conn, f"{host.workspace_root.rstrip('/')}/{task_id}"):
+                out.killed.append(f"{name}:{task_id}")
+        except OrchError as exc:
+            out.errors.append(f"{name}: could not stop stale job {task_id}: {exc.message}")
+
+    await asyncio.gather(*(kill(n, t) for n, t in jobs))
