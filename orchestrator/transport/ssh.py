@@ -6,7 +6,8 @@ Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
 - Host keys are checked against the configured known_hosts file only, strictly: an
   unknown or changed key is an error with a hint (`orch trust`), never auto-accepted.
 - The ssh config file is honoured (aliases, HostName, Port, User, IdentityFile,
-  ProxyJump); the inventory's port/user/identity_file win when set.
+  ProxyJump); the inventory's port/user/identity_file win when set. asyncssh reads it,
+  cut down per host to the lines that can apply (transport/ssh_config.py: speed).
 - One connection carries many sessions, but sshd's MaxSessions (10) refuses more, so a
   semaphore (ssh.max_sessions, 8) bounds the sessions open at once on a connection.
 - No PTY, ever: stream-json must arrive byte for byte, and detached jobs must survive.
@@ -15,20 +16,16 @@ Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
 from __future__ import annotations
 
 import asyncio
-import copy
 import errno
-import functools
-import getpass
 import os
-import re
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config.settings import SSHSettings
 from ..core.models import Host
 from ..errors import HostUnreachable
+from . import ssh_config
 from .base import CommandResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,195 +43,6 @@ def _as_bytes(data: str | bytes) -> bytes:
 def _known_host_name(address: str, port: int | None) -> str:
     """The known_hosts spelling of a host: `addr` on port 22, else `[addr]:port`."""
     return address if not port or port == 22 else f"[{address}]:{port}"
-
-
-def _config_paths(ssh: SSHSettings) -> list[str]:
-    """The ssh config to honour: [] when disabled (None) or when the file is missing."""
-    if not ssh.config:
-        return []
-    path = _expand(ssh.config)
-    return [path] if os.path.isfile(path) else []
-
-
-_CONFIG_KEYS = ("Hostname", "Port", "User", "IdentityFile", "HostKeyAlias")
-
-
-def _config_values(config: Any) -> dict[str, Any]:
-    return {k: config.get(k) for k in _CONFIG_KEYS if config.get(k) is not None}
-
-
-# -- the ssh config, read once per run ----------------------------------------------------
-#
-# asyncssh parses the whole ssh config for every connection, shlex-splitting every line of
-# every Host block (~5 ms for a 400-line file): with 50 hosts, ~0.25 s of CPU per `orch
-# hosts`, all of it before the first packet. The lines of a file never change within a
-# run, only which of them apply: so each file is tokenized once (per version on disk),
-# and each host replays the tokens through asyncssh's own handlers, which decide what
-# matches and what each option means exactly as asyncssh's `parse` would.
-
-_TOKENS: dict[tuple, list[tuple[int, str | None, tuple[str, ...] | str]]] = {}
-# No quote, no backslash, and no whitespace that str.split() knows but shlex does not.
-_PLAIN_LINE = re.compile(r"[^'\"\\\x0b\x0c\x1c-\x1f]*\Z")
-
-
-def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, ...] | str]]:
-    """(line number, lowercased option, its arguments) for every line of an ssh config,
-    split as asyncssh's SSHConfig.parse splits them; a line shlex cannot split becomes
-    (line, None, message), raised when a parse reaches it (as asyncssh would)."""
-    import shlex
-    st = os.stat(path)
-    key = (cls, str(path), st.st_mtime_ns, st.st_size, st.st_ino)
-    cached = _TOKENS.get(key)
-    if cached is not None:
-        return cached
-    conditionals, no_split = cls._conditionals, cls._no_split
-    entries: list[tuple[int, str | None, tuple[str, ...] | str]] = []
-    with open(path) as file:
-        for line_no, line in enumerate(file, 1):
-            line = line.strip()
-            if not line or line[0] == "#":
-                continue
-            if line.isascii() and _PLAIN_LINE.match(line):
-                split_args = line.split()  # what shlex.split gives for such a line, 20x faster
-            else:
-                try:
-                    split_args = shlex.split(line)
-                except ValueError as exc:
-                    entries.append((line_no, None, str(exc)))
-                    continue
-            args: list[str] = []
-            loption = ""
-            allow_equal = True
-            for i, arg in enumerate(split_args, 1):
-                if arg.startswith("="):
-                    if len(arg) > 1:
-                        args.append(arg[1:])
-                elif not allow_equal:
-                    args.extend(split_args[i - 1:])
-                    break
-                elif arg.endswith("="):
-                    args.append(arg[:-1])
-                elif "=" in arg:
-                    arg, val = arg.split("=", 1)
-                    args.append(arg)
-                    args.append(val)
-                else:
-                    args.append(arg)
-                if i == 1:
-                    loption = args.pop(0).lower()
-                    allow_equal = loption in conditionals
-            if loption in no_split:
-                args = [line.lstrip()[len(loption):].strip()]
-            entries.append((line_no, loption, tuple(args)))
-    if len(_TOKENS) > 32:
-        _TOKENS.clear()
-    _TOKENS[key] = entries
-    return entries
-
-
-@functools.cache
-def _config_class() -> type | None:
-    """asyncssh's SSHClientConfig with `parse` replaying cached tokens; None if this
-    asyncssh lacks an internal it relies on (then asyncssh parses, as before)."""
-    try:
-        from asyncssh.config import SSHClientConfig
-    except ImportError:  # pragma: no cover
-        return None
-    needed = ("_conditionals", "_no_split", "_handlers", "_percent_expand", "_set_tokens",
-              "_expand_val", "_error", "parse", "has_match_final", "load", "get")
-    if not all(hasattr(SSHClientConfig, n) for n in needed):
-        return None  # pragma: no cover
-
-    from asyncssh.pattern import WildcardPatternList
-
-    stock_match_host = getattr(SSHClientConfig, "_match_host", None)
-    # A `Host` line's patterns, compiled once per run rather than once per host and line
-    # (what asyncssh's _match_host builds each time; the objects are immutable).
-    host_patterns = functools.lru_cache(maxsize=4096)(WildcardPatternList)
-
-    class _ReplayedClientConfig(SSHClientConfig):
-        def parse(self, path: Path) -> None:
-            # The body of asyncssh's SSHConfig.parse (2.14-2.24), minus the tokenizing.
-            self._path = path
-            self._line_no = 0
-            self._matching = True
-            self._tokens = {"%": "%"}
-            for line_no, loption, args in _tokenize(type(self), path):
-                self._line_no = line_no
-                if loption is None:
-                    self._error(str(args))
-                if not self._matching and loption not in self._conditionals:
-                    continue
-                try:
-                    option, handler = self._handlers[loption]
-                except KeyError:
-                    continue
-                if not args:
-                    self._error(f"Missing {option} value")
-                if handler is stock_match_host:  # asyncssh's _match_host, pattern cached
-                    self._matching = host_patterns(",".join(args)).matches(self._orig_host)
-                    continue
-                rest = list(args)
-                handler(self, option, rest)
-                if rest:
-                    self._error(f"Extra data at end: {' '.join(rest)}")
-            self._set_tokens()
-            for option in self._percent_expand:
-                try:
-                    value = self._options[option]
-                except KeyError:
-                    continue
-                if isinstance(value, list):
-                    value = [self._expand_val(item) for item in value]
-                elif isinstance(value, str):
-                    value = self._expand_val(value)
-                self._options[option] = value
-
-    return _ReplayedClientConfig
-
-
-def _load_config(host: Host, ssh: SSHSettings, paths: list[str]):
-    """The ssh config as it applies to `host` (an asyncssh SSHClientConfig), as asyncssh
-    itself would load it for a connection with this host's address, port and user."""
-    cls = _config_class()
-    if cls is None:  # pragma: no cover
-        from asyncssh.config import SSHClientConfig as cls
-    return cls.load(None, paths, False, False, False, getpass.getuser(),
-                    host.user if host.user else (), host.address,
-                    host.port if host.port else ())
-
-
-def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
-    """What the ssh config says about this host (HostName, Port, User, IdentityFile...).
-
-    asyncssh applies the config itself; we read it too to name the real address in
-    messages and to add explicit keys *on top of* the config's IdentityFile (asyncssh
-    would otherwise replace them). Uses asyncssh's own handlers; on any surprise, {}.
-    """
-    paths = _config_paths(ssh)
-    if not paths:
-        return {}
-    try:
-        return _config_values(_load_config(host, ssh, paths))
-    except Exception:  # noqa: BLE001 - the config is applied by asyncssh anyway
-        return {}
-
-
-@functools.cache
-def _base_options():
-    """An empty SSHClientConnectionOptions to carry a host's loaded config into
-    create_connection (which builds the real options from its kwargs and that config).
-    client_keys=None: no default key loading here; the real keys come in the kwargs."""
-    import asyncssh
-    return asyncssh.SSHClientConnectionOptions(config=[], client_keys=None)
-
-
-def _needs_asyncssh_parse(config: Any) -> bool:
-    """Whether asyncssh must see the config paths itself: a ProxyJump hop is resolved by
-    `connect(config=...)`, and hostname canonicalization or `Match final` re-parse the
-    files for the canonical name."""
-    return bool(config.get("ProxyJump") or config.get("CanonicalizeHostname")
-                or config.has_match_final())
 
 
 # -- known_hosts, read once per run --------------------------------------------------------
@@ -265,7 +73,7 @@ def _known_hosts(ssh: SSHSettings):
 
 def target_of(host: Host, ssh: SSHSettings) -> tuple[str, int]:
     """(address, port) that a connection to `host` really reaches, after the ssh config."""
-    cfg = _config_lookup(host, ssh)
+    cfg = ssh_config.lookup(host, ssh)
     address = str(cfg.get("Hostname") or host.address)
     port = host.port or int(cfg.get("Port") or 22)
     return address, port
@@ -274,7 +82,7 @@ def target_of(host: Host, ssh: SSHSettings) -> tuple[str, int]:
 def key_target(host: Host, ssh: SSHSettings) -> tuple[str, int]:
     """(name, port) under which known_hosts must list this host's key: the config's
     HostKeyAlias, else its HostName, else the inventory address; port as connected."""
-    cfg = _config_lookup(host, ssh)
+    cfg = ssh_config.lookup(host, ssh)
     name = str(cfg.get("HostKeyAlias") or cfg.get("Hostname") or host.address)
     port = host.port or int(cfg.get("Port") or 22)
     return name, port
@@ -284,7 +92,7 @@ async def fetch_host_key(host: Host, ssh: SSHSettings):
     """The host key the server presents (an asyncssh SSHKey), without checking it:
     this is `orch trust`'s first step, shown to a person before anything is recorded."""
     import asyncssh
-    kwargs: dict[str, Any] = {"config": _config_paths(ssh)}
+    kwargs: dict[str, Any] = {"config": ssh_config.config_paths(ssh)}
     if host.port:
         kwargs["port"] = host.port
     try:
@@ -435,29 +243,20 @@ class SSHConnection:
     async def open(cls, host: Host, ssh: SSHSettings) -> SSHConnection:
         """Connect and authenticate; every failure is a HostUnreachable with a reason."""
         import asyncssh
-        # The ssh config is applied once per host, here, from tokens read once per run
-        # (see _tokenize), and handed to asyncssh as the connection's already-loaded
-        # config: asyncssh then neither re-reads the file nor re-splits its lines.
-        # orch reads HostName/IdentityFile... from the same object.
-        paths = _config_paths(ssh)
-        kwargs: dict[str, Any] = {}
+        # The ssh config as it applies to this host (transport/ssh_config.py): asyncssh
+        # reads a copy cut down to the lines that can apply (or the user's file itself),
+        # and orch reads HostName/IdentityFile... from what asyncssh loads from it.
+        paths = ssh_config.config_paths(ssh)
         try:
-            config = _load_config(host, ssh, paths) if paths else None
+            config, given = ssh_config.for_host(host, paths) if paths else (None, [])
             known_hosts = _known_hosts(ssh)
-            if config is None:
-                # No ssh config: say so, or asyncssh would fall back to ~/.ssh/config.
-                kwargs["config"] = []
-            elif _needs_asyncssh_parse(config):
-                kwargs["config"] = paths  # asyncssh's own path, hop and re-parse included
-            else:
-                options = copy.copy(_base_options())
-                options.config = config  # the base of the connection's own config
-                kwargs.update(options=options, config=None)
         except HostUnreachable:
             raise
         except Exception as exc:  # noqa: BLE001 - a bad config: reported like any failure
             raise classify_error(host, ssh, exc) from None
-        cfg = _config_values(config) if config is not None else {}
+        # No ssh config: say so ([]), or asyncssh would fall back to ~/.ssh/config.
+        kwargs: dict[str, Any] = {"config": given}
+        cfg = ssh_config.values(config) if config is not None else {}
         keys = _client_keys(host, ssh, cfg)
         kwargs.update(
             known_hosts=known_hosts, client_keys=keys,
