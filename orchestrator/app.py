@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config.settings import Settings
 from .core.models import SPECIALTIES, Host
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .forge.base import Forge
+    from .store import Store
 
 LOCAL_HOST_NAME = "local"
 
@@ -79,8 +84,7 @@ class App:
     def local_host(self) -> Host:
         """The embedded default: this machine, every specialty, workspace in the state dir."""
         return Host(name=LOCAL_HOST_NAME, address="localhost", connection="local",
-                    specialties=SPECIALTIES, max_tasks=2,
-                    workspace_root=str(self.state_dir / "work"))
+                    specialties=SPECIALTIES, workspace_root=str(self.state_dir / "work"))
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -96,14 +100,11 @@ class App:
         return d / f"{task_id}.log"
 
     @cached_property
-    def store(self):
+    def store(self) -> Store:
         from .store import Store
         return Store(self.state_dir)
 
-    def forge(self, kind: str = "github"):
-        """The issue source for a task: GitHub (the token is read here) or local files."""
-        if kind == "local":
-            from .forge.local import LocalForge
-            return LocalForge(self.state_dir)
-        from .forge.github import GithubForge
-        return GithubForge(self.settings.github, repo_urls=self.settings.repo_urls)
+    def forge(self, kind: str) -> Forge:
+        """A new forge of `kind` (a row of forge/__init__.py FORGES) on these settings."""
+        from .forge import make_forge
+        return make_forge(kind, self.settings, self.state_dir)

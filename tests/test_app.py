@@ -25,7 +25,7 @@ def test_no_inventory_means_one_local_host(tmp_path, monkeypatch):
     monkeypatch.delenv("ORCH_INVENTORY", raising=False)
     app = App(state_dir=str(tmp_path / "s"))
     [host] = app.hosts
-    assert host.is_local and host.name == "local"
+    assert host.connection == "local" and host.name == "local"
 
 
 def test_explicit_missing_config_is_an_error(tmp_path):

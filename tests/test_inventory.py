@@ -117,7 +117,7 @@ def test_builtin_defaults_without_a_defaults_section(tmp_path: Path) -> None:
 
 def test_local_host_needs_no_address(tmp_path: Path) -> None:
     (host,) = load_inventory(write(tmp_path, "hosts:\n  here:\n    connection: local\n"))
-    assert host.is_local and host.address == "localhost"
+    assert host.connection == "local" and host.address == "localhost"
 
 
 @pytest.mark.parametrize("text", ["hosts:\n", "hosts: {}\n", "# none yet\nhosts:\ndefaults: {user: x}\n"])

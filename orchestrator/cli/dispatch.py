@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import click
 
@@ -23,18 +22,15 @@ from ..app import App
 def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
              specialty: str | None, detach: bool, dry_run: bool, as_json: bool) -> None:
     """Run ISSUE (OWNER/NAME#N, an issue URL, or a Markdown file with --repo) on the best host."""
-    from ..forge.base import parse_issue_ref
+    from ..forge import kind_for_ref
     from ..lifecycle.dispatch import dispatch as run_dispatch
     from ..render import err_console, print_json
     from ..render import tasks as render
     from ..render.log import LogPrinter
 
-    if local_repo is not None or issue.endswith(".md") or Path(issue).is_file():
-        forge = app.forge("local")
-        repo, number = forge.register(Path(issue), local_repo)
-    else:
-        repo, number = parse_issue_ref(issue)
-        forge = app.forge("github")
+    kind = kind_for_ref(issue, local_repo)     # each forge reads its own references
+    forge = app.forge(kind.name)
+    repo, number = kind.resolve(forge, issue, local_repo)
 
     printer = LogPrinter()
     on_line = None if as_json else printer.line

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
+from ..transport import TRANSPORTS
 
 DEFAULT_INVENTORY = Path("inventory/hosts.yml")
 
@@ -103,7 +104,7 @@ def list_hosts(ctx: click.Context, as_json: bool) -> None:
 @click.option("--agent", help="Path of the claude CLI on the host.")
 @click.option("--workspace-root", help="Where task directories go on the host.")
 @click.option("--disabled", is_flag=True, help="Add it drained: kept, never chosen.")
-@click.option("--connection", type=click.Choice(["ssh", "local"]), help="ssh (default) or local.")
+@click.option("--connection", type=click.Choice(list(TRANSPORTS)), help="ssh (default) or local.")
 @click.pass_context
 def add(ctx: click.Context, name: str, address: str | None, port: int | None, user: str | None,
         specialty: tuple[str, ...], specialties: str | None, max_tasks: int | None,

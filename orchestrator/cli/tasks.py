@@ -32,15 +32,15 @@ def tasks(app: App, status: str | None, repo: str | None, as_json: bool) -> None
 @click.pass_obj
 def show(app: App, task_id: str, as_json: bool) -> None:
     """One task in full (with the local pull-request record for local issues)."""
+    from ..forge import forge_kind
     from ..render import print_json
     from ..render import tasks as render
     task = app.store.get(task_id)
-    extra = {}
-    if task.forge == "local":
-        extra = app.forge("local").describe(task.repo, task.issue, task.branch)
+    kind = forge_kind(task.forge)
+    extra = kind.describe(app.forge(kind.name), task) if kind.describe else {}
     if as_json:
         data = render.task_json(task)
-        data.update({"local": extra} if extra else {})
+        data.update({kind.name: extra} if extra else {})
         print_json(data)
     else:
         render.task_detail(task, dict(extra.items()) if extra else None)

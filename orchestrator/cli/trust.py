@@ -16,13 +16,13 @@ import ipaddress
 import os
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..atomic import replace_file
 from ..errors import HostUnreachable, UsageError
 
 
@@ -86,16 +86,9 @@ def remove_entries(text: str, candidates: set[str]) -> tuple[str, int]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Replace known_hosts in one step (ssh never reads half a file), keeping its mode."""
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(path, text, mode=mode)
 
 
 def append_entry(path: Path, line: str) -> None:
@@ -145,6 +138,7 @@ def _ask(prompt: str) -> bool:
 def trust(ctx: click.Context, names: tuple[str, ...], replace: bool, yes: bool,
           as_json: bool) -> None:
     """Show each HOST's key fingerprint and record it in known_hosts (ssh.known_hosts)."""
+    from ..transport import transport
     from ..transport.ssh import fetch_host_key, key_target
 
     app = ctx.obj
@@ -157,7 +151,7 @@ def trust(ctx: click.Context, names: tuple[str, ...], replace: bool, yes: bool,
 
     async def fetch_all() -> list[Any]:
         async def one(h):
-            if h.is_local:
+            if not transport(h.connection).host_keys:
                 return None
             try:
                 return await fetch_host_key(h, ssh)
@@ -168,10 +162,10 @@ def trust(ctx: click.Context, names: tuple[str, ...], replace: bool, yes: bool,
     keys = asyncio.run(fetch_all())
     outcomes: list[Outcome] = []
     for host, key in zip(hosts, keys, strict=False):
-        if host.is_local:
+        if key is None:
             outcomes.append(Outcome(host.name, host.address, status="local",
-                                    message="connection: local has no host key"))
-            say(f"{host.name}: connection: local, nothing to trust")
+                                    message=f"connection: {host.connection} has no host key"))
+            say(f"{host.name}: connection: {host.connection}, nothing to trust")
             continue
         name, port = key_target(host, ssh)
         out = Outcome(host.name, name, port)

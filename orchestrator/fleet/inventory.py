@@ -44,12 +44,13 @@ from ..config.yamlfile import (
 )
 from ..core.models import Host
 from ..errors import ConfigError
+from ..transport import TRANSPORTS, transport
 
 if TYPE_CHECKING:  # pragma: no cover - ruamel is imported by the edits that need it
     from ruamel.yaml.comments import CommentedMap
 
 TOP_KEYS = ("defaults", "hosts")
-CONNECTIONS = ("ssh", "local")
+CONNECTIONS = tuple(TRANSPORTS)
 ALIAS_HINT = ("add `address:` with an IP, a DNS name or an ~/.ssh/config alias; a host whose "
               "name is an ssh alias still needs `address: <the alias>`")
 DUPLICATE_HINTS = {"hosts": "host names must be unique: rename or remove one of them",
@@ -158,7 +159,7 @@ def _host(name: str, spec: Any, loc: Loc, defaults: Mapping[str, Any]) -> Host:
     own = _validate_fields(expect_mapping(spec, loc), loc)
     merged = {**_HOST_DEFAULTS, **defaults, **own}
     if merged.get("address") is None:
-        if merged["connection"] != "local":
+        if transport(merged["connection"]).needs_address:
             Loc(loc.path, f"{loc.key}.address", loc.line).error("no address", hint=ALIAS_HINT)
         merged["address"] = "localhost"
     merged["specialties"] = tuple(merged["specialties"])

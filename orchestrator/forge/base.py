@@ -5,8 +5,9 @@ and forge.local (Markdown issues and JSON "pull requests" on this machine, for t
 default). The pipeline and `orch poll` only see this protocol, so they are tested the same
 way against both.
 
-Every method may raise errors.UsageError (bad reference, missing repo or issue, bad token:
-the user must fix something) or errors.WorkError (the forge is unavailable: try again later).
+Every method may raise errors.UsageError (bad reference, bad token: the user must fix
+something; IssueNotFound for a repository or issue that does not exist) or errors.WorkError
+(the forge is unavailable: try again later).
 Write methods are idempotent where the forge allows it, because a finalize step may run
 again after a crash: open_pull_request returns the existing PR for a head, set_labels
 tolerates labels already present or absent, upsert_comment edits in place when given an id.
@@ -36,7 +37,7 @@ _URL = re.compile(rf"https?://[^/\s]+(?:/api/v3)?(?:/repos)?/(?P<repo>{_NAME}/{_
 class Forge(Protocol):
     """Issues in; pull requests, comments and labels out."""
 
-    kind: str  # "github" or "local": stored in Task.forge so finalize picks the same forge
+    kind: str  # its row in forge/__init__.py FORGES: stored in Task.forge, so finalize picks the same forge
 
     def get_issue(self, repo: str, number: int) -> Issue:
         """The issue with labels, author, state, PR flag, the repo's clone URL and its last
@@ -77,6 +78,11 @@ class Forge(Protocol):
         ...
 
 
+class IssueNotFound(UsageError):
+    """The repository or the issue does not exist (or the forge will not show it): a
+    queued task for it can never run, unlike a task stopped by a bad token."""
+
+
 def permission_at_least(have: str, need: str) -> bool:
     """True when role `have` is at least role `need` (see PERMISSIONS).
 
@@ -91,7 +97,8 @@ def permission_at_least(have: str, need: str) -> bool:
 
 
 def parse_issue_ref(text: str) -> tuple[str, int]:
-    """"owner/name#12" or an issue URL (https://HOST/owner/name/issues/12) -> ("owner/name", 12)."""
+    """A GitHub reference: "owner/name#12" or an issue URL (https://HOST/owner/name/issues/12)
+    -> ("owner/name", 12)."""
     raw = (text or "").strip()
     m = _REF.fullmatch(raw) or _URL.fullmatch(raw)
     if m is None or int(m.group("number")) < 1:

@@ -50,7 +50,7 @@ from urllib3 import Retry
 from ..config.settings import GithubSettings
 from ..core.models import Issue
 from ..errors import ForgeUnavailable, OrchError, UsageError, WorkError
-from .base import PERMISSIONS, RECENT_COMMENTS, head_branch
+from .base import PERMISSIONS, RECENT_COMMENTS, IssueNotFound, head_branch
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class GithubForge:
                 phrase = ""
             said = _gh_message(exc) or phrase
             if status in (404, 410) and missing:
-                return UsageError(missing, hint="check the name, and that the token in "
+                return IssueNotFound(missing, hint="check the name, and that the token in "
                                                 f"${self.token_env} can see the repository")
             if isinstance(exc, RateLimitExceededException) or status in RETRY_STATUSES:
                 return self._unavailable(f"{status} {said}")

@@ -44,7 +44,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,12 +54,16 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
+from ..atomic import replace_file
 from ..core.models import Issue
 from ..core.shell import slug
 from ..errors import ConfigError, UsageError, WorkError
-from .base import RECENT_COMMENTS, head_branch
+from .base import RECENT_COMMENTS, IssueNotFound, head_branch
 
 KEYS = ("title", "labels", "author", "number", "repo", "state", "created_at")
+# The records hold issue text and what orch said; readable by the user alone, like the
+# rest of the state dir (and like the files these writes replaced, made by mkstemp).
+_FILE_MODE = 0o600
 _URLISH = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
 
 
@@ -212,15 +215,13 @@ def _load_front_matter(path: Path, text: str) -> tuple[dict[str, Any], dict[str,
 def _write_json(path: Path, data: Any) -> None:
     """Atomic replace: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=_FILE_MODE)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """An issue file, replaced atomically (a reader sees the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(path, text, mode=_FILE_MODE)
 
 
 def _read_json(path: Path) -> Any:
@@ -278,7 +279,7 @@ class LocalForge:
     def _check_repo(self, repo: str) -> str:
         norm = normalize_repo(repo)
         if not _URLISH.match(norm) and not Path(norm).is_dir():
-            raise UsageError(f"repository {norm} not found (no such directory)",
+            raise IssueNotFound(f"repository {norm} not found (no such directory)",
                              hint="give the path of a local git repository, or a git URL")
         return norm
 
@@ -297,7 +298,7 @@ class LocalForge:
         repo = self._check_repo(repo)
         f = self._issue_files(repo).get(int(number))
         if f is None:
-            raise UsageError(f"no local issue #{number} for {repo} in {self.issues_dir}",
+            raise IssueNotFound(f"no local issue #{number} for {repo} in {self.issues_dir}",
                              hint="write it as a Markdown file there (front matter: title, "
                                   "labels, number), or dispatch the file with --repo")
         return self._to_issue(repo, f, with_comments=True)
@@ -322,9 +323,8 @@ class LocalForge:
             path = self.issues_dir / f"{number:04d}-{slug(title, 40)}.md"
             front = {"title": title, "labels": list(labels), "author": author or _local_user(),
                      "number": number, "repo": repo, "created_at": _now()}
-            self.issues_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text("---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
-                            + "---\n" + body.rstrip("\n") + "\n", encoding="utf-8")
+            _write_text(path, "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+                        + "---\n" + body.rstrip("\n") + "\n")
         return self.get_issue(repo, number)
 
     def register(self, ref: str | Path, repo: str | None = None) -> tuple[str, int]:
@@ -379,16 +379,13 @@ class LocalForge:
             front = {"title": f.title, "labels": list(f.labels), "author": f.author,
                      "number": number, "repo": repo, "state": f.state,
                      "created_at": f.created_at}
-            self.issues_dir.mkdir(parents=True, exist_ok=True)
             dest = self.issues_dir / f"{number:04d}-{slug(f.title, 40)}.md"
             if dest.exists() and dest.resolve() != f.path:
                 # Another repository's issue with this number and title: never overwrite it.
                 digest = hashlib.sha1(repo.encode()).hexdigest()[:8]
                 dest = dest.with_name(f"{number:04d}-{slug(f.title, 40)}-{digest}.md")
-            tmp = dest.with_suffix(".md.tmp")
-            tmp.write_text("---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
-                           + "---\n" + f.body + "\n", encoding="utf-8")
-            os.replace(tmp, dest)
+            _write_text(dest, "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+                        + "---\n" + f.body + "\n")
             if f.path.parent == self.issues_dir.resolve() and f.path != dest.resolve():
                 f.path.unlink(missing_ok=True)      # re-pinned in place under a new name
         return number

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.models import Host
+from ..transport import transport
 from . import console
 
 
@@ -40,7 +41,8 @@ def inventory_table(hosts: list[Host], source: Path | None) -> None:
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for h in hosts:
         name = escape(h.name) + ("" if h.enabled else " [dim](off)[/]")
-        address = "[dim]local[/]" if h.is_local else escape(h.address)
+        kind = transport(h.connection)
+        address = escape(h.address) if kind.where is None else f"[dim]{escape(kind.where)}[/]"
         table.add_row(name, address, _cell(h.port), _cell(h.user), _cell(", ".join(h.specialties)),
                       str(h.max_tasks), _cell(h.agent), _cell(h.workspace_root))
     console.print(table)

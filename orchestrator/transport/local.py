@@ -10,6 +10,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 
+from ..config.settings import SSHSettings
 from ..core import shell
 from ..core.models import Host
 from .base import CommandResult
@@ -24,6 +25,11 @@ def _as_bytes(data: str | bytes | None) -> bytes | None:
 class LocalConnection:
     def __init__(self, host: Host) -> None:
         self.host = host
+
+    @classmethod
+    async def open(cls, host: Host, ssh: SSHSettings | None = None) -> LocalConnection:
+        """The transport registry's way in (transport/__init__.py); no settings needed."""
+        return cls(host)
 
     async def run(self, command: str, *, input: str | bytes | None = None,
                   timeout: float | None = None) -> CommandResult:
