@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .migrate import upgrade_task
+
 SPECIALTIES = ("backend", "frontend", "testing", "devops", "general")
 
 
@@ -25,11 +27,7 @@ class Host:
     workspace_root: str = "~/orch-work"
     agent: str | None = None          # None: the config's agent.command
     enabled: bool = True
-    connection: str = "ssh"           # "ssh" or "local"
-
-    @property
-    def is_local(self) -> bool:
-        return self.connection == "local"
+    connection: str = "ssh"           # a transport kind (transport/__init__.py TRANSPORTS)
 
 
 @dataclass
@@ -89,6 +87,15 @@ class Issue:
 
 
 @dataclass(frozen=True)
+class RepoFacts:
+    """What a job needs to know of its repository, read from the forge before a slot is
+    reserved (so starting a reserved job never waits on the forge)."""
+
+    clone_url: str
+    default_branch: str | None        # None: the remote's HEAD
+
+
+@dataclass(frozen=True)
 class HostVerdict:
     """Why a host was or was not chosen."""
 
@@ -121,12 +128,28 @@ TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "lost"
 LIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
+# Task.error_kind: why a task failed or stopped, one fixed word that metrics, poll and the
+# reports decide on (never the text of `error`, which is for people). The job writes its
+# own kinds to its status file (`error_kind=`, docs/CONTRACTS.md); orch adds the kinds only
+# it can see. "other": a failure no kind describes (or a word this version does not know).
+JOB_ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "agent_missing",
+                   "no_result", "tests_failed", "no_changes", "clone_failed", "push_failed",
+                   "cancelled")
+ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its host
+                    "lost",               # the host vanished or the job died without a result
+                    "not_dispatchable",   # a queued task's issue was closed, gone, or its author lost permission
+                    "pr_failed")          # the forge refused the pull request
+ERROR_KINDS = JOB_ERROR_KINDS + ORCH_ERROR_KINDS + ("other",)
+
+# Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends).
+TASK_KINDS = ("issue", "followup", "plan", "part")
+
 
 @dataclass
 class Task:
     """The state record of one dispatch of one issue (SPEC.md "The task").
 
-    Status changes only through store.py's named transitions.
+    Status changes only through the store's named transitions (store/filestore.py).
     """
 
     id: str
@@ -158,6 +181,14 @@ class Task:
     claimed_at: str | None = None
     log_path: str | None = None       # local copy of the job log, when fetched
     history: list[dict[str, Any]] = field(default_factory=list)
+    # What the task is and belongs to (docs: "the task kinds"); records written before
+    # these fields existed are issue tasks of their own (core/migrate.py fills the rest).
+    kind: str = "issue"               # one of TASK_KINDS
+    parent: str | None = None         # the task it belongs to (a follow-up's first run, a part's whole)
+    pr_number: int | None = None      # the pull request it works on (a follow-up)
+    session_id: str | None = None     # the agent session of its last run (the init event)
+    error_kind: str | None = None     # one of ERROR_KINDS when it failed, was lost or stopped
+    avoid_hosts: list[str] = field(default_factory=list)  # hosts an attempt was lost on or could not start on
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,4 +196,4 @@ class Task:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in upgrade_task(data).items() if k in known})

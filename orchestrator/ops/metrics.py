@@ -19,7 +19,6 @@ the python_*/process_* collectors that would describe the short-lived CLI proces
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,46 +28,24 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..atomic import replace_file
-from ..core.models import TASK_STATUSES, HostFacts, Task
+from ..core.models import ERROR_KINDS, TASK_STATUSES, HostFacts, Task
 from ..errors import UsageError
 
 # Agent runs take minutes to hours (agent.timeout defaults to 45m).
 DURATION_BUCKETS: tuple[float, ...] = (30, 60, 120, 300, 600, 900, 1200, 1800, 2700,
                                        3600, 5400, 7200, 10800, 14400)
 COMPLETED_STATUSES = ("succeeded", "failed", "cancelled")
-ERROR_TYPES = ("timeout", "max_turns", "cost", "agent_error", "tests_failed",
-               "push_failed", "lost", "other")
-
-# Checked in order: the most specific cause first ("agent error: max turns" is max_turns).
-_ERROR_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rx, re.IGNORECASE)) for kind, rx in (
-        ("lost", r"\blost\b|\bhost\b.*\b(vanished|unreachable|gone|died|rebooted)\b"),
-        ("timeout", r"\btime(d)?[ _-]?out\b|\btimeout\b"),
-        ("max_turns", r"max[ _-]?turns|maximum (number of )?turns|turn limit"),
-        ("cost", r"\bcost\b|max[ _-]?cost|budget|\busd\b"),
-        ("tests_failed", r"\btests?\b.*\bfail|\bfail\w*\b.*\btests?\b"),
-        ("push_failed", r"\bpush\b"),
-        ("agent_error", r"\bagent\b|\bclaude\b|is_error|error_during_execution"),
-    ))
+# The `error_type` label of orch_claude_code_errors: a failed task's error_kind (one word
+# of ERROR_KINDS, written by the job or by orch; derived once for older records by
+# core/migrate.py). Every kind is always exposed, zero included, so rates work from the
+# first scrape; a word this version does not know counts as "other".
+ERROR_TYPES = ERROR_KINDS
 
 
-def error_type(error: str | None) -> str:
-    """Classify a failed task's error text into one of ERROR_TYPES.
-
-    Producers are encouraged to start errors with the kind ("timeout: ran 45m",
-    "tests_failed: 3 failing"); free text is matched by keywords, else "other".
-    """
-    if not error:
-        return "other"
-    head = error.split(":", 1)[0].strip().lower().replace(" ", "_").replace("-", "_")
-    generic = ("agent_error", "other")
-    if head in ERROR_TYPES and head not in generic:
-        return head
-    # "agent error: error_max_turns" says more than its prefix: look inside first.
-    for kind, rx in _ERROR_PATTERNS:
-        if rx.search(error):
-            return kind
-    return head if head in generic else "other"
+def error_type(task: Task) -> str:
+    """The error_type label of a failed task."""
+    kind = task.error_kind
+    return kind if kind in ERROR_KINDS else "other"
 
 
 def _time(value: str | None) -> datetime | None:
@@ -168,7 +145,7 @@ class _Snapshot(Collector):
         kinds = dict.fromkeys(ERROR_TYPES, 0)
         for t in tasks:
             if t.status == "failed":
-                kinds[error_type(t.error)] += 1
+                kinds[error_type(t)] += 1
         for kind, n in kinds.items():
             errors.add_metric([kind], n)
         yield errors

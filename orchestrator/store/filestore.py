@@ -310,6 +310,14 @@ class Store:
         """The issue's queued or running task, if any (there is at most one)."""
         return next((t for t in self.for_issue(repo, issue) if t.status in LIVE_STATUSES), None)
 
+    def refuse_duplicate(self, repo: str, issue: int, task_id: str | None = None) -> None:
+        """The rule "one live task per issue", the one place it is decided: DuplicateTask
+        if the issue has a live task other than `task_id`. create and requeue apply it
+        under the lock; a caller may ask first (same answer) to say so before other work."""
+        live = self.live_for(repo, issue)
+        if live is not None and live.id != task_id:
+            raise DuplicateTask(live)
+
     def running_on(self, host: str) -> list[Task]:
         """Tasks the store believes are running on `host`."""
         return [t for t in self._all() if t.status == "running" and t.host == host]
@@ -348,12 +356,14 @@ class Store:
 
     # ----------------------------------------------------------------- writes
     def create(self, repo: str, issue: int, title: str, specialty: str,
-               forge: str = "github") -> Task:
-        """Record a queued task; refused (DuplicateTask) if the issue has a live one."""
+               forge: str = "github", **fields: Any) -> Task:
+        """Record a queued task; refused (DuplicateTask) if the issue has a live one.
+        `fields`: other Task fields it starts with (kind, parent, pr_number)."""
+        bad = sorted(set(fields) & (_NOT_UPDATABLE | {"id", "created_at"}))
+        if bad:
+            raise ValueError(f"Store.create cannot set {', '.join(bad)}")
         with self.locked():
-            live = self.live_for(repo, issue)
-            if live is not None:
-                raise DuplicateTask(live)
+            self.refuse_duplicate(repo, issue)
             docs = self._table.all()
             existing = {d.get("id") for d in docs}
             task_id = uuid.uuid4().hex[:8]
@@ -361,7 +371,7 @@ class Store:
                 task_id = uuid.uuid4().hex[:8]
             now = now_iso()
             task = Task(id=task_id, repo=repo, issue=int(issue), title=title,
-                        specialty=specialty, forge=forge, created_at=now,
+                        specialty=specialty, forge=forge, created_at=now, **fields,
                         history=[{"at": now, "from": None, "to": "queued",
                                   "reason": f"created (specialty {specialty})"}])
             # An explicit doc id from the file as read now, under the lock: TinyDB's own
@@ -431,11 +441,10 @@ class Store:
                     task, "queued again", ("lost", "failed", "cancelled"),
                     detail=(f"task {task.id} is lost after {task.attempts} of {max_attempts} "
                             f"attempts; it will not be queued again automatically"))
-            live = self.live_for(task.repo, task.issue)
-            if live is not None and live.id != task.id:
-                raise DuplicateTask(live)
+            self.refuse_duplicate(task.repo, task.issue, task.id)
             previous = {"host": task.host, "pid": task.pid, "workspace": task.workspace}
             fields: dict[str, Any] = dict(host=None, pid=None, workspace=None, error=None,
+                                          error_kind=None,
                                           finished_at=None, unreachable_since=None,
                                           finalized=False, _previous=previous)
             if reset_attempts:
