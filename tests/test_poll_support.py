@@ -259,7 +259,8 @@ def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
     import asyncio
 
     from orchestrator.errors import ForgeUnavailable
-    from orchestrator.lifecycle.poll import _SerialForge
+    from orchestrator.lifecycle.admit import read_repo
+    from orchestrator.lifecycle.forges import SerialForge
 
     class Flaky:
         kind = "github"
@@ -281,8 +282,8 @@ def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
             return "/srv/git/" + repo
 
     inner = Flaky()
-    forge = _SerialForge(inner)
-    asyncio.run(forge.repo_facts("o/r"))
+    forge = SerialForge(inner)
+    asyncio.run(read_repo(forge, "o/r"))
     inner.down = True
     with pytest.raises(ForgeUnavailable):
         forge.get_issue("o/r", 1)
@@ -295,16 +296,17 @@ def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
     assert forge.kind == "github"
 
 
-def test_previous_hosts_are_the_lost_and_failed_starts_only():
+def test_previous_hosts_of_an_old_record_are_the_lost_and_failed_starts_only():
+    """A task stored before avoid_hosts existed gets it from its history, once, on load."""
     from orchestrator.core.models import Task
-    from orchestrator.lifecycle.poll import _previous_hosts
-    t = Task(id="abcd1234", repo="o/r", issue=1, title="t", specialty="backend", history=[
+    t = Task.from_json({"id": "abcd1234", "repo": "o/r", "issue": 1, "title": "t",
+                        "specialty": "backend", "status": "queued", "history": [
         {"to": "queued", "reason": "created"},
         {"to": "queued", "reason": "lost: host h1 unreachable", "previous": {"host": "h1"}},
         {"to": "queued", "reason": "start failed: could not start", "previous": {"host": "h2"}},
         {"to": "queued", "reason": "retried by user", "previous": {"host": "h3"}},
-    ])
-    assert _previous_hosts(t) == {"h1", "h2"}
+    ]})
+    assert t.avoid_hosts == ["h1", "h2"]
 
 
 def test_start_grace_comes_from_the_environment(monkeypatch):

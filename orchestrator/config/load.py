@@ -242,6 +242,7 @@ SCHEMA: dict[str, Validator] = {
     "git.author": git_author,
     "poll.lost_after": duration(),
     "poll.max_attempts": integer(1),
+    "poll.start_grace": duration(),
     "tests.command": optional(string),
     "tests.max_fix_attempts": integer(0),
     "tests.timeout": duration(),

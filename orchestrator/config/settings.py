@@ -67,6 +67,9 @@ class GitSettings:
 class PollSettings:
     lost_after: float = 10 * 60       # seconds
     max_attempts: int = 3
+    # A task reserved by a process orch cannot see (another machine) whose job has not
+    # written its status yet: how long before that process is taken for dead.
+    start_grace: float = 120.0        # seconds
 
 
 @dataclass

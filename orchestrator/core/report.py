@@ -68,3 +68,24 @@ def pr_body(task: Task, number: int, summary: str) -> str:
     return (f"{MARKER}\nThis pull request was made by **orch**: the agent ran on host "
             f"`{task.host}`.\n\n### What changed\n\n{fenced(text, 'text')}\n\n"
             f"### Run\n\n{_table(task)}\n\nCloses #{number}\n")
+
+
+# -- the outcome of a task, as the issue hears it (lifecycle/tell.py says it) ------------
+
+def labels_for(status: str, trigger: str) -> tuple[list[str], list[str]]:
+    """(labels to add, labels to remove) when a task is `status`: orch:running while it
+    runs; at the end orch:done or orch:failed, and the trigger label off, so that the
+    label means "do this again" only once a person puts it back."""
+    if status == "running":
+        return [LABEL_RUNNING], [LABEL_DONE, LABEL_FAILED]
+    if status == "succeeded":
+        return [LABEL_DONE], [LABEL_RUNNING, trigger, LABEL_FAILED]
+    if status == "failed":
+        return [LABEL_FAILED], [LABEL_RUNNING, trigger, LABEL_DONE]
+    return [], [LABEL_RUNNING, trigger]
+
+
+def comment_stopped(task: Task, status: str, reason: str, trigger: str) -> str:
+    """A task that ended neither succeeded nor failed (cancelled; stopped on its host)."""
+    return (f"{MARKER}\n:stop_sign: **orch** task `{task.id}` was {status}: {reason}\n\n"
+            f"Label the issue `{trigger}` again, or run `orch retry {task.id}`, to run it again.")

@@ -1,7 +1,7 @@
 """`orch demo`: watch an issue become a branch on this machine, with nothing set up.
 
 The demo builds a throwaway world and then runs the very code path of
-`orch dispatch ./issue.md --repo PATH` (pipeline.dispatch with the local forge) on the
+`orch dispatch ./issue.md --repo PATH` (lifecycle/dispatch.py with the local forge) on the
 embedded default host (`connection: local`, workspace under the state dir):
 
     <workdir>/origin.git    a bare repository: the "remote" the job clones and pushes to
@@ -416,7 +416,7 @@ async def run_demo(base: App, *, agent: str = "auto", directory: str | None = No
 
     `say` gets the demo's own one-line notes (agent choice, root, where things are).
     """
-    from ..lifecycle import dispatch as pipeline
+    from ..lifecycle.dispatch import dispatch
 
     if directory is not None:
         parent = Path(directory).expanduser().resolve()
@@ -453,8 +453,8 @@ async def run_demo(base: App, *, agent: str = "auto", directory: str | None = No
         forge = app.forge("local")
         repo, number = forge.register(world.issue_file, str(world.origin))
         try:
-            outcome = await pipeline.dispatch(app, forge, repo, number, on_line=on_line,
-                                              on_notice=on_notice)
+            outcome = await dispatch(app, forge, repo, number, on_line=on_line,
+                                     on_notice=on_notice)
         except (asyncio.CancelledError, KeyboardInterrupt):
             # Ctrl-C: the job is detached and would outlive us; it is the demo's, so stop it
             # (before its repositories are removed under it).

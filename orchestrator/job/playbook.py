@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from ..config.settings import Settings
+from ..config.settings import AgentSettings, GitSettings, Settings, TestsSettings
 from ..core import shell
 from ..core.prompts import TEST_OUTPUT_MARKER
 from ..errors import ConfigError, UsageError
@@ -41,6 +41,10 @@ class JobSpec:
     None means the remote's default branch, `test_command` None means detect on the host
     (a repo's `.orch.yml` `test_command:`, then pytest / npm test / make test).
     `commit_message` may contain the issue's untrusted text: it is only ever quoted.
+
+    Build it with `from_settings` (the one way orch does): the settings' values are
+    orch.yml's. The defaults below are the settings' own defaults (config/settings.py,
+    the one place they are written), for tests that build a JobSpec by hand.
     """
 
     task_id: str
@@ -49,18 +53,18 @@ class JobSpec:
     branch: str
     commit_message: str
     base_branch: str | None = None
-    agent_command: str = "claude"        # shlex-split: "python3 -m x" works
-    max_turns: int = 40
-    model: str | None = None
-    permission_mode: str | None = "bypassPermissions"
-    max_cost_usd: float | None = 5.0     # per task, summed over agent runs
-    agent_timeout: float = 45 * 60       # seconds, per agent run
-    allow_root: bool = False
+    agent_command: str = AgentSettings.command      # shlex-split: "python3 -m x" works
+    max_turns: int = AgentSettings.max_turns
+    model: str | None = AgentSettings.model
+    permission_mode: str | None = AgentSettings.permission_mode
+    max_cost_usd: float | None = AgentSettings.max_cost_usd   # per task, summed over agent runs
+    agent_timeout: float = AgentSettings.timeout    # seconds, per agent run
+    allow_root: bool = AgentSettings.allow_root
     agent_env: Mapping[str, str] = field(default_factory=dict, hash=False)
-    test_command: str | None = None
-    test_timeout: float = 20 * 60
-    max_fix_attempts: int = 2
-    git_author: str = "orch <orch@localhost>"
+    test_command: str | None = TestsSettings.command
+    test_timeout: float = TestsSettings.timeout
+    max_fix_attempts: int = TestsSettings.max_fix_attempts
+    git_author: str = GitSettings.author
     use_mirror: bool = True              # a shared bare mirror per repo under <root>/.mirrors
     kill_grace: float = 3.0              # seconds between SIGINT, SIGTERM and SIGKILL
     result_grace: int = 15               # seconds an agent may linger after its result

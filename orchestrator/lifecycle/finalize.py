@@ -1,39 +1,68 @@
-"""Finalize: a finished remote job becomes a PR (or a failure report), exactly once.
+"""Finalize: a finished remote job becomes what its kind delivers (a PR), or a failure
+report, exactly once.
 
-Order matters for crash safety: the forge side effects come first (each idempotent:
-the PR is found by its head branch, the comment is edited in place, labels are a set),
-then the store transition. A crash in between leaves the task running, and the next
-finalize repeats the side effects harmlessly. A claim in the store keeps two live
-orch processes (a following `orch dispatch` and a cron `orch poll`) from racing.
+Order matters for crash safety: the forge side effects come first (each idempotent: the
+PR is found by its head branch, the comment is edited in place, labels are a set), then
+the store transition. A crash in between leaves the task running, and the next finalize
+repeats the side effects harmlessly. A claim in the store keeps two live orch processes
+(a following `orch dispatch` and a cron `orch poll`) from racing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
+from dataclasses import dataclass
 
 from ..app import App
+from ..atomic import replace_file
 from ..core import report, shell
-from ..core.events import last_result
-from ..core.models import Task
+from ..core.events import Init, last_result, parse_line
+from ..core.migrate import error_kind_from_message
+from ..core.models import ERROR_KINDS, Task
 from ..errors import OrchError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import remote
 from . import claims
+from .kinds import kind_of
+from .tell import tell
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a job ended, as orch records it."""
+
+    state: str                  # succeeded | failed | cancelled
+    reason: str | None = None   # for people (Task.error)
+    error_kind: str | None = None   # for decisions (Task.error_kind)
+
+
+def verdict_of(status: remote.JobStatus) -> Verdict:
+    """The verdict a final job status gives. The job names the kind of a failure
+    (`error_kind=` in its status file); a job started by the previous job.sh names none,
+    and its message gives the kind (core/migrate.py, the one reader of old messages)."""
+    if status.state == "succeeded":
+        return Verdict("succeeded")
+    if status.state == "cancelled":
+        return Verdict("cancelled", status.error or "cancelled on the host", "cancelled")
+    reason = status.error or "the job failed"
+    said = _job_error_kind(status)
+    kind = (said if said in ERROR_KINDS else "other") if said else error_kind_from_message(reason)
+    return Verdict("failed", reason, kind)
+
+
+def _job_error_kind(status: remote.JobStatus) -> str | None:
+    # JobStatus.error_kind is the remote job's (job/remote.py parse_status); read through
+    # getattr until that field exists everywhere, else from the raw status key.
+    return getattr(status, "error_kind", None) or status.raw.get("error_kind") or None
 
 
 async def fetch_log(app: App, conn, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
     result = await conn.run(f"cat {shell.path(task.workspace or '')}/job.log")
     text = result.stdout if result.ok else ""
-    path = app.task_log_path(task.id)
     if text:
         # 0600 like state.json: a log holds the issue text and the agent's output.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(text)
+        replace_file(app.task_log_path(task.id), text, mode=0o600)
     return text
 
 
@@ -41,66 +70,64 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _session(lines: list[str]) -> str | None:
+    """The agent session of the last run (its system/init event), for a later --resume."""
+    found = None
+    for line in lines:
+        if '"session_id"' in line and '"init"' in line:
+            for event in parse_line(line):
+                if isinstance(event, Init) and event.session_id:
+                    found = event.session_id
+    return found
+
+
 async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
-                   status: remote.JobStatus | None = None) -> Task:
+                   status: remote.JobStatus | None = None, *,
+                   verdict: Verdict | None = None) -> Task:
     """Finish `task` if its job has ended; return it as it stands afterwards.
 
     A job still running is left alone; a job that died without a final status is left
     to reconcile (which decides between lost and failed). `status`: the job status the
-    caller has just read (saves a round trip), else it is read here.
+    caller has just read (saves a round trip), else it is read here. `verdict`: how orch
+    itself ended the job (reconcile's time-limit backstop), over what the status says.
     """
     conn = await fleet.connection(task.host or "")
     if status is None:
         status = await remote.read_status(conn, task.workspace or "")
-    if status is None or status.state == "running":
-        return task
+    if verdict is None:
+        if status is None or status.state == "running":
+            return task
+        verdict = verdict_of(status)
     claimed = claims.take(app, task.id)
     if claimed is None:
         return app.store.get(task.id)
     try:
-        return await _finish(app, conn, forge, claimed, status)
+        return await _finish(app, conn, forge, claimed, status, verdict)
     except BaseException:
         claims.release(app, task.id)
         raise
 
 
-async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
+async def _finish(app: App, conn, forge: Forge, task: Task, status: remote.JobStatus | None,
+                  verdict: Verdict) -> Task:
     s = app.settings
     log = await fetch_log(app, conn, task)
-    result = last_result(log.splitlines())
-    fields = dict(cost_usd=status.cost_usd, turns=status.turns, tests=status.tests,
-                  commit=status.commit)
-    task = app.store.update(task.id, **{k: v for k, v in fields.items() if v is not None})
-    labels_off = [report.LABEL_RUNNING, s.trigger.label]
+    lines = log.splitlines()
+    ran = {} if status is None else dict(cost_usd=status.cost_usd, turns=status.turns,
+                                         tests=status.tests, commit=status.commit)
+    ran["session_id"] = _session(lines)
+    task = app.store.update(task.id, **{k: v for k, v in ran.items() if v is not None})
+    done_fields = dict(finalized=True, claimed_by=None, claimed_at=None)
 
-    if status.state == "cancelled":
-        # Stopped on the host (a signal to the job): say so on the issue and take the
-        # trigger label off, as for any outcome, so that `orch poll` does not take the
-        # issue again unless a person labels it again.
-        reason = status.error or "cancelled on the host"
-        comment_id = await asyncio.to_thread(
-            forge.upsert_comment, task.repo, task.issue,
-            f"{report.MARKER}\n:stop_sign: **orch** task `{task.id}` was cancelled: {reason}",
-            task.comment_id)
-        await asyncio.to_thread(forge.set_labels, task.repo, task.issue, [], labels_off)
-        return app.store.cancel(task.id, reason, comment_id=comment_id, finalized=True,
-                                claimed_by=None, claimed_at=None)
-
-    if status.state == "succeeded":
-        issue_title = task.title
-        pr_url = await asyncio.to_thread(
-            forge.open_pull_request, task.repo, head=task.branch or "",
-            base=await asyncio.to_thread(forge.default_branch, task.repo),
-            title=report.pr_title(issue_title),
-            body=report.pr_body(task, task.issue, result.result if result and result.result else ""))
-        task = app.store.update(task.id, pr_url=pr_url)
-        comment_id = await asyncio.to_thread(
-            forge.upsert_comment, task.repo, task.issue,
-            report.comment_succeeded(task, pr_url), task.comment_id)
-        await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
-                                [report.LABEL_DONE], labels_off + [report.LABEL_FAILED])
-        done = app.store.succeed(task.id, f"PR {pr_url}", comment_id=comment_id,
-                                 finalized=True, claimed_by=None, claimed_at=None)
+    if verdict.state == "succeeded":
+        result = last_result(lines)
+        delivered = await kind_of(task).deliver(forge, task, result.result if result and
+                                                result.result else "")
+        if delivered.pr_url:
+            task = app.store.update(task.id, pr_url=delivered.pr_url)
+        cid = await tell(app, forge, task, "succeeded", delivered.comment)
+        done = app.store.succeed(task.id, f"PR {delivered.pr_url}" if delivered.pr_url
+                                 else "delivered", comment_id=cid, **done_fields)
         # After the transition: a crash between removing the workspace and recording the
         # outcome would leave a running task without a job, which reconcile requeues (and
         # the issue would be worked on again). A workspace left behind costs only disk.
@@ -108,14 +135,18 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
             await _remove_quietly(conn, task)
         return done
 
-    reason = status.error or "the job failed"
-    comment_id = await asyncio.to_thread(
-        forge.upsert_comment, task.repo, task.issue,
-        report.comment_failed(task, reason, _tail(log)), task.comment_id)
-    await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
-                            [report.LABEL_FAILED], labels_off + [report.LABEL_DONE])
-    done = app.store.fail(task.id, reason, comment_id=comment_id, finalized=True,
-                          claimed_by=None, claimed_at=None)
+    reason = verdict.reason or verdict.state
+    if verdict.state == "cancelled":
+        # Stopped on the host (a signal to the job): said on the issue, the trigger label
+        # off as for any outcome, so `orch poll` takes the issue again only if relabelled.
+        cid = await tell(app, forge, task, "cancelled",
+                         report.comment_stopped(task, "cancelled", reason, s.trigger.label))
+        return app.store.cancel(task.id, reason, error=reason, error_kind=verdict.error_kind,
+                                comment_id=cid, **done_fields)
+
+    cid = await tell(app, forge, task, "failed", report.comment_failed(task, reason, _tail(log)))
+    done = app.store.fail(task.id, reason, error_kind=verdict.error_kind, comment_id=cid,
+                          **done_fields)
     if not s.workspace.keep_on_failure:
         await _remove_quietly(conn, task)   # after the transition, as above
     return done

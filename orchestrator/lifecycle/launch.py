@@ -1,141 +1,97 @@
-"""Launch: place a task on a host, record it, and start its remote job detached.
+"""Launch: starting a reserved task's job, and what follows an attempt that ended
+without a result (lost, or the job could not start).
 
-The placement decision and the task record are made under the store lock, so any
-number of concurrent `orch` processes neither double an issue nor overfill a host.
-The slow parts (probing hosts, starting the job over SSH) happen outside the lock:
-the task is marked running *before* the job starts, which reserves the host slot;
-if orch dies in between, reconcile finds a running task without a job and requeues it.
+The slow part (starting the job over SSH) runs outside the store lock: the task was
+marked running when its slot was reserved (admit.py), before the job exists; if orch dies
+in between, reconcile sees a running task without a job and requeues it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from enum import StrEnum
 
 from ..app import App
-from ..config.resources import playbooks_dir, prompts_dir
-from ..core import shell
-from ..core.models import Host, HostFacts, Issue, Placement, Task
-from ..core.prompts import render_fix_prompt, render_prompt
-from ..core.schedule import place
+from ..config.resources import playbooks_dir
+from ..core.models import Task
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
-from ..forge.base import Forge
 from ..job import remote
-from ..job.playbook import JobSpec, render_job
-from . import claims
+from ..job.playbook import render_job
+from ..store import DuplicateTask, InvalidTransition
+from .admit import Reservation
+from .kinds import kind_of
 
 
-@dataclass
-class Launched:
-    task: Task
-    placement: Placement
+async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
+    """Render the job and the prompts of a reserved task (its kind says what they are),
+    start the job detached, record its process group and give the claim back.
 
-
-def workspace_for(host: Host, task_id: str) -> str:
-    return f"{host.workspace_root.rstrip('/')}/{task_id}"
-
-
-def unhealthy_hosts(app: App) -> dict[str, str]:
-    """Hosts whose last `orch bootstrap` failed: never chosen until they pass."""
-    from ..fleet.bootstrap import failed_hosts
-    return failed_hosts(app.state_dir)
-
-
-async def probe(fleet: Fleet) -> dict[str, HostFacts]:
-    return {f.name: f for f in await fleet.probe()}
-
-
-def decide(app: App, specialty: str, reason: str, facts: dict[str, HostFacts],
-           pinned: str | None = None) -> Placement:
-    """The scheduling decision against the store's current reservations (call under lock)."""
-    return place(specialty, reason, app.hosts, facts, reserved=app.store.reserved(),
-                 pinned=pinned, unhealthy=unhealthy_hosts(app))
-
-
-def reserve(app: App, task: Task, placement: Placement, issue: Issue) -> Task:
-    """queued -> running on the placed host, before the job exists (call under lock).
-
-    The task carries this process's claim until start_job has started the job: if this
-    process dies in between, reconcile sees a claim whose process is gone and a workspace
-    without a job, and requeues the task at once (no grace period to wait out).
+    A failure leaves the task failed (error_kind start_failed, its host to be avoided next
+    time) and raises WorkError; nothing is left half-started that reconcile would not
+    also clean up.
     """
-    assert placement.host is not None
-    host = app.host(placement.host)
-    return app.store.start(task.id, host=host.name,
-                           branch=shell.branch_name(issue.number, issue.title),
-                           workspace=workspace_for(host, task.id), pid=None,
-                           **claims.mine())
-
-
-def job_spec(app: App, task: Task, issue: Issue, clone_url: str, base_branch: str | None) -> JobSpec:
-    s = app.settings
-    host = app.host(task.host or "")
-    assert task.branch and task.workspace
-    return JobSpec(
-        task_id=task.id, workspace=task.workspace, clone_url=clone_url,
-        base_branch=base_branch, branch=task.branch,
-        agent_command=host.agent or s.agent.command, max_turns=s.agent.max_turns,
-        model=s.agent.model, permission_mode=s.agent.permission_mode,
-        max_cost_usd=s.agent.max_cost_usd, agent_timeout=s.agent.timeout,
-        allow_root=s.agent.allow_root, agent_env=dict(s.agent.env),
-        test_command=s.tests.command, test_timeout=s.tests.timeout,
-        max_fix_attempts=s.tests.max_fix_attempts, git_author=s.git.author,
-        commit_message=f"{issue.title} (#{issue.number})\n\norch task {task.id}, "
-                       f"specialty {task.specialty}.\n")
-
-
-async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Issue) -> Task:
-    """Render job.sh and the prompts, start the job detached, record its process group.
-
-    Any failure leaves the task failed with the reason (and nothing half-started that
-    reconcile would not also clean up).
-    """
-    s = app.settings
+    task, s = r.task, app.settings
+    kind = kind_of(task)
     try:
-        clone_url = s.repo_urls.get(task.repo) or await asyncio.to_thread(forge.clone_url, task.repo)
-        base = await asyncio.to_thread(forge.default_branch, task.repo)
-        spec = job_spec(app, task, issue, clone_url, base)
-        job_sh = render_job(spec, playbooks_dir(s) / "dispatch.yml")
-        test_cmd = s.tests.command
-        prompt = render_prompt(task.specialty, issue=issue, repo=task.repo, branch=task.branch,
-                               test_command=test_cmd, prompts_dir=prompts_dir(s))
-        fix_prompt = render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch,
-                                       test_command=test_cmd, prompts_dir=prompts_dir(s))
-        conn = await fleet.connection(task.host or "")
+        host = app.host(task.host or "")
+        job_sh = render_job(kind.job(s, host, task, r.issue, r.repo),
+                            playbooks_dir(s) / "dispatch.yml")
+        prompt, fix_prompt = kind.prompts(s, task, r.issue)
+        conn = await fleet.connection(host.name)
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt)
     except OrchError as exc:
-        app.store.fail(task.id, f"could not start the job on {task.host}: {exc.message}",
+        why = f"could not start the job on {task.host}: {exc.message}"
+        app.store.fail(task.id, why, error_kind="start_failed",
+                       avoid_hosts=_with(task.avoid_hosts, task.host),
                        claimed_by=None, claimed_at=None)
-        raise WorkError(f"task {task.id}: could not start the job on {task.host}: {exc.message}",
-                        hint=exc.hint) from None
+        raise WorkError(f"task {task.id}: {why}", hint=exc.hint) from None
     return app.store.update(task.id, pid=pgid, log_path=str(app.task_log_path(task.id)),
                             claimed_by=None, claimed_at=None)
 
 
-async def launch_queued(app: App, fleet: Fleet, forge: Forge, task: Task,
-                        facts: dict[str, HostFacts], pinned: str | None = None) -> Launched | None:
-    """Place and start a task that is already queued (a retry, or a lost task requeued).
+def _with(hosts: list[str], host: str | None) -> list[str]:
+    return hosts if not host or host in hosts else [*hosts, host]
 
-    The issue is read again (its text may have changed, or it may have been closed:
-    then the task fails with that reason). Returns None when no host has room now; the
-    task stays queued for the next pass.
-    """
-    from .intake import intake
+
+def lose(app: App, task: Task, reason: str) -> Task | None:
+    """running -> lost: its host vanished or its job died without a result. None when the
+    task finished or was cancelled meanwhile (by another orch process)."""
     try:
-        it = await intake(forge, task.repo, task.issue, app.settings, task.specialty)
-    except OrchError as exc:
-        if exc.exit_code == 2:   # closed, a PR now, author lost permission: final
-            app.store.fail(task.id, f"no longer dispatchable: {exc.message}")
-            return None
-        raise
-    with app.store.locked():
-        current = app.store.get(task.id)
-        if current.status != "queued":
-            return None   # another orch process took it meanwhile
-        placement = decide(app, it.specialty, it.specialty_reason, facts, pinned)
-        if placement.host is None:
-            return Launched(current, placement)
-        task = reserve(app, current, placement, it.issue)
-    task = await start_job(app, fleet, forge, task, it.issue)
-    return Launched(task, placement)
+        return app.store.mark_lost(task.id, reason, error_kind="lost",
+                                   avoid_hosts=_with(task.avoid_hosts, task.host),
+                                   claimed_by=None, claimed_at=None)
+    except InvalidTransition:
+        return None
+
+
+class Next(StrEnum):
+    """What became of a task after an attempt that ended without a result."""
+
+    QUEUED = "queued"             # queued again, to be placed on another host if one can
+    GIVEN_UP = "given_up"         # out of attempts: failed for good, the issue to be told
+    SUPERSEDED = "superseded"     # failed: its issue has another live task, which speaks for it
+    MOVED_ON = "moved_on"         # another orch process moved it on meanwhile: left alone
+
+
+def again_or_give_up(app: App, task: Task, why: str) -> tuple[Task, Next]:
+    """An attempt ended without a result (`task` is lost, or failed to start): queue it
+    again while it has attempts left (poll.max_attempts), else fail it for good."""
+    limit = app.settings.poll.max_attempts
+    if task.attempts < limit:
+        try:
+            return app.store.requeue(task.id, why, max_attempts=limit), Next.QUEUED
+        except InvalidTransition:
+            return app.store.get(task.id), Next.MOVED_ON
+        except DuplicateTask as exc:
+            return app.store.fail(task.id, f"lost; the issue has another live task {exc.task_id}",
+                                  error_kind=task.error_kind or "lost",
+                                  finalized=True), Next.SUPERSEDED
+    if task.status == "lost":
+        try:
+            failed = app.store.fail(task.id, f"lost and out of attempts: {task.attempts} of "
+                                             f"{limit} attempts; it will not be queued again "
+                                             f"automatically", error_kind="lost")
+        except InvalidTransition:
+            return app.store.get(task.id), Next.MOVED_ON
+        return failed, Next.GIVEN_UP
+    return app.store.get(task.id), Next.GIVEN_UP

@@ -18,22 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..app import App
+from ..config.settings import PollSettings
 from ..core.models import HostFacts, Task
 from ..errors import ForgeUnavailable, HostUnreachable, OrchError, UsageError
 from ..fleet.pool import Fleet
+from ..forge.base import Forge
 from ..job import remote
-from ..store import DuplicateTask, InvalidTransition, now_iso, parse_time
+from ..store import now_iso, parse_time
 from .claims import CLAIM_TTL, claim_held, claimant_alive
+from .finalize import Verdict, finalize
+from .launch import Next, again_or_give_up, lose
+from .tell import tell_finished
+
+ForgeFor = Callable[[str], Forge]   # a forge kind (Task.forge) -> the run's forge of that kind
 
 # A task marked running whose job has not written its status yet, reserved by a process
 # we cannot see (another machine): how long to wait before deciding that process died
-# between reserving the slot and starting the job. A reserving process of this machine
-# is checked directly (dead: lost at once; alive: it is still starting the job).
-START_GRACE_SECONDS = 120.0
+# between reserving the slot and starting the job (poll.start_grace). A reserving process
+# of this machine is checked directly (dead: lost at once; alive: still starting the job).
+START_GRACE_SECONDS = PollSettings.start_grace
 START_GRACE_ENV = "ORCH_START_GRACE"      # e.g. "5s": for tests and impatient operators
 # The job enforces its own time limits; orch steps in only this much later (backstop).
 STEP_MARGIN_SECONDS = 60.0
@@ -51,7 +59,7 @@ class ReconcileResult:
 
 
 def start_grace_seconds(app: App) -> float:
-    """$ORCH_START_GRACE, else config poll.start_grace (if the config has it), else 120 s."""
+    """$ORCH_START_GRACE, else the config's poll.start_grace."""
     from ..config.load import parse_duration
     raw = os.environ.get(START_GRACE_ENV)
     if raw:
@@ -59,8 +67,7 @@ def start_grace_seconds(app: App) -> float:
             return parse_duration(raw)
         except ValueError as exc:
             raise UsageError(f"${START_GRACE_ENV}: {exc}") from None
-    value = getattr(app.settings.poll, "start_grace", None)
-    return float(value) if value is not None else START_GRACE_SECONDS
+    return float(app.settings.poll.start_grace)
 
 
 def _age(stamp: str | None, now: datetime) -> float:
@@ -78,7 +85,7 @@ def _step_limit(app: App, step: str | None) -> float | None:
 
 
 async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
-                    forge_for, *, start_grace: float | None = None) -> ReconcileResult:
+                    forge_for: ForgeFor, *, start_grace: float | None = None) -> ReconcileResult:
     """Reconcile every running task; `forge_for(kind)` gives the forge to finalize with.
 
     Never raises for one task's trouble (it goes to `errors`); an unavailable forge is
@@ -89,8 +96,8 @@ async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
     now = datetime.now(UTC)
     # A crash between mark_lost and requeue leaves a task lost: finish that step now.
     for task in reversed(app.store.list(status="lost")):
-        await _guard(out, task, _requeue_or_give_up(app, forge_for, task,
-                                                    task.error or "lost", out))
+        await _guard(out, task, _again_or_give_up(app, forge_for, task,
+                                                  task.error or "lost", out))
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one(task: Task) -> None:
@@ -112,9 +119,8 @@ async def _guard(out: ReconcileResult, task: Task, work) -> None:
         out.errors.append(f"task {task.id}: {exc.message}")
 
 
-async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, task: Task,
-               now: datetime, grace: float, out: ReconcileResult) -> None:
-    from .finalize import finalize
+async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for: ForgeFor,
+               task: Task, now: datetime, grace: float, out: ReconcileResult) -> None:
     # Another live orch process holds the task (it is starting, finalizing or cancelling
     # it): leave it to that process, unless it was to start the job and has not, for
     # longer than the start grace.
@@ -159,24 +165,21 @@ async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, t
         out.finalized.append(done)
 
 
-async def _timeout(app: App, fleet: Fleet, forge_for, task: Task, conn, status,
-                   limit: float, out: ReconcileResult) -> None:
+async def _timeout(app: App, fleet: Fleet, forge_for: ForgeFor, task: Task, conn,
+                   status: remote.JobStatus, limit: float, out: ReconcileResult) -> None:
     """The backstop: the job did not stop itself in time. Kill its process groups, then
     finalize it as failed (comment, labels), like a job that timed out on its own."""
-    from dataclasses import replace
-
-    from .finalize import finalize
     await remote.kill(conn, task.workspace or "")
     reason = (f"timeout: step {status.step} ran over {limit:.0f}s; the job's process "
               f"group was killed by orch")
-    failed = replace(status, state="failed", alive=False, error=reason)
-    done = await finalize(app, fleet, forge_for(task.forge), task, failed)
+    done = await finalize(app, fleet, forge_for(task.forge), task, status,
+                          verdict=Verdict("failed", reason, "timeout"))
     if done.status != "running":
         out.finalized.append(done)
 
 
-async def _unreachable(app: App, forge_for, task: Task, why: str | None, now: datetime,
-                       out: ReconcileResult) -> None:
+async def _unreachable(app: App, forge_for: ForgeFor, task: Task, why: str | None,
+                       now: datetime, out: ReconcileResult) -> None:
     if not task.unreachable_since:
         app.store.update(task.id, unreachable_since=now_iso())
         return
@@ -185,34 +188,26 @@ async def _unreachable(app: App, forge_for, task: Task, why: str | None, now: da
                     f"host {task.host} unreachable since {task.unreachable_since}: {why}", out)
 
 
-async def _lose(app: App, forge_for, task: Task, reason: str, out: ReconcileResult) -> None:
-    try:
-        lost = app.store.mark_lost(task.id, reason, claimed_by=None, claimed_at=None)
-    except InvalidTransition:
+async def _lose(app: App, forge_for: ForgeFor, task: Task, reason: str,
+                out: ReconcileResult) -> None:
+    lost = lose(app, task, reason)
+    if lost is None:
         return   # finished or cancelled meanwhile by another orch process
     out.lost.append(lost)
-    await _requeue_or_give_up(app, forge_for, lost, reason, out)
+    await _again_or_give_up(app, forge_for, lost, reason, out)
 
 
-async def _requeue_or_give_up(app: App, forge_for, task: Task, reason: str,
-                              out: ReconcileResult) -> None:
+async def _again_or_give_up(app: App, forge_for: ForgeFor, task: Task, reason: str,
+                            out: ReconcileResult) -> None:
     """lost -> queued (to be placed again, on another host if one can take it), or, out
     of attempts, lost -> failed and the issue is told."""
-    try:
-        out.requeued.append(app.store.requeue(task.id, f"lost: {reason}",
-                                              max_attempts=app.settings.poll.max_attempts))
-        return
-    except InvalidTransition as exc:
-        if app.store.get(task.id).status != "lost":
-            return
-        failed = app.store.fail(task.id, f"lost and out of attempts: {exc.message}")
-    except DuplicateTask as exc:
-        failed = app.store.fail(task.id, f"lost; the issue has another live task {exc.task_id}")
-        out.errors.append(f"task {task.id}: {failed.error}")
-        return   # the live task speaks for the issue
-    out.errors.append(f"task {task.id}: {failed.error}")
-    from .control import report_finished
-    await report_finished(app, forge_for(failed.forge), failed)
+    after, nxt = again_or_give_up(app, task, f"lost: {reason}")
+    if nxt is Next.QUEUED:
+        out.requeued.append(after)
+    elif nxt in (Next.GIVEN_UP, Next.SUPERSEDED):
+        out.errors.append(f"task {task.id}: {after.error}")
+        if nxt is Next.GIVEN_UP:
+            await tell_finished(app, forge_for(after.forge), after)
 
 
 async def _kill_strays(app: App, fleet: Fleet, facts: dict[str, HostFacts],

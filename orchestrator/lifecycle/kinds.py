@@ -1,0 +1,107 @@
+"""Task kinds: the one place where what a task *is* decides what it runs and how it ends.
+
+Task.kind names a row of KINDS. The lifecycle (admit.py reserves, launch.py starts,
+finalize.py ends) is the same for every kind and asks the kind for the three things that
+differ:
+
+- `branch(task, issue)`: the branch its job works on;
+- `job(settings, host, task, issue, repo)` and `prompts(settings, task, issue)`: the
+  remote job (a JobSpec for playbooks/dispatch.yml) and the agent's prompts;
+- `deliver(forge, task, summary)`: what a succeeded job becomes on the forge, and the
+  comment that says so. A failure, a cancel and a lost task end the same way for every
+  kind (lifecycle/tell.py), with the task's error and error_kind.
+
+An `issue` task (the only kind built so far) works on `orch/<N>-<slug>` from the default
+branch, with the specialty's prompt, and delivers a pull request that closes the issue.
+
+Adding a kind (docs/SPEC.md: followup, plan, part): a class with these methods and its
+row in KINDS; its tasks are created with `kind=` (and `parent`, `pr_number` as it needs)
+through admit.reserve_new, from whatever triggers them (a PR comment, a plan, a split).
+For example a follow-up's `branch` is the PR's head branch, its `job` starts from that
+branch rather than the default one, its `prompts` carry the review comments, and its
+`deliver` pushes to the existing PR and replies instead of opening one. A kind whose
+tasks may run several at once for one issue (parts) also needs the store's one-live-task
+rule keyed by more than the issue: that rule lives in store/filestore.py (Store.create).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config.resources import prompts_dir
+from ..config.settings import Settings
+from ..core import report, shell
+from ..core.models import Host, Issue, RepoFacts, Task
+from ..core.prompts import render_fix_prompt, render_prompt
+from ..forge.base import Forge
+from ..job.playbook import JobSpec
+from ..registry import lookup
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a succeeded job became: the pull request (if the kind opens one) and the
+    comment that tells the issue."""
+
+    pr_url: str | None
+    comment: str
+
+
+class Kind(Protocol):
+    name: str
+
+    def branch(self, task: Task, issue: Issue) -> str: ...
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        """(the first run's prompt, the fix runs' prompt)."""
+        ...
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec: ...
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery: ...
+
+
+class IssueKind:
+    """An issue, worked on from the default branch, delivered as a pull request."""
+
+    name = "issue"
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        return shell.branch_name(issue.number, issue.title)
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        where = prompts_dir(settings)
+        common = dict(issue=issue, repo=task.repo, branch=task.branch or "",
+                      test_command=settings.tests.command, prompts_dir=where)
+        return (render_prompt(task.specialty, **common),
+                render_fix_prompt(specialty=task.specialty, **common))
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        assert task.branch and task.workspace
+        return JobSpec.from_settings(
+            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
+            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
+            commit_message=f"{issue.title} (#{issue.number})\n\norch task {task.id}, "
+                           f"specialty {task.specialty}.\n")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        base = await asyncio.to_thread(forge.default_branch, task.repo)
+        pr_url = await asyncio.to_thread(
+            forge.open_pull_request, task.repo, head=task.branch or "", base=base,
+            title=report.pr_title(task.title), body=report.pr_body(task, task.issue, summary))
+        return Delivery(pr_url, report.comment_succeeded(task, pr_url))
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (IssueKind(),)}
+
+
+def kind_of(task: Task) -> Kind:
+    """The kind a task names; a kind this version does not know is bad input (a state
+    file written by a newer orch), said once, never guessed."""
+    return lookup(KINDS, task.kind, "task kind",
+                  hint=f"task {task.id} was written by an orch that knows more kinds than "
+                       f"this one ({', '.join(KINDS)}): upgrade orch, or `orch cancel` it")

@@ -1,0 +1,61 @@
+"""Telling the forge how a task stands: one function for the comment and labels of every
+outcome (running, succeeded, failed, cancelled), whatever ended the task.
+
+The texts are core/report.py's; here they reach the forge, always the same way: orch's
+one status comment on the issue is edited in place (Task.comment_id), then the labels are
+set (report.labels_for). Both are idempotent, so telling twice after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..app import App
+from ..core import report
+from ..core.models import Task
+from ..errors import OrchError
+from ..forge.base import Forge
+
+
+async def tell(app: App, forge: Forge, task: Task, status: str, body: str) -> int:
+    """Comment `body` on the task's issue and set the labels of `status`; the comment's
+    id. Forge errors propagate."""
+    add, remove = report.labels_for(status, app.settings.trigger.label)
+    comment_id = await asyncio.to_thread(forge.upsert_comment, task.repo, task.issue, body,
+                                         task.comment_id)
+    await asyncio.to_thread(forge.set_labels, task.repo, task.issue, add, remove)
+    return comment_id
+
+
+async def tell_running(app: App, forge: Forge, task: Task) -> Task:
+    """The job has started: say where. A forge hiccup here never stops a started job."""
+    try:
+        cid = await tell(app, forge, task, "running", report.comment_running(task))
+    except OrchError:
+        return task
+    return app.store.update(task.id, comment_id=cid)
+
+
+async def tell_finished(app: App, forge: Forge, task: Task) -> Task:
+    """Tell the issue about a task that ended without finalize (cancelled, failed before
+    its job ran, lost for good, no longer dispatchable), and mark it `finalized` once the
+    forge has heard, if it still has that status. Forge errors propagate: the task stays
+    unreported and `orch poll` tells the issue later."""
+    reason = task.error or task.status
+    if task.status == "failed":
+        body = report.comment_failed(task, reason, "")
+    else:
+        body = report.comment_stopped(task, task.status, reason, app.settings.trigger.label)
+    cid = await tell(app, forge, task, task.status, body)
+    if app.store.get(task.id).status == task.status:
+        return app.store.update(task.id, comment_id=cid, finalized=True)
+    return app.store.update(task.id, comment_id=cid)
+
+
+async def tell_finished_quietly(app: App, forge: Forge, task: Task) -> Task:
+    """tell_finished, for callers whose work is done anyway: a forge that cannot hear
+    now is told by a later `orch poll` (the task stays unreported until then)."""
+    try:
+        return await tell_finished(app, forge, task)
+    except OrchError:
+        return app.store.get(task.id)
