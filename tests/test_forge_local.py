@@ -249,3 +249,42 @@ def test_create_issue(forge, repo):
     assert (a.number, b.number) == (1, 2)
     assert (a.title, a.body, a.labels, a.author) == ("First one", "body", ("orch",), "bob")
     assert [i.number for i in forge.list_open_issues(str(repo), "orch")] == [1, 2]
+
+
+def test_every_record_is_replaced_whole_and_private(forge, repo, tmp_path):
+    """Issue files, PR records and the activity log are written through the one atomic
+    replace (orchestrator/atomic.py): 0600 like the rest of the state dir, no temp left
+    behind, and a file being read is never half written (an old reader keeps the old)."""
+    outside = write(tmp_path / "in.md", "---\ntitle: Add /health\nlabels: [orch]\n---\nSay ok.\n")
+    repo_s, n = forge.register(outside, str(repo))
+    forge.create_issue(str(repo), "Another", "body", labels=["orch"])
+    forge.upsert_comment(repo_s, n, "hello", None)
+    forge.set_labels(repo_s, n, ["orch:running"], [])
+    forge.open_pull_request(repo_s, head="orch/1-add-health", base="main", title="t", body="b")
+    written = [p for d in (forge.issues_dir, forge.pulls_dir, forge.activity_dir)
+               for p in d.iterdir()]
+    assert len(written) == 4
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in written), \
+        [(p.name, oct(p.stat().st_mode)) for p in written]
+    assert not [p for p in written if p.name.startswith(".") or p.suffix == ".tmp"]
+    activity = next(forge.activity_dir.iterdir())
+    with activity.open() as held:                  # a reader with the file open...
+        forge.upsert_comment(repo_s, n, "hello again", None)
+        assert "hello again" not in held.read()    # ...reads the whole old version
+    assert "hello again" in activity.read_text()
+
+
+def test_the_registry_reads_references_each_forge_its_own(tmp_path, repo):
+    from orchestrator.forge import FORGES, kind_for_ref
+    issue = write(tmp_path / "x.md", "---\ntitle: T\n---\n")
+    assert kind_for_ref(str(issue)).name == "local"           # an existing file
+    assert kind_for_ref("later.md").name == "local"           # a Markdown name
+    assert kind_for_ref("7", str(repo)).name == "local"       # anything with --repo
+    assert kind_for_ref("octo/app#12").name == "github"
+    assert kind_for_ref("https://github.com/octo/app/issues/12").name == "github"
+    forge = make_forge("local", Settings(), tmp_path / "state")
+    assert FORGES["local"].resolve(forge, str(issue), str(repo)) == (str(repo), forge.get_issue(
+        str(repo), 1).number)
+    assert FORGES["github"].resolve(None, "octo/app#12", None) == ("octo/app", 12)
+    with pytest.raises(UsageError, match="not an issue reference"):
+        FORGES["github"].resolve(None, "octo/app", None)

@@ -356,3 +356,38 @@ def test_decisions_use_the_kind_the_job_wrote_not_its_words(life):
     done = asyncio.run(run())
     assert done.status == "failed" and done.error_kind == "budget"
     assert "orch:failed" in life.github.labels(REPO, n)
+
+
+def _hosts(life: Life, **roots: Path) -> None:
+    life.inventory.write_text("hosts:\n" + "".join(
+        f"  {name}:\n    connection: local\n    max_tasks: 2\n    workspace_root: {root}\n"
+        f"    specialties: [backend, frontend, testing, devops, general]\n"
+        for name, root in roots.items()))
+
+
+def test_a_failed_start_is_queued_again_away_from_its_host_then_given_up(life):
+    broken = life.root / "not-a-dir"
+    broken.write_text("a file where the workspace root should be\n")
+    _hosts(life, bad=broken)
+    n = life.issue("Starts badly")
+    out = asyncio.run(run_pass(life.app(), [REPO]))
+    [task] = life.app().store.list()
+    assert task.status == "queued" and task.avoid_hosts == ["bad"]
+    [skip] = [s for s in out.skipped if s["issue"] == n]
+    assert skip["code"] == "start_failed" and "attempt 1 of 3" in skip["reason"]
+    assert "could not start the job on bad" in skip["reason"]
+    # A second host appears: the queued task goes there, not back to `bad`, although
+    # `bad` has room too.
+    _hosts(life, bad=broken, good=life.root / "work")
+    out = asyncio.run(run_pass(life.app(), [REPO]))
+    [started] = out.dispatched
+    assert started.id == task.id and started.host == "good" and started.error_kind is None
+    # Out of attempts: failed for good, with its kind, and the issue is told.
+    life.write_config("poll: {max_attempts: 1}\n")
+    _hosts(life, bad=broken)
+    m = life.issue("Starts badly, once")
+    out = asyncio.run(run_pass(life.app(), [REPO]))
+    failed = life.app().store.for_issue(REPO, m)[0]
+    assert failed.status == "failed" and failed.error_kind == "start_failed"
+    assert any("given up" in e for e in out.errors), out.errors
+    assert "orch:failed" in life.github.labels(REPO, m) and "orch" not in life.github.labels(REPO, m)

@@ -93,6 +93,7 @@ def test_cancel_and_retry_in_every_status(make_world):
     assert all(group_alive(g) for g in groups)
     c = _ok(w, "cancel", running.id)
     assert c["status"] == "cancelled" and "process group was stopped" in c["error"]
+    assert c["error_kind"] == "cancelled"
     wait_for(lambda: not any(group_alive(g) for g in groups), 10, "the job to die")
     assert read_status(Path(running.workspace) / "status")["state"] == "cancelled"
     labels = w.github.labels(w.repo, n_run)

@@ -81,7 +81,7 @@ def test_host_death_loses_the_task_and_runs_it_on_another_backend_host(make_worl
     results = run_passes(w, all_final(1), timeout=240)
     [t] = tasks(w)
     assert t.status == "succeeded" and t.host == _other(dead) and t.specialty == "backend"
-    assert t.attempts == 2
+    assert t.attempts == 2 and t.avoid_hosts == [dead] and t.error_kind is None
     lost = [h for h in t.history if h["to"] == "lost"]
     assert len(lost) == 1 and f"host {dead} unreachable" in lost[0]["reason"]
     assert lost[0]["host"] == dead

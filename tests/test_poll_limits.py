@@ -109,6 +109,7 @@ def test_reconcile_is_the_backstop_for_a_job_that_overran_its_step(make_world):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [t] = data["finalized"]
     assert t["status"] == "failed" and t["error"].startswith("timeout: step agent ran over 1860s")
+    assert t["error_kind"] == "timeout"     # orch's backstop names its kind
     wait_for(lambda: not any(group_alive(g) for g in groups), 10, "the process groups to die")
     assert processes_under(str(ws)) == []
     assert "orch:failed" in w.github.labels(w.repo, n) and "orch" not in w.github.labels(w.repo, n)

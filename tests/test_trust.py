@@ -44,6 +44,8 @@ def test_trust_records_a_new_key_then_hosts_work(ssh_fleet, tmp_path):
     assert lines == [ssh_fleet.known_hosts_line("h1").rsplit(" ", 1)[0],
                      ssh_fleet.known_hosts_line("h2").rsplit(" ", 1)[0]]
     assert orch(tmp_path, *base, "hosts", "--json").returncode == 0
+    assert kh.stat().st_mode & 0o777 == 0o600                  # a new file: 0600
+    assert sorted(p.name for p in kh.parent.iterdir()) == ["known_hosts"]   # no temp left
 
     again = _trust(tmp_path, base, "h1", "--yes")
     assert again.returncode == 0 and "already trusted" in again.stdout
@@ -67,6 +69,7 @@ def test_changed_key_needs_replace(ssh_fleet, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text("# my hosts\n" + ssh_fleet.known_hosts_line("h1", key_of="h2") + "\n"
                   + ssh_fleet.known_hosts_line("h2") + "\n")
+    kh.chmod(0o640)
     before = kh.read_text()
     base = _setup(ssh_fleet, tmp_path, kh, names=["h1", "h2"])
 
@@ -84,6 +87,8 @@ def test_changed_key_needs_replace(ssh_fleet, tmp_path):
     assert ssh_fleet.known_hosts_line("h1", key_of="h2") not in text
     assert ssh_fleet.known_hosts_line("h1").rsplit(" ", 1)[0] in text
     assert orch(tmp_path, *base, "hosts", "--json").returncode == 0
+    assert kh.stat().st_mode & 0o777 == 0o640                  # replaced, its mode kept
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".known_hosts")]
 
 
 def test_replace_removes_a_hashed_entry(ssh_fleet, tmp_path):
