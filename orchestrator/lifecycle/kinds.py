@@ -73,11 +73,12 @@ class IssueKind:
         return shell.branch_name(issue.number, issue.title)
 
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
-        where = prompts_dir(settings)
-        common = dict(issue=issue, repo=task.repo, branch=task.branch or "",
-                      test_command=settings.tests.command, prompts_dir=where)
-        return (render_prompt(task.specialty, **common),
-                render_fix_prompt(specialty=task.specialty, **common))
+        where, branch, tests = prompts_dir(settings), task.branch or "", settings.tests.command
+        return (render_prompt(task.specialty, issue=issue, repo=task.repo, branch=branch,
+                              test_command=tests, prompts_dir=where),
+                render_fix_prompt(issue=issue, repo=task.repo, branch=branch,
+                                  test_command=tests, prompts_dir=where,
+                                  specialty=task.specialty))
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:

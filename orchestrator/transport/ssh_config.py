@@ -6,13 +6,14 @@ line of every Host block (~5 ms for a 400-line file): with 50 hosts, ~0.25 s of 
 blocks that cannot apply to the host being connected to.
 
 How, with asyncssh's public interface only: each file is tokenized once per run (per
-version on disk). For each host, the lines of `Host` blocks whose patterns do not match
-the host's name are blanked out (so every other line keeps its number), and the result
-is written to a private temporary file, which asyncssh then reads itself, through the
-same `config=[path]` argument it would get for the user's file: asyncssh still decides
-everything a line means. Whether a `Host` line matches is what OpenSSH (and asyncssh)
-decide from the name as given, before any HostName: asyncssh's own pattern matcher
-(asyncssh.pattern.WildcardPatternList) decides it here too.
+version on disk). For each host, the `Host` blocks whose patterns do not match the
+host's name are left out, and the rest (in file order) is written to a private temporary
+file, which asyncssh then reads itself, through the same `config=[path]` argument it would
+get for the user's file: asyncssh still decides everything a line means. Whether a `Host`
+line matches is what OpenSSH (and asyncssh) decide from the name as given, before any
+HostName: a list of plain names matches exactly those names (what fnmatch does without
+wildcards), and any other list is asked of asyncssh's own matcher
+(asyncssh.pattern.WildcardPatternList).
 
 A file is handed over whole (the user's path, as before this existed) when cutting it
 could change what asyncssh sees:
@@ -50,6 +51,8 @@ _CONDITIONALS = frozenset({"host", "match"})
 _NO_SPLIT = frozenset({"proxycommand", "remotecommand"})
 # No quote, no backslash, and no whitespace that str.split() knows but shlex does not.
 _PLAIN_LINE = re.compile(r"[^'\"\\\x0b\x0c\x1c-\x1f]*\Z")
+# What makes a Host pattern more than a plain name (asyncssh.pattern: fnmatch, "!").
+_WILD = re.compile(r"[*?\[\]!]")
 CONFIG_KEYS = ("Hostname", "Port", "User", "IdentityFile", "HostKeyAlias")
 
 
@@ -69,6 +72,11 @@ class _Parsed:
     lines: tuple[str, ...]
     blocks: tuple[_Block, ...]
     splittable: bool            # False: some line shlex cannot split
+    # Host blocks whose patterns are plain names (no wildcard, no negation), by name:
+    # such a block applies to exactly the names it lists (fnmatch without wildcards is
+    # string equality on POSIX), so a host finds its own blocks without a match per block.
+    named: dict[str, tuple[int, ...]]
+    wild: tuple[int, ...]       # the other Host blocks (asyncssh's matcher decides)
 
 
 _PARSED: dict[tuple, _Parsed] = {}
@@ -144,7 +152,19 @@ def _parse(path: str) -> _Parsed:
             patterns = ",".join(args) if keyword == "host" and args else None
             always = patterns is None
     blocks.append(_Block(start, len(lines), patterns, always))
-    parsed = _Parsed(lines, tuple(b for b in blocks if b.end > b.first), splittable)
+    kept = tuple(b for b in blocks if b.end > b.first)
+    named: dict[str, list[int]] = {}
+    wild: list[int] = []
+    for i, b in enumerate(kept):
+        if b.always or b.patterns is None:
+            continue
+        if _WILD.search(b.patterns):
+            wild.append(i)
+        else:
+            for name in b.patterns.split(","):
+                named.setdefault(name, []).append(i)
+    parsed = _Parsed(lines, kept, splittable, {k: tuple(v) for k, v in named.items()},
+                     tuple(wild))
     if len(_PARSED) > 32:
         _PARSED.clear()
     _PARSED[key] = parsed
@@ -168,21 +188,17 @@ def _scratch() -> Path:
 
 def cut_for(path: str, name: str) -> str:
     """A copy of the config file at `path` holding only what can apply to a host given
-    as `name` (other Host blocks blanked out); `path` itself when it cannot be cut."""
+    as `name` (the other Host blocks left out); `path` itself when it cannot be cut."""
     parsed = _parse(path)
     if not parsed.splittable:
         return path
-    kept = list(parsed.lines)
-    dropped = 0
-    for block in parsed.blocks:
-        if block.always or block.patterns is None or _host_patterns(block.patterns).matches(name):
-            continue
-        for i in range(block.first, block.end):
-            kept[i] = "\n"
-        dropped += 1
-    if not dropped:
+    applies = set(parsed.named.get(name, ()))
+    applies.update(i for i in parsed.wild if _host_patterns(parsed.blocks[i].patterns).matches(name))
+    chosen = [b for i, b in enumerate(parsed.blocks)
+              if b.always or b.patterns is None or i in applies]
+    if len(chosen) == len(parsed.blocks):
         return path
-    text = "".join(kept)
+    text = "".join(line for b in chosen for line in parsed.lines[b.first:b.end])
     digest = hashlib.sha256(f"{path}\0{text}".encode()).hexdigest()[:24]
     target = _scratch() / f"{digest}.conf"
     if not target.exists():
