@@ -45,6 +45,19 @@ class App:
         self._inventory_arg = inventory_path
         self._state_arg = state_dir
 
+    @property
+    def state_dir_given(self) -> str | None:
+        """The state dir the command line named (--state-dir), if it named one."""
+        return self._state_arg
+
+    def sandbox(self, state_dir: str, settings: Settings) -> App:
+        """An App with this one's config file but `settings` in force, its own state dir
+        and the embedded local host alone, whatever the inventory (`orch demo`)."""
+        app = App(config_path=self._config_arg, inventory_path=None, state_dir=state_dir)
+        app.__dict__["settings"] = settings           # the cached_property's value
+        app.__dict__["hosts"] = [app.local_host()]
+        return app
+
     @cached_property
     def settings(self) -> Settings:
         from .config.load import load_settings

@@ -43,7 +43,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     printer = LogPrinter()
     result = asyncio.run(run_demo(
         app, agent=agent, directory=directory, keep=keep, fix_loop=fix_loop,
-        state_dir=app._state_arg, say=say,
+        state_dir=app.state_dir_given, say=say,
         on_line=None if as_json else printer.line,
         on_notice=lambda msg: err_console.print(f"[yellow]orch[/]: {msg}")))
     ctx = click.get_current_context()
@@ -51,7 +51,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
         print_json(result.to_json())
     else:
         orch = "orch"
-        if directory is not None and not app._state_arg:
+        if directory is not None and not app.state_dir_given:
             orch = f"orch --state-dir {result.state_dir}"
         _summary(result, orch)
     ctx.exit(0 if result.ok else 1)

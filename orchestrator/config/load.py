@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..forge.base import PERMISSIONS  # the forge's role ladder, written once
 from .settings import DEFAULT_SPECIALTIES, Settings
 from .yamlfile import (
     Loc,
@@ -35,7 +36,6 @@ from .yamlfile import (
     unknown_key,
 )
 
-PERMISSIONS = ("none", "read", "triage", "write", "maintain", "admin")
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 
 # --------------------------------------------------------------------------- durations

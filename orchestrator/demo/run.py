@@ -305,10 +305,7 @@ def demo_app(base: App, state_dir: Path, agent: AgentChoice) -> tuple[App, list[
         settings.agent.allow_root = True
         notes.append("running as root: the demo sets agent.allow_root for itself (the agent gets "
                      "IS_SANDBOX=1); this throwaway sandbox is the only place it applies")
-    app = App(config_path=base._config_arg, inventory_path=None, state_dir=str(state_dir))
-    app.settings = settings                  # cached_property: the instance value wins
-    app.hosts = [app.local_host()]           # the embedded default, whatever the inventory
-    return app, notes
+    return base.sandbox(str(state_dir), settings), notes
 
 
 async def _cancel_live(app: App, repo: str, number: int, say: Callable[[str], None]) -> None:
