@@ -356,6 +356,10 @@ def test_decisions_use_the_kind_the_job_wrote_not_its_words(life):
     done = asyncio.run(run())
     assert done.status == "failed" and done.error_kind == "budget"
     assert "orch:failed" in life.github.labels(REPO, n)
+    # The report says what to do about the kind, not about the words.
+    [body] = [c["body"] for c in life.github.comments(REPO, n)]
+    advice = body.split("**What to do**: ", 1)[1]
+    assert "agent.max_cost_usd" in advice and "timeout" not in advice
 
 
 def _hosts(life: Life, **roots: Path) -> None:

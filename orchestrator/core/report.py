@@ -89,3 +89,30 @@ def comment_stopped(task: Task, status: str, reason: str, trigger: str) -> str:
     """A task that ended neither succeeded nor failed (cancelled; stopped on its host)."""
     return (f"{MARKER}\n:stop_sign: **orch** task `{task.id}` was {status}: {reason}\n\n"
             f"Label the issue `{trigger}` again, or run `orch retry {task.id}`, to run it again.")
+
+
+# What a person can do about a failure, by its kind (Task.error_kind): said under the
+# failure comment, so the reader does not have to decode the message.
+_NEXT_STEPS = {
+    "timeout": "raise `agent.timeout` (or `tests.timeout`) in orch.yml, or make the issue smaller",
+    "max_turns": "raise `agent.max_turns` in orch.yml, or make the issue smaller",
+    "budget": "raise `agent.max_cost_usd` in orch.yml, or make the issue smaller",
+    "agent_error": "the agent itself failed (see the log); retry when its API is healthy",
+    "agent_missing": "install the agent on the host, or set the host's `agent:` in the inventory",
+    "no_result": "the agent stopped without a result (see the log); retry",
+    "tests_failed": "the tests still fail after the fix runs: see the log, or raise "
+                    "`tests.max_fix_attempts`",
+    "no_changes": "the agent changed nothing: say more precisely what to change",
+    "clone_failed": "check that the host can clone the repository (`repo_urls`, its "
+                    "credentials; `orch bootstrap`)",
+    "push_failed": "check the host's push access and the branch protection rules",
+    "start_failed": "check the host (`orch hosts`, `orch bootstrap`)",
+    "lost": "the host went away during every attempt (`orch hosts`)",
+}
+
+
+def next_step(error_kind: str | None) -> str:
+    """A line for the end of a failure comment: what to do about a failure of this kind
+    ("" when there is nothing particular to say)."""
+    step = _NEXT_STEPS.get(error_kind or "")
+    return f"\n\n**What to do**: {step}." if step else ""

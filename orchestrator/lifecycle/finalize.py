@@ -144,7 +144,8 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status: remote.JobSt
         return app.store.cancel(task.id, reason, error=reason, error_kind=verdict.error_kind,
                                 comment_id=cid, **done_fields)
 
-    cid = await tell(app, forge, task, "failed", report.comment_failed(task, reason, _tail(log)))
+    cid = await tell(app, forge, task, "failed", report.comment_failed(task, reason, _tail(log))
+                     + report.next_step(verdict.error_kind))
     done = app.store.fail(task.id, reason, error_kind=verdict.error_kind, comment_id=cid,
                           **done_fields)
     if not s.workspace.keep_on_failure:

@@ -43,7 +43,7 @@ async def tell_finished(app: App, forge: Forge, task: Task) -> Task:
     unreported and `orch poll` tells the issue later."""
     reason = task.error or task.status
     if task.status == "failed":
-        body = report.comment_failed(task, reason, "")
+        body = report.comment_failed(task, reason, "") + report.next_step(task.error_kind)
     else:
         body = report.comment_stopped(task, task.status, reason, app.settings.trigger.label)
     cid = await tell(app, forge, task, task.status, body)
