@@ -30,13 +30,20 @@ _MESSAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("budget", r"^cost limit\b"),
         ("no_result", r"^the agent ended without a result\b"),
         ("agent_missing", r"^the agent command is not found\b"),
-        ("agent_error", r"^the agent (reported an error|exited with status)\b"
-                        r"|^refusing to run the agent as root\b"),
-        ("clone_failed", r"^git clone failed\b|^git is not installed\b|^invalid branch name\b"
-                         r"|^the repository has no default branch\b|^cannot create \S+ from origin/"),
-        ("tests_failed", r"^tests still failing\b|^the test command could not run\b"),
+        ("agent_error", r"^the agent (reported an error|exited with status)\b"),
+        ("root_refused", r"^refusing to run the agent as root\b"),
+        ("git_missing", r"^git is not installed\b"),
+        ("clone_failed", r"^git clone failed\b"),
+        ("branch_failed", r"^invalid branch name\b|^the repository has no default branch\b"
+                          r"|^cannot create \S+ from origin/"),
+        ("tests_failed", r"^tests still failing\b"),
+        ("tests_error", r"^the test command could not run\b"),
         ("no_changes", r"^the agent made no changes\b"),
+        ("commit_failed", r"^git (reset|add|commit) failed\b"),
         ("push_failed", r"^push refused\b"),
+        ("job_error", r"^job\.sh exited unexpectedly\b|^no checkout at\b"
+                      r"|^the prompt file is missing\b|^cannot enter the workspace\b"),
+        ("step_failed", r"^step \S+ failed\b"),
     ))
 
 # Older free text (the keyword rules metrics used before kinds existed), tried last.

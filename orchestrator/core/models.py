@@ -132,9 +132,11 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 # reports decide on (never the text of `error`, which is for people). The job writes its
 # own kinds to its status file (`error_kind=`, docs/CONTRACTS.md); orch adds the kinds only
 # it can see. "other": a failure no kind describes (or a word this version does not know).
-JOB_ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "agent_missing",
-                   "no_result", "tests_failed", "no_changes", "clone_failed", "push_failed",
-                   "cancelled")
+JOB_ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "no_result",
+                   "agent_missing", "tests_failed", "tests_timeout", "tests_error",
+                   "clone_failed", "branch_failed", "no_changes", "commit_failed",
+                   "push_failed", "cancelled", "git_missing", "root_refused", "step_failed",
+                   "job_error")
 ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its host
                     "lost",               # the host vanished or the job died without a result
                     "not_dispatchable",   # a queued task's issue was closed, gone, or its author lost permission

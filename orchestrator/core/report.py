@@ -102,9 +102,15 @@ _NEXT_STEPS = {
     "no_result": "the agent stopped without a result (see the log); retry",
     "tests_failed": "the tests still fail after the fix runs: see the log, or raise "
                     "`tests.max_fix_attempts`",
+    "tests_timeout": "the tests ran over `tests.timeout`: raise it, or make them faster",
+    "tests_error": "the test command could not run: set `tests.command` (or the repository's "
+                   "`.orch.yml` test_command)",
+    "git_missing": "install git on the host (`orch bootstrap` checks it)",
+    "root_refused": "log in to the host as another user, or set `agent.allow_root: true`",
     "no_changes": "the agent changed nothing: say more precisely what to change",
     "clone_failed": "check that the host can clone the repository (`repo_urls`, its "
                     "credentials; `orch bootstrap`)",
+    "branch_failed": "check the repository's default branch",
     "push_failed": "check the host's push access and the branch protection rules",
     "start_failed": "check the host (`orch hosts`, `orch bootstrap`)",
     "lost": "the host went away during every attempt (`orch hosts`)",
