@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config.settings import Settings
 from .core.models import SPECIALTIES, Host
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 LOCAL_HOST_NAME = "local"
 
@@ -96,7 +100,7 @@ class App:
         return d / f"{task_id}.log"
 
     @cached_property
-    def store(self):
+    def store(self) -> Store:
         from .store import Store
         return Store(self.state_dir)
 

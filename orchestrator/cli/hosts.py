@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from ..core.models import HostFacts
 
 
 @click.command()
@@ -23,7 +26,7 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     inventory = app.hosts
     settings = app.settings
 
-    async def run():
+    async def run() -> list[HostFacts]:
         async with Fleet(inventory, settings) as fleet:
             return await fleet.probe(list(names) or None)
 
