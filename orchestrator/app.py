@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from .store import Store
 
 LOCAL_HOST_NAME = "local"
+DEFAULT_INVENTORY = Path("inventory/hosts.yml")
+# Said by `orch hosts` when no inventory is found: not an error (the embedded local host
+# works), but a fresh user needs to know how to add the real fleet.
+NO_INVENTORY_NOTE = "no inventory file: orch uses the embedded local host (this machine)"
+NO_INVENTORY_HINT = ("add a host with `orch inventory add NAME --address ADDRESS` (it writes "
+                     f"./{DEFAULT_INVENTORY}), or copy inventory/hosts.example.yml from orch's "
+                     "repository there and edit it; --inventory PATH or $ORCH_INVENTORY name another file")
 
 
 def find_config(cli_path: str | None) -> Path | None:
@@ -67,10 +74,9 @@ class App:
             p = Path(explicit).expanduser()
             if not p.is_file():
                 raise UsageError(f"{p}: inventory file not found",
-                                 hint="create it (see inventory/hosts.yml) or `orch inventory add`")
+                                 hint="create it (see inventory/hosts.example.yml) or `orch inventory add`")
             return p
-        default = Path("inventory/hosts.yml")
-        return default if default.is_file() else None
+        return DEFAULT_INVENTORY if DEFAULT_INVENTORY.is_file() else None
 
     @cached_property
     def hosts(self) -> list[Host]:

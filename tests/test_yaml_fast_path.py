@@ -92,7 +92,7 @@ def test_fast_path_leaves_the_rest_to_ruamel(text: str) -> None:
 
 
 def test_project_examples_agree() -> None:
-    texts = [(REPO / "inventory" / "hosts.yml").read_text()]
+    texts = [(REPO / "inventory" / "hosts.example.yml").read_text()]
     texts += _yaml_blocks(REPO / "README.md")
     texts += _yaml_blocks(REPO.parent / "shared" / "SPEC.md")
     for text in texts:
@@ -102,7 +102,7 @@ def test_project_examples_agree() -> None:
 
 def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
     inv = tmp_path / "hosts.yml"
-    inv.write_text((REPO / "inventory" / "hosts.yml").read_text())
+    inv.write_text((REPO / "inventory" / "hosts.example.yml").read_text())
     cfg = tmp_path / "orch.yml"
     cfg.write_text("ssh:\n  connect_timeout: 5s\nagent:\n  max_cost_usd: 2.5\n")
     code = (f"import sys\nfrom pathlib import Path\n"

@@ -37,6 +37,9 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     else:
         from ..render import hosts as render
         render.hosts_table(facts)
+    if app.inventory_path is None:      # on stderr: --json's stdout stays JSON
+        from ..app import NO_INVENTORY_HINT, NO_INVENTORY_NOTE
+        click.echo(f"orch: {NO_INVENTORY_NOTE}\nhint: {NO_INVENTORY_HINT}", err=True)
     if any(f.enabled and not f.reachable for f in facts):
         ctx.exit(1)
 

@@ -114,7 +114,7 @@ def validate_document(doc: Any, path: Path) -> list[Host]:
     root = Loc(path)
     if doc is None:
         root.error("no `hosts:` mapping (the file is empty)",
-                   hint="start with `hosts:` and one entry per host, see inventory/hosts.yml")
+                   hint="start with `hosts:` and one entry per host, see inventory/hosts.example.yml")
     top = expect_mapping(doc, Loc(path, line=1), null_ok=False)
     for key in top:
         if key not in TOP_KEYS:
