@@ -94,7 +94,9 @@ def test_fast_path_leaves_the_rest_to_ruamel(text: str) -> None:
 def test_project_examples_agree() -> None:
     texts = [(REPO / "inventory" / "hosts.example.yml").read_text()]
     texts += _yaml_blocks(REPO / "README.md")
-    texts += _yaml_blocks(REPO.parent / "shared" / "SPEC.md")
+    for page in sorted((REPO / "docs").glob("*.md")):      # docs/SPEC.md, docs/configuration.md, ...
+        texts += _yaml_blocks(page)
+    assert len(texts) >= 8, "the README and docs/ lost their YAML examples"
     for text in texts:
         _check(text)
     assert _check(texts[0]) is not _UNSURE
