@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from .config.settings import Settings
 from .core.models import SPECIALTIES, Host
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    from .forge import Forge
+    from .forge.local import LocalForge
     from .store import Store
 
 LOCAL_HOST_NAME = "local"
@@ -110,7 +112,12 @@ class App:
         from .store import Store
         return Store(self.state_dir)
 
-    def forge(self, kind: str = "github"):
+    @overload
+    def forge(self, kind: Literal["local"]) -> LocalForge: ...
+    @overload
+    def forge(self, kind: str = "github") -> Forge: ...
+
+    def forge(self, kind: str = "github") -> Forge:
         """The issue source for a task: GitHub (the token is read here) or local files."""
         if kind == "local":
             from .forge.local import LocalForge
