@@ -1,6 +1,6 @@
 """The core API the CLI stands on: where config, inventory and state are, loaded lazily.
 
-Resolution order follows SPEC.md "Files and configuration". Nothing is read until a
+Resolution order follows docs/SPEC.md "Files and configuration". Nothing is read until a
 command asks, so `orch inventory list` never opens the state file and `orch hosts`
 never touches GitHub.
 """

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (SPEC.md shape).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (docs/SPEC.md shape).")
 @click.argument("names", nargs=-1)
 @click.pass_context
 def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:

@@ -1,6 +1,6 @@
 """`orch trust HOST...`: explicit trust-on-first-use for host keys.
 
-orch never accepts an unknown host key by itself (SPEC.md "Security"); this command is
+orch never accepts an unknown host key by itself (docs/SPEC.md "Security"); this command is
 the one deliberate step that does, after a person has seen the SHA256 fingerprint. A key
 that differs from the recorded one is refused unless `--replace` says the change is
 expected (reinstalled host): the old entry is then removed, never silently shadowed.

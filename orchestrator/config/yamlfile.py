@@ -785,7 +785,7 @@ def pop_leading_comments(mapping: CommentedMap, key: str) -> str:
 
 
 def flow_list(items: Iterable[Any]) -> CommentedSeq:
-    """A list written inline, `[a, b]`, as the SPEC's examples write specialties."""
+    """A list written inline, `[a, b]`, as docs/SPEC.md's examples write specialties."""
     _ruamel()
     seq = CommentedSeq(list(items))
     seq.fa.set_flow_style()

@@ -1,6 +1,6 @@
 """Issue -> specialty, with a reason a person can read (pure).
 
-Precedence (SPEC.md, config `specialties`): an explicit override, then the issue's
+Precedence (docs/SPEC.md, config `specialties`): an explicit override, then the issue's
 labels, then keywords in its title and body, else "general". Labels win over keywords
 because a label is a person's decision, while keywords are a guess from untrusted text.
 

@@ -1,6 +1,6 @@
 """The Connection protocol over SSH, with asyncssh.
 
-Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
+Why these choices (see docs/FIELD-NOTES.md, checked against OpenSSH 9.2):
 - `connect_timeout` and keepalives are always set: asyncssh has neither by default, so a
   silent host would hang a whole `orch poll` for two minutes and a cut link forever.
 - Host keys are checked against the configured known_hosts file only, strictly: an
