@@ -29,12 +29,12 @@ test: test-deps install
 	@$(MAKE) --no-print-directory test-fast
 	@$(MAKE) --no-print-directory test-integration
 
-## make test-fast: the pure and in-process tests (no sshd, git remote, GitHub server or orch process)
+## make test-fast: the pure and in-process tests (no sshd, git remote, GitHub server, orch or other Python process)
 test-fast: install
 	@start=$$(date +%s); $(PYTEST) -m "not integration"; rc=$$?; \
 	  echo "fast tier: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
-## make test-integration: the tests against real sshd, git remotes, the GitHub-style server, orch itself
+## make test-integration: the tests against real sshd, git remotes, the GitHub-style server, orch and Python processes
 test-integration: test-deps install
 	@start=$$(date +%s); $(PYTEST) -m integration; rc=$$?; \
 	  echo "integration tier: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc

@@ -1,6 +1,7 @@
 """The split of the suite into a fast tier and an integration tier (tests/tiers.py, applied
 by the root conftest.py): the rule on sources, and the rule as pytest applies it to this
-very suite."""
+very suite. (`-m integration` and `-m "not integration"` split the suite in two by
+construction: every test runs in exactly one tier.)"""
 
 from __future__ import annotations
 
@@ -37,7 +38,13 @@ def labels_only():
 
 def runs_git():
     subprocess.run(["git", "init"])
-    subprocess.run([sys.executable, "-m", "orchestrator.demo.standin_agent"])
+    subprocess.check_output(["sh", "-c", "orch hosts"])
+
+def runs_python():
+    subprocess.Popen([sys.executable, "-c", "print(1)"])
+
+def runs_the_standin():
+    subprocess.run(["/usr/bin/env", "x"]) or subprocess.run(["python3", "-m", "orchestrator.demo.standin_agent"])
 
 def test_direct(tmp_path):
     orch(tmp_path, "tasks")
@@ -69,7 +76,9 @@ def scan() -> ModuleScan:
     ({"test_method"}, True),                         # a test class's method
     ({"test_pure"}, False),                          # "orch" as a label is not a process
     ({"test_cycle_of_helpers"}, False),              # helpers calling each other end
-    ({"runs_git"}, False),                           # git and the stand-in are not orch
+    ({"runs_git"}, False),                           # git, and sh (whatever its text says)
+    ({"runs_python"}, True),                         # another interpreter: not in-process
+    ({"runs_the_standin"}, True),
     ({"test_pure", "indirect"}, True),               # a fixture of the module that runs orch
     ({"tmp_path", "not_in_module"}, False),
 ])
@@ -77,28 +86,26 @@ def test_the_rule_sees_orch_run_as_a_process(scan: ModuleScan, names: set[str], 
     assert scan.runs_orch(names) is expected
 
 
-def _collected(*args: str) -> set[str]:
+def test_the_conftest_marks_the_suite() -> None:
+    """The rule as pytest applies it, on a few files of the real suite (one collection, in
+    a child pytest: the markers are set at collection)."""
+    files = ["tests/test_ssh.py", "tests/test_forge_github.py", "tests/test_poll_crash.py",
+             "tests/test_inventory.py", "tests/test_classify.py", "tests/test_standin.py"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           *args, "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+                           "-m", "integration", *files], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {line for line in proc.stdout.splitlines() if "::" in line}
-
-
-def test_the_suite_splits_into_two_tiers_that_cover_it_all() -> None:
-    everything = _collected()
-    integration = _collected("-m", "integration")
-    fast = _collected("-m", "not integration")
-    assert fast | integration == everything and not fast & integration
+    integration = {line for line in proc.stdout.splitlines() if "::" in line}
     # each way into the integration tier, on a test of the real suite
-    assert "tests/test_ssh.py::test_probe_five_hosts_at_once" in integration          # ssh_fleet
+    assert "tests/test_ssh.py::test_probe_five_hosts_at_once" in integration         # ssh_fleet
     assert any(t.startswith("tests/test_forge_github.py::") for t in integration)   # github_server
     assert any(t.startswith("tests/test_poll_crash.py::") for t in integration)     # make_world
     assert "tests/test_inventory.py::test_orch_console_script_reports_bad_inventory" in integration
-    # and the pure tests stay fast, this one included
-    assert any(t.startswith("tests/test_classify.py::") for t in fast)
+    assert "tests/test_standin.py::test_version_and_flags" in integration           # a child Python
+    # test by test, not file by file: the rest of those files, and the pure tests, stay fast
+    assert "tests/test_inventory.py::test_example_inventory_is_valid_and_applies_defaults" not in integration
+    assert "tests/test_ssh.py::test_silent_port_times_out_within_connect_timeout" not in integration
     assert not any(t.startswith("tests/test_classify.py::") for t in integration)
-    assert any(t.startswith("tests/test_tiers.py::") for t in fast)
 
 
 def test_the_fixtures_that_start_real_parts_exist() -> None:

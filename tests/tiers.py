@@ -1,5 +1,5 @@
 """Which tier a test belongs to: fast (pure and in-process) or integration (real sshd, git
-remotes, the GitHub-style server, or `orch` run as a process).
+remotes, the GitHub-style server, or orch or another Python run as a process).
 
 The root conftest.py calls `is_integration` for every collected test and marks it
 `integration`, so a new test lands in the right tier without anyone remembering a marker:
@@ -7,7 +7,9 @@ The root conftest.py calls `is_integration` for every collected test and marks i
 - it uses (directly or through other fixtures) a fixture that starts a real part:
   INTEGRATION_FIXTURES below;
 - or its body, a helper of its own module it calls, or a fixture of its module it uses,
-  runs orch as a process (`[sys.executable, "-m", "orchestrator", ...]` or `["orch", ...]`);
+  starts orch or another Python as a process (`[sys.executable, "-m", "orchestrator", ...]`,
+  `[sys.executable, "-c", code]`, `["orch", ...]`): a child interpreter costs a start-up
+  and a scheduler slot, which is what makes a suite slow and load-sensitive;
 - or it carries `@pytest.mark.integration` by hand (for anything slow the two rules above
   cannot see).
 
@@ -38,19 +40,31 @@ SPAWNS = frozenset({"run", "Popen", "check_output", "check_call", "call", "creat
                     "execv", "execvp"})
 
 
-def _argv_words(call: ast.Call) -> list[str | None]:
-    """The argv of a process-starting call, as far as it is literal: `run([a, b])` or
-    `create_subprocess_exec(a, b)`; None for each word that is not a string constant."""
+def _argv(call: ast.Call) -> list[ast.expr]:
+    """The argv of a process-starting call: `run([a, b])` or `create_subprocess_exec(a, b)`."""
     args: list[ast.expr] = call.args
     if args and isinstance(args[0], ast.List | ast.Tuple):
-        args = args[0].elts
-    return [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
-            for a in args]
+        return list(args[0].elts)
+    return list(args)
+
+
+def _word(node: ast.expr) -> str | None:
+    """An argv word as far as it is literal: a string constant, or `sys.executable`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Attribute) and node.attr == "executable" and \
+            isinstance(node.value, ast.Name) and node.value.id == "sys":
+        return "sys.executable"
+    return None
+
+
+# argv[0] of a process that is orch or another Python: not an in-process test.
+PROGRAMS = frozenset({"sys.executable", "orch", "orch-standin-agent", "python", "python3"})
 
 
 def _runs_orch(node: ast.AST) -> bool:
-    """Whether `node` starts orch as a process: a spawning call whose argv is `orch ...` or
-    `<python> -m orchestrator ...`."""
+    """Whether `node` starts orch or a Python interpreter as a process: a spawning call
+    whose argv starts with one of PROGRAMS, or holds `-m orchestrator...`."""
     for sub in ast.walk(node):
         if not isinstance(sub, ast.Call):
             continue
@@ -58,10 +72,10 @@ def _runs_orch(node: ast.AST) -> bool:
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
         if name not in SPAWNS:
             continue
-        words = _argv_words(sub)
-        if words and words[0] == "orch":
+        words = [_word(a) for a in _argv(sub)]
+        if words and words[0] in PROGRAMS:
             return True
-        if any(a == "-m" and b == "orchestrator" for a, b in zip(words, words[1:], strict=False)):
+        if any(a == "-m" and (b or "").startswith("orchestrator") for a, b in zip(words, words[1:], strict=False)):
             return True
     return False
 
