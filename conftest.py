@@ -3,8 +3,9 @@ into two tiers.
 
 Each fixture module owns one real part (sshd fleet, GitHub server, git remotes, ...),
 so they can grow independently. The tier rule lives in tests/tiers.py: a test that starts
-a real part or starts orch or another Python as a process is marked `integration`; the rest is the fast tier
-(`make test-fast` = `pytest -m "not integration"`, `make test-integration` = `-m integration`).
+a real part, or orch or another Python as a process, is marked `integration`; the rest is
+the fast tier (`make test-fast` = `pytest -m "not integration"`, `make test-integration` =
+`-m integration`).
 """
 
 from __future__ import annotations
