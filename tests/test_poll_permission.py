@@ -5,7 +5,7 @@ authorised author's issue in the same passes is. Real CLI, sshd hosts, the GitHu
 
 from __future__ import annotations
 
-from tests.test_poll_support import FAST_TESTS, host_jobs, poll, tasks
+from tests.helpers_poll import FAST_TESTS, host_jobs, poll, tasks
 
 
 def test_a_labelled_issue_by_a_read_only_author_is_skipped_and_never_dispatched(make_world):

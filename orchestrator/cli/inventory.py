@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 
+from ..app import DEFAULT_INVENTORY
 from ..errors import UsageError
 from ..transport import TRANSPORTS
-
-DEFAULT_INVENTORY = Path("inventory/hosts.yml")
 
 
 def inventory_file(app: Any) -> Path:

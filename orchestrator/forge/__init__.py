@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from ..errors import UsageError
 from ..registry import lookup
@@ -33,6 +33,7 @@ from .base import (
 if TYPE_CHECKING:
     from ..config.settings import Settings
     from ..core.models import Task
+    from .local import LocalForge
 
 __all__ = ["DEFAULT_FORGE", "FORGES", "Forge", "ForgeKind", "IssueNotFound", "PERMISSIONS",
            "RECENT_COMMENTS", "forge_kind", "head_branch", "kind_for_ref", "make_forge",
@@ -49,9 +50,9 @@ class ForgeKind:
     # Cheap: called for every kind, in table order, before any forge is built.
     claims: Callable[[str, str | None], bool]
     # The reference as (repo, number) that this forge's get_issue finds.
-    resolve: Callable[[Any, str, str | None], tuple[str, int]]
+    resolve: Callable[[Forge, str, str | None], tuple[str, int]]
     # Extra lines `orch show` prints for a task of this forge ({} when none).
-    describe: Callable[[Any, Task], dict[str, str]] | None = None
+    describe: Callable[[Forge, Task], dict[str, str]] | None = None
 
 
 def _github(settings: Settings, state_dir: Path) -> Forge:
@@ -68,17 +69,23 @@ def _local_claims(ref: str, repo: str | None) -> bool:
     return repo is not None or ref.endswith(".md") or Path(ref).is_file()
 
 
-def _local_describe(forge: Any, task: Task) -> dict[str, str]:
-    return dict(forge.describe(task.repo, task.issue, task.branch))
+def _local_resolve(forge: Forge, ref: str, repo: str | None) -> tuple[str, int]:
+    return cast("LocalForge", forge).register(ref, repo)   # a file is imported, then found
+
+
+def _local_describe(forge: Forge, task: Task) -> dict[str, str]:
+    return cast("LocalForge", forge).describe(task.repo, task.issue, task.branch)
+
+
+def _github_resolve(forge: Forge, ref: str, repo: str | None) -> tuple[str, int]:
+    return parse_issue_ref(ref)
 
 
 FORGES: dict[str, ForgeKind] = {k.name: k for k in (
     # Local first: a file (or --repo) is never a GitHub reference.
-    ForgeKind("local", build=_local, claims=_local_claims,
-              resolve=lambda forge, ref, repo: forge.register(ref, repo),
+    ForgeKind("local", build=_local, claims=_local_claims, resolve=_local_resolve,
               describe=_local_describe),
-    ForgeKind("github", build=_github, claims=lambda ref, repo: True,
-              resolve=lambda forge, ref, repo: parse_issue_ref(ref)),
+    ForgeKind("github", build=_github, claims=lambda ref, repo: True, resolve=_github_resolve),
 )}
 
 # Where the repositories of `repos:` (what `orch poll` watches) live.

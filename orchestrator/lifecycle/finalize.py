@@ -22,6 +22,7 @@ from ..errors import OrchError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import remote
+from ..transport.base import Connection
 from . import claims
 from .kinds import kind_of
 from .tell import tell
@@ -56,7 +57,7 @@ def _job_error_kind(status: remote.JobStatus) -> str | None:
     return getattr(status, "error_kind", None) or status.raw.get("error_kind") or None
 
 
-async def fetch_log(app: App, conn, task: Task) -> str:
+async def fetch_log(app: App, conn: Connection, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
     result = await conn.run(f"cat {shell.path(task.workspace or '')}/job.log")
     text = result.stdout if result.ok else ""
@@ -108,7 +109,7 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
         raise
 
 
-async def _finish(app: App, conn, forge: Forge, task: Task, status: remote.JobStatus | None,
+async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: remote.JobStatus | None,
                   verdict: Verdict) -> Task:
     s = app.settings
     log = await fetch_log(app, conn, task)
@@ -153,7 +154,7 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status: remote.JobSt
     return done
 
 
-async def _remove_quietly(conn, task: Task) -> None:
+async def _remove_quietly(conn: Connection, task: Task) -> None:
     try:
         await remote.remove(conn, task.workspace or "")
     except OrchError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,12 +30,14 @@ from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import remote
 from ..store import now_iso, parse_time
+from ..transport.base import Connection
 from .claims import CLAIM_TTL, claim_held, claimant_alive
 from .finalize import Verdict, finalize
 from .launch import Next, again_or_give_up, lose
 from .tell import tell_finished
 
-ForgeFor = Callable[[str], Forge]   # a forge kind (Task.forge) -> the run's forge of that kind
+# The forge a task names, by its kind (Task.forge): the run's forge of that kind.
+ForgeFor = Callable[[str], Forge]
 
 # A task marked running whose job has not written its status yet, reserved by a process
 # we cannot see (another machine): how long to wait before deciding that process died
@@ -109,7 +111,7 @@ async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
     return out
 
 
-async def _guard(out: ReconcileResult, task: Task, work) -> None:
+async def _guard(out: ReconcileResult, task: Task, work: Awaitable[None]) -> None:
     """Run one task's reconcile step; its failure is recorded, not raised."""
     try:
         await work
@@ -165,7 +167,7 @@ async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for: F
         out.finalized.append(done)
 
 
-async def _timeout(app: App, fleet: Fleet, forge_for: ForgeFor, task: Task, conn,
+async def _timeout(app: App, fleet: Fleet, forge_for: ForgeFor, task: Task, conn: Connection,
                    status: remote.JobStatus, limit: float, out: ReconcileResult) -> None:
     """The backstop: the job did not stop itself in time. Kill its process groups, then
     finalize it as failed (comment, labels), like a job that timed out on its own."""

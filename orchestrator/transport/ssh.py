@@ -1,6 +1,6 @@
 """The Connection protocol over SSH, with asyncssh.
 
-Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
+Why these choices (see docs/FIELD-NOTES.md, checked against OpenSSH 9.2):
 - `connect_timeout` and keepalives are always set: asyncssh has neither by default, so a
   silent host would hang a whole `orch poll` for two minutes and a cut link forever.
 - Host keys are checked against the configured known_hosts file only, strictly: an
@@ -50,7 +50,7 @@ def _known_host_name(address: str, port: int | None) -> str:
 _KNOWN_HOSTS: dict[tuple, Any] = {}
 
 
-def _known_hosts(ssh: SSHSettings):
+def _known_hosts(ssh: SSHSettings) -> asyncssh.SSHKnownHosts:
     """The known_hosts file as an asyncssh SSHKnownHosts, parsed once per version of the
     file (asyncssh would re-read it for every connection); an empty one, which trusts
     nothing, when the file is missing."""
@@ -88,7 +88,7 @@ def key_target(host: Host, ssh: SSHSettings) -> tuple[str, int]:
     return name, port
 
 
-async def fetch_host_key(host: Host, ssh: SSHSettings):
+async def fetch_host_key(host: Host, ssh: SSHSettings) -> asyncssh.SSHKey:
     """The host key the server presents (an asyncssh SSHKey), without checking it:
     this is `orch trust`'s first step, shown to a person before anything is recorded."""
     import asyncssh
@@ -131,7 +131,7 @@ def _client_keys(host: Host, ssh: SSHSettings, cfg: dict[str, Any]) -> list[str]
     return keys
 
 
-def _client_class():
+def _client_class() -> type[asyncssh.SSHClient]:
     import asyncssh
 
     class _Client(asyncssh.SSHClient):
@@ -146,7 +146,7 @@ def _client_class():
             self.closed = True
             self.lost = exc
 
-        def validate_host_public_key(self, host: str, addr: str, port: int, key) -> bool:
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
             # Called only for a key that known_hosts does not list: record it, refuse it.
             self.offered = (host, addr, port, key)
             return False
@@ -154,7 +154,7 @@ def _client_class():
     return _Client
 
 
-def _hostkey_error(host: Host, ssh: SSHSettings, client, exc: Exception) -> HostUnreachable:
+def _hostkey_error(host: Host, ssh: SSHSettings, client: Any, exc: Exception) -> HostUnreachable:
     """Tell an unknown key from a changed one by looking the host up in known_hosts."""
     import asyncssh
     kh_file = ssh.known_hosts
@@ -189,7 +189,7 @@ def _hostkey_error(host: Host, ssh: SSHSettings, client, exc: Exception) -> Host
 
 
 def classify_error(host: Host, ssh: SSHSettings, exc: BaseException,
-                   client=None, *, during: str = "connect") -> HostUnreachable:
+                   client: Any = None, *, during: str = "connect") -> HostUnreachable:
     """Any failure to reach a host -> HostUnreachable with one of its REASONS."""
     import asyncssh
     if isinstance(exc, HostUnreachable):
@@ -232,7 +232,7 @@ class SSHConnection:
     """One asyncssh connection to one host; many sessions, at most max_sessions at once."""
 
     def __init__(self, host: Host, ssh: SSHSettings, conn: asyncssh.SSHClientConnection,
-                 client) -> None:
+                 client: Any) -> None:
         self.host = host
         self.ssh = ssh
         self._conn = conn
@@ -272,7 +272,7 @@ class SSHConnection:
         holder: dict[str, Any] = {}
         client_cls = _client_class()
 
-        def factory():
+        def factory() -> asyncssh.SSHClient:
             holder["client"] = client_cls()
             return holder["client"]
 
@@ -291,7 +291,8 @@ class SSHConnection:
                                hint="the host went away or the network cut; a detached job "
                                     "keeps running and is picked up again later")
 
-    async def _process(self, command: str, *, stdin_data: bytes | None, merge: bool):
+    async def _process(self, command: str, *, stdin_data: bytes | None,
+                       merge: bool) -> asyncssh.SSHClientProcess[bytes]:
         import asyncssh
         if self._client.closed:
             raise self._dropped(during="session open")
