@@ -1,0 +1,119 @@
+"""transport/fabric.py against real sshd: as strict as the asyncssh path, and the ssh
+config (aliases, ProxyJump, HostKeyAlias) honoured. Client-side files only: the shared
+fleet's hosts are not touched."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+import pytest
+
+from orchestrator.core.models import Host
+from orchestrator.errors import HostUnreachable
+from orchestrator.transport.fabric import open_remote
+
+
+def _ssh(fleet, tmp_path, *, config: str | None = "fleet", known: str | None = None, keys=None):
+    settings = fleet.settings(connect_timeout=5)
+    ssh = settings.ssh
+    return dataclasses.replace(
+        ssh, config=str(fleet.ssh_config) if config == "fleet" else config,
+        known_hosts=known or ssh.known_hosts,
+        client_keys=ssh.client_keys if keys is None else keys)
+
+
+def _whoami(host: Host, ssh) -> str:
+    with open_remote(host, ssh) as remote:
+        return remote.run("echo ok-$(id -u)").stdout.strip()
+
+
+def test_an_alias_of_the_ssh_config_is_honoured_and_only_that_config(ssh_fleet, tmp_path):
+    alias = Host(name="h1", address="h1")                 # no port, no user: all from the config
+    assert _whoami(alias, _ssh(ssh_fleet, tmp_path, keys=[])) == f"ok-{os.geteuid()}"
+    with pytest.raises(HostUnreachable) as err:            # no ssh config: "h1" is no host name
+        _whoami(alias, _ssh(ssh_fleet, tmp_path, config=None, keys=[]))
+    assert err.value.reason in ("dns", "other")
+
+
+def test_only_the_configured_key_is_offered_never_the_agent(ssh_fleet, tmp_path, monkeypatch):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(ssh_fleet.client_key)], env=env, check=True,
+                       capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        h = ssh_fleet.host("h1")
+        base = Host(name="h1", address=h.address, port=h.port, user=ssh_fleet.user)
+        no_config = _ssh(ssh_fleet, tmp_path, config=None, keys=[])
+        # Nothing configured: the agent may serve (this is what would let a wrong key pass).
+        assert _whoami(base, no_config).startswith("ok-")
+        # An identity configured: exactly it, and it is not authorized: refused.
+        with pytest.raises(HostUnreachable) as err:
+            _whoami(dataclasses.replace(base, identity_file=str(other)), no_config)
+        assert err.value.reason == "auth"
+        with pytest.raises(HostUnreachable) as err:
+            _whoami(dataclasses.replace(base, identity_file=str(tmp_path / "typo")), no_config)
+        assert err.value.reason == "auth" and "does not exist" in err.value.detail
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def _jump_config(fleet, tmp_path, *, extra: str = "") -> str:
+    h1, h2 = fleet.host("h1"), fleet.host("h2")
+    path = tmp_path / "ssh_config"
+    path.write_text(f"""\
+Host jumped
+    HostName {h2.address}
+    Port {h2.port}
+    User {fleet.user}
+    IdentityFile {fleet.client_key}
+    ProxyJump hop
+{extra}
+Host hop
+    HostName {h1.address}
+    Port {h1.port}
+    User {fleet.user}
+    IdentityFile {fleet.client_key}
+""")
+    return str(path)
+
+
+def test_proxyjump_works_and_every_hop_is_checked_strictly(ssh_fleet, tmp_path):
+    config = _jump_config(ssh_fleet, tmp_path)
+    target = Host(name="jumped", address="jumped")
+    assert _whoami(target, _ssh(ssh_fleet, tmp_path, config=config, keys=[])).startswith("ok-")
+    without_hop = ssh_fleet.write_known_hosts(tmp_path / "kh", names=["h2"])
+    before = without_hop.read_bytes()
+    with pytest.raises(HostUnreachable) as err:
+        _whoami(target, _ssh(ssh_fleet, tmp_path, config=config, known=str(without_hop), keys=[]))
+    h1 = ssh_fleet.host("h1")
+    assert err.value.reason == "hostkey-unknown"
+    assert f"[{h1.address}]:{h1.port}" in err.value.detail     # the hop's key is the unknown one
+    assert without_hop.read_bytes() == before                   # and it was not recorded
+
+
+def test_host_key_alias_names_the_known_hosts_entry(ssh_fleet, tmp_path):
+    h3 = ssh_fleet.host("h3")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host box\n    HostName {h3.address}\n    Port {h3.port}\n"
+                      f"    User {ssh_fleet.user}\n    HostKeyAlias box-key\n")
+    known = tmp_path / "kh"
+    known.write_text(f"[box-key]:{h3.port} {h3.host_key_line}\n")
+    box = Host(name="box", address="box")
+    ssh = _ssh(ssh_fleet, tmp_path, config=str(config), known=str(known))
+    assert _whoami(box, ssh).startswith("ok-")
+    known.write_text(f"[box-key]:{h3.port} {ssh_fleet.host('h4').host_key_line}\n")
+    with pytest.raises(HostUnreachable) as err:
+        _whoami(box, ssh)
+    assert err.value.reason == "hostkey-changed" and "orch trust --replace box" in err.value.hint
