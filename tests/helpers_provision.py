@@ -88,7 +88,8 @@ def snapshot(*roots: Path) -> dict[str, tuple]:
 
 def fakebin(directory: Path, log: Path) -> Path:
     """A PATH directory with everything of /usr/bin and /bin except git, and an apt-get
-    that appends "<uid> <args>" to `log` and links the real git in for `install ... git`."""
+    that appends "<uid> <args>" to `log` (and every process's command line, sampled while
+    it runs as root, to `<log>.ps`) and links the real git in for `install ... git`."""
     directory.mkdir(parents=True, exist_ok=True)
     for source in (Path("/usr/bin"), Path("/bin"), Path("/usr/sbin")):
         for entry in source.iterdir():
@@ -101,6 +102,7 @@ def fakebin(directory: Path, log: Path) -> Path:
         apt.unlink()
     apt.write_text(f"""#!/bin/sh
 printf '%s %s\\n' "$(id -u)" "$*" >> {log}
+ps -eo args >> {log}.ps
 case " $* " in
   *" install "*" git "*|*" install "*" git") ln -sf /usr/bin/git {directory}/git ;;
 esac

@@ -37,7 +37,9 @@ def test_an_alias_of_the_ssh_config_is_honoured_and_only_that_config(ssh_fleet, 
     assert err.value.reason in ("dns", "other")
 
 
-def test_only_the_configured_key_is_offered_never_the_agent(ssh_fleet, tmp_path, monkeypatch):
+@pytest.fixture
+def ssh_agent(ssh_fleet, tmp_path, monkeypatch):
+    """An ssh-agent holding the fleet's (authorized) client key, in SSH_AUTH_SOCK."""
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -50,23 +52,38 @@ def test_only_the_configured_key_is_offered_never_the_agent(ssh_fleet, tmp_path,
         subprocess.run(["ssh-add", "-q", str(ssh_fleet.client_key)], env=env, check=True,
                        capture_output=True)
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-        other = tmp_path / "other_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-        h = ssh_fleet.host("h1")
-        base = Host(name="h1", address=h.address, port=h.port, user=ssh_fleet.user)
-        no_config = _ssh(ssh_fleet, tmp_path, config=None, keys=[])
-        # Nothing configured: the agent may serve (this is what would let a wrong key pass).
-        assert _whoami(base, no_config).startswith("ok-")
-        # An identity configured: exactly it, and it is not authorized: refused.
-        with pytest.raises(HostUnreachable) as err:
-            _whoami(dataclasses.replace(base, identity_file=str(other)), no_config)
-        assert err.value.reason == "auth"
-        with pytest.raises(HostUnreachable) as err:
-            _whoami(dataclasses.replace(base, identity_file=str(tmp_path / "typo")), no_config)
-        assert err.value.reason == "auth" and "does not exist" in err.value.detail
+        yield sock
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_only_the_configured_key_is_offered_never_the_agent(ssh_fleet, tmp_path, ssh_agent):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    h = ssh_fleet.host("h1")
+    base = Host(name="h1", address=h.address, port=h.port, user=ssh_fleet.user)
+    no_config = _ssh(ssh_fleet, tmp_path, config=None, keys=[])
+    # Nothing configured: the agent may serve (this is what would let a wrong key pass).
+    assert _whoami(base, no_config).startswith("ok-")
+    # An identity configured: exactly it, and it is not authorized: refused.
+    with pytest.raises(HostUnreachable) as err:
+        _whoami(dataclasses.replace(base, identity_file=str(other)), no_config)
+    assert err.value.reason == "auth"
+    with pytest.raises(HostUnreachable) as err:
+        _whoami(dataclasses.replace(base, identity_file=str(tmp_path / "typo")), no_config)
+    assert err.value.reason == "auth" and "does not exist" in err.value.detail
+
+
+def test_the_agent_is_never_forwarded_even_when_the_ssh_config_asks(ssh_fleet, tmp_path, ssh_agent):
+    h = ssh_fleet.host("h1")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host fwd\n    HostName {h.address}\n    Port {h.port}\n"
+                      f"    User {ssh_fleet.user}\n    ForwardAgent yes\n")
+    ssh = _ssh(ssh_fleet, tmp_path, config=str(config), keys=[])
+    with open_remote(Host(name="fwd", address="fwd"), ssh) as remote:   # logs in with the agent
+        seen = remote.run('echo "sock=${SSH_AUTH_SOCK:-none}"').stdout.strip()
+    assert seen == "sock=none"
 
 
 def _jump_config(fleet, tmp_path, *, extra: str = "") -> str:

@@ -70,6 +70,7 @@ def world(sudo_world, tmp_path):
     wipe(w["user"].home)
     remove_git(w["fake"])
     w["log"].write_text("")
+    Path(str(w["log"]) + ".ps").unlink(missing_ok=True)
     w["fleet"].write_inventory(tmp_path / "hosts.yml", extra={
         "s1": {"agent": "~/.local/bin/claude", "workspace_root": "~/orch-work"}})
     w["fleet"].write_config(tmp_path / "orch.yml", provision={"agent_source": str(w["agent"])})
@@ -156,8 +157,12 @@ def test_missing_git_is_installed_through_sudo_with_the_password_asked_once(worl
     ws = home / "orch-work"
     uid = int(subprocess.run(["id", "-u", user.name], capture_output=True, text=True).stdout)
     assert ws.stat().st_uid == uid and ws.stat().st_mode & 0o777 == 0o700
-    # The password went nowhere but the channel: not in any output, state or host file.
+    # The password went nowhere but the channel: not in any process's command line on the
+    # host while sudo ran the install, nor in any output, state or host file.
     secret = user.password.encode()
+    argv_seen = Path(str(world["log"]) + ".ps").read_bytes()
+    assert b"apt-get install -y -q git" in argv_seen and b"sudo -S -p" in argv_seen
+    assert secret not in argv_seen
     assert secret not in (result["stdout"] + result["stderr"]).encode()
     for root in (tmp / "state", home):
         for path in root.rglob("*"):

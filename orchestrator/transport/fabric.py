@@ -18,7 +18,8 @@ Held to asyncssh's strictness (transport/ssh.py), because fabric's defaults are 
   The inventory's user/port/identity_file win over it.
 - When any identity is configured (the host's identity_file, ssh.client_keys, the ssh
   config's IdentityFile), exactly those keys are offered: no agent, no ~/.ssh guessing.
-- No fabric/invoke config file or FABRIC_* variable is read (a `lazy` Config), local
+- The ssh-agent is never forwarded (not even with `ForwardAgent yes` in the ssh config),
+  no fabric/invoke config file or FABRIC_* variable is read (a `lazy` Config), local
   stdin is never forwarded, and no PTY is asked for.
 """
 
@@ -29,8 +30,15 @@ import logging
 import math
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+# Only `orch provision` imports this module (through fleet/provision*.py): fabric and
+# paramiko never slow down `orch --help` or the other commands.
+import fabric  # type: ignore[import-untyped]
+import invoke
+import paramiko  # type: ignore[import-untyped]
 
 from ..config.settings import SSHSettings
 from ..core import shell
@@ -39,10 +47,8 @@ from ..errors import HostUnreachable
 from . import failures
 from .base import CommandResult
 
-if TYPE_CHECKING:  # pragma: no cover
-    import fabric
-    import paramiko
-
+# fabric and paramiko ship no type information: their objects are `Any` here. A fabric
+# Connection is called `fab`, never `conn` (that name is orch's Connection protocol).
 TIMED_OUT = 124          # the exit status reported for a command that ran out of time, as timeout(1)
 
 
@@ -64,53 +70,49 @@ def _sh(command: str) -> str:
     return "sh -c " + shell.quote("LC_ALL=C; export LC_ALL\n" + command)
 
 
-def _ssh_config(ssh: SSHSettings) -> paramiko.SSHConfig:
-    import paramiko
+def _ssh_config(ssh: SSHSettings) -> Any:
     path = _expand(ssh.config) if ssh.config else ""
     return paramiko.SSHConfig.from_path(path) if path and os.path.isfile(path) else paramiko.SSHConfig()
 
 
-def _recording_reject():
-    import paramiko
+class _RecordingReject:
+    """paramiko's RejectPolicy, remembering the key it refused (for the message)."""
 
-    class RecordingReject(paramiko.RejectPolicy):
-        """RejectPolicy that remembers the key it refused, for the message."""
+    def __init__(self) -> None:
+        self.offered: tuple[str, Any] | None = None
 
-        offered: tuple[str, Any] | None = None
-
-        def missing_host_key(self, client, hostname, key) -> None:
-            self.offered = (hostname, key)
-            super().missing_host_key(client, hostname, key)
-
-    return RecordingReject()
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        self.offered = (hostname, key)
+        paramiko.RejectPolicy().missing_host_key(client, hostname, key)   # raises
 
 
-def _chain(conn: fabric.Connection) -> list[fabric.Connection]:
+def _chain(fab: Any) -> list[Any]:
     """The connection and every ProxyJump hop fabric built for it."""
-    import fabric
-    out = [conn]
-    gateway = conn.gateway
+    out = [fab]
+    gateway = fab.gateway
     while isinstance(gateway, fabric.Connection):
         out.append(gateway)
         gateway = gateway.gateway
     return out
 
 
-def _harden(conn: fabric.Connection, host: Host, ssh: SSHSettings, explicit: list[str]):
-    """RejectPolicy, orch's known_hosts, exactly the configured keys. Returns the policy."""
-    policy = _recording_reject()
-    conn.client.set_missing_host_key_policy(policy)
+def _harden(fab: Any, host: Host, ssh: SSHSettings, explicit: list[str]) -> _RecordingReject:
+    """RejectPolicy, orch's known_hosts, exactly the configured keys, no agent forwarding.
+    Returns the policy."""
+    policy = _RecordingReject()
+    fab.client.set_missing_host_key_policy(policy)
+    fab.forward_agent = False    # whatever the ssh config says: a host never gets our agent
     known = _expand(ssh.known_hosts)
     if os.path.isfile(known):
-        conn.client.load_host_keys(known)
-    alias = conn.ssh_config.get("hostkeyalias")
+        fab.client.load_host_keys(known)
+    alias = fab.ssh_config.get("hostkeyalias")
     if alias:   # paramiko looks keys up by HostName; the ssh config says another name
-        keys = conn.client.get_host_keys()
-        entry = keys.lookup(failures.known_host_name(alias, conn.port))
+        keys = fab.client.get_host_keys()
+        entry = keys.lookup(failures.known_host_name(alias, fab.port))
         for keytype, key in (entry or {}).items():
-            keys.add(failures.known_host_name(conn.host, conn.port), keytype, key)
+            keys.add(failures.known_host_name(fab.host, fab.port), keytype, key)
     files: list[str] = []
-    for k in conn.connect_kwargs.get("key_filename") or []:
+    for k in fab.connect_kwargs.get("key_filename") or []:
         p = _expand(str(k))
         if p in files:
             continue
@@ -119,19 +121,18 @@ def _harden(conn: fabric.Connection, host: Host, ssh: SSHSettings, explicit: lis
         elif k in explicit:
             raise HostUnreachable(host.name, "auth", f"identity file {k} does not exist",
                                   hint="fix identity_file in the inventory or ssh.client_keys")
-    kwargs = {k: v for k, v in conn.connect_kwargs.items() if k != "key_filename"}
+    kwargs = {k: v for k, v in fab.connect_kwargs.items() if k != "key_filename"}
     if files:
         kwargs.update(key_filename=files, allow_agent=False, look_for_keys=False)
-    conn.connect_kwargs = kwargs
+    fab.connect_kwargs = kwargs
     return policy
 
 
-def _unreachable(host: Host, ssh: SSHSettings, conn: fabric.Connection, exc: BaseException,
-                 policies: list) -> HostUnreachable:
+def _unreachable(host: Host, ssh: SSHSettings, fab: Any, exc: BaseException,
+                 policies: list[_RecordingReject]) -> HostUnreachable:
     """A failed connect -> HostUnreachable with one of its REASONS, as asyncssh's path says it."""
-    import paramiko
-    where = failures.known_host_name(conn.host, conn.port)
-    for hop, policy in zip(_chain(conn), policies, strict=True):
+    where = failures.known_host_name(fab.host, fab.port)
+    for hop, policy in zip(_chain(fab), policies, strict=True):
         if policy.offered is not None:
             _name, key = policy.offered
             name = hop.ssh_config.get("hostkeyalias") or hop.host
@@ -148,7 +149,7 @@ def _unreachable(host: Host, ssh: SSHSettings, conn: fabric.Connection, exc: Bas
         exc = ConnectionRefusedError() if refused else (inner[0] if inner else exc)
     if isinstance(exc, (EOFError, paramiko.SSHException, ConnectionResetError)):
         return failures.dropped(host.name, where, "connect", exc)
-    return failures.network_failure(host.name, exc, where=where, address=conn.host,
+    return failures.network_failure(host.name, exc, where=where, address=fab.host,
                            connect_timeout=ssh.connect_timeout)
 
 
@@ -159,10 +160,10 @@ class FabricRemote:
     HostUnreachable("disconnected").
     """
 
-    def __init__(self, host: Host, conn: fabric.Connection, sudo_password: str | None,
+    def __init__(self, host: Host, fab: Any, sudo_password: str | None,
                  sudo_prompt: str) -> None:
         self.host = host
-        self._conn = conn
+        self._fab = fab
         self._password = sudo_password
         self._prompt = sudo_prompt
         self._uid: str | None = None
@@ -173,9 +174,8 @@ class FabricRemote:
                                f"connection to {self.host.address} dropped: {exc or 'EOF'}",
                                hint="the host went away or the network cut; run provision again")
 
-    def _invoke(self, method, command: str, timeout: float, **kwargs: Any) -> CommandResult:
-        import invoke
-        import paramiko
+    def _invoke(self, method: Callable[..., Any], command: str, timeout: float,
+                **kwargs: Any) -> CommandResult:
         try:
             result = method(command, hide=True, warn=True, in_stream=False, pty=False,
                             timeout=timeout, **kwargs)
@@ -188,7 +188,7 @@ class FabricRemote:
 
     def run(self, command: str, *, timeout: float = 60) -> CommandResult:
         """Run a POSIX sh snippet as the login user."""
-        return self._invoke(self._conn.run, _sh(command), timeout)
+        return self._invoke(self._fab.run, _sh(command), timeout)
 
     @property
     def is_root(self) -> bool:
@@ -225,7 +225,6 @@ class FabricRemote:
         """Run a snippet as root: directly when the login user is root, else through sudo
         (without a password when sudo needs none, else with the one given, answered on
         the channel). Raises PrivilegeError when root cannot be had."""
-        import invoke
         route = self._route()
         if route == "root":
             return self.run(command, timeout=timeout)
@@ -234,7 +233,7 @@ class FabricRemote:
         if self._password is None:
             raise self._needs_password()
         try:
-            result = self._invoke(self._conn.sudo, _sh(command), timeout,
+            result = self._invoke(self._fab.sudo, _sh(command), timeout,
                                   password=self._password, user="root")
         except invoke.exceptions.AuthFailure:
             raise PrivilegeError(f"sudo on {self.host.name} refused the password",
@@ -245,16 +244,15 @@ class FabricRemote:
 
     def put(self, local: Path, remote: str) -> None:
         """Upload a file to an absolute remote path (SFTP, as the login user)."""
-        import paramiko
         try:
-            self._conn.put(str(local), remote=remote)
+            self._fab.put(str(local), remote=remote)
         except (paramiko.SSHException, EOFError) as exc:
             raise self._dropped(exc) from None
 
     def close(self) -> None:
-        for conn in reversed(_chain(self._conn)):
+        for fab in reversed(_chain(self._fab)):
             try:
-                conn.close()
+                fab.close()
             except Exception:  # noqa: BLE001 - closing a dead link must not fail the run
                 pass
 
@@ -273,7 +271,6 @@ def _quiet_paramiko() -> None:
 
 def open_remote(host: Host, ssh: SSHSettings, *, sudo_password: str | None = None) -> FabricRemote:
     """Connect to `host` as strictly as transport/ssh.py does; raises HostUnreachable."""
-    import fabric
     _quiet_paramiko()
     timeout = max(1, math.ceil(ssh.connect_timeout))
     explicit = ([host.identity_file] if host.identity_file else []) + list(ssh.client_keys)
@@ -287,26 +284,26 @@ def open_remote(host: Host, ssh: SSHSettings, *, sudo_password: str | None = Non
             "connect_kwargs": keys, "timeouts": {"connect": timeout},
             "run": {"hide": True, "warn": True, "in_stream": False, "pty": False},
             "sudo": {"prompt": prompt}})
-        conn = fabric.Connection(host.address, user=host.user or None, port=host.port or None,
-                                 config=config, connect_timeout=timeout)
+        fab = fabric.Connection(host.address, user=host.user or None, port=host.port or None,
+                                config=config, connect_timeout=timeout, forward_agent=False)
     except Exception as exc:  # noqa: BLE001 - a bad ssh config: reported like any failure
         raise HostUnreachable(host.name, "other", f"cannot set up the connection: {exc}",
                               hint=f"check the host's address, user and port, and {ssh.config}") from None
-    policies = [_harden(c, host, ssh, explicit) for c in _chain(conn)]
+    policies = [_harden(c, host, ssh, explicit) for c in _chain(fab)]
     try:
-        conn.open()
+        fab.open()
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        for c in _chain(conn):
+        for c in _chain(fab):
             try:
                 c.close()
             except Exception:  # noqa: BLE001
                 pass
-        raise _unreachable(host, ssh, conn, exc, policies) from None
-    if ssh.keepalive_interval and conn.transport is not None:
-        conn.transport.set_keepalive(max(1, int(ssh.keepalive_interval)))
-    return FabricRemote(host, conn, sudo_password, prompt)
+        raise _unreachable(host, ssh, fab, exc, policies) from None
+    if ssh.keepalive_interval and fab.transport is not None:
+        fab.transport.set_keepalive(max(1, int(ssh.keepalive_interval)))
+    return FabricRemote(host, fab, sudo_password, prompt)
 
 
 __all__ = ["FabricRemote", "PrivilegeError", "TIMED_OUT", "open_remote"]
