@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import threading
 
 import pytest
 
@@ -134,3 +135,35 @@ def test_host_key_alias_names_the_known_hosts_entry(ssh_fleet, tmp_path):
     with pytest.raises(HostUnreachable) as err:
         _whoami(box, ssh)
     assert err.value.reason == "hostkey-changed" and "orch trust --replace box" in err.value.hint
+
+
+def test_a_link_that_drops_mid_command_is_reported_never_silently_reopened(make_ssh_fleet):
+    fleet = make_ssh_fleet(1, prefix="d")
+    host = fleet.inventory()[0]
+    remote = open_remote(host, fleet.settings(connect_timeout=5).ssh)
+    try:
+        assert remote.run("echo up").stdout.strip() == "up"
+        stopper = threading.Timer(0.5, fleet.stop, args=("d1",))
+        stopper.start()
+        with pytest.raises(HostUnreachable) as err:
+            remote.run("sleep 30", timeout=60)
+        stopper.join()
+        assert err.value.reason == "disconnected"
+        fleet.start("d1")                         # back, but this run does not reconnect
+        with pytest.raises(HostUnreachable) as err:
+            remote.run("echo again")
+        assert err.value.reason == "disconnected"
+    finally:
+        remote.close()
+
+
+def test_a_host_that_refuses_is_refused_and_an_unknown_name_is_dns(ssh_fleet, tmp_path):
+    h = ssh_fleet.host("h5")
+    closed = Host(name="gone", address=h.address, port=1, user=ssh_fleet.user)
+    with pytest.raises(HostUnreachable) as err:
+        _whoami(closed, _ssh(ssh_fleet, tmp_path, config=None))
+    assert err.value.reason == "refused" and "sshd is not running" in err.value.hint
+    nowhere = Host(name="nowhere", address="no-such-host.invalid", port=22)
+    with pytest.raises(HostUnreachable) as err:
+        _whoami(nowhere, _ssh(ssh_fleet, tmp_path, config=None))
+    assert err.value.reason == "dns"

@@ -15,6 +15,7 @@ agent, workspace, git-identity): fleet/provision.py lines the two reports up by 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ def _verify_agent(ctx: StepContext, path: str, what: str) -> Outcome:
                       "script needs its interpreter on the PATH of SSH sessions)")
     found = ctx.remote.run(agent_lookup_script(agent))
     resolved = found.stdout.strip()
-    if not found.ok or resolved != path:
+    if not found.ok or posixpath.normpath(resolved) != posixpath.normpath(path):
         where = f"`{agent}` runs {resolved} instead" if found.ok else f"`{agent}` is not found"
         return failed(f"{path} is installed, but {where}",
                       f"set {ctx.host.name}'s `agent:` in the inventory to {path}"

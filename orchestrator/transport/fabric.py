@@ -169,21 +169,27 @@ class FabricRemote:
         self._uid: str | None = None
         self._sudo: str | None = None   # "nopass" | "password" once known
 
-    def _dropped(self, exc: BaseException) -> HostUnreachable:
+    def _dropped(self, exc: BaseException | None) -> HostUnreachable:
         return HostUnreachable(self.host.name, "disconnected",
-                               f"connection to {self.host.address} dropped: {exc or 'EOF'}",
+                               f"connection to {self.host.address} dropped: {exc or 'the link closed'}",
                                hint="the host went away or the network cut; run provision again")
 
     def _invoke(self, method: Callable[..., Any], command: str, timeout: float,
                 **kwargs: Any) -> CommandResult:
+        # fabric reopens a dropped connection by itself on the next command; provision
+        # says the host went away instead (a half-provisioned host is reported, not hidden).
+        if not self._fab.is_connected:
+            raise self._dropped(None)
         try:
             result = method(command, hide=True, warn=True, in_stream=False, pty=False,
                             timeout=timeout, **kwargs)
         except invoke.exceptions.CommandTimedOut as exc:
             out = exc.result.stdout if exc.result is not None else ""
             return CommandResult(TIMED_OUT, out, f"timed out after {timeout:g}s")
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except (paramiko.SSHException, EOFError, OSError, invoke.exceptions.ThreadException) as exc:
             raise self._dropped(exc) from None
+        if result.exited == -1 or not self._fab.is_connected:   # no exit status: the link went
+            raise self._dropped(None)
         return CommandResult(result.exited, result.stdout, result.stderr)
 
     def run(self, command: str, *, timeout: float = 60) -> CommandResult:
@@ -243,7 +249,10 @@ class FabricRemote:
                              result.stderr.replace(self._prompt, ""))
 
     def put(self, local: Path, remote: str) -> None:
-        """Upload a file to an absolute remote path (SFTP, as the login user)."""
+        """Upload a file to an absolute remote path (SFTP, as the login user). OSError for
+        a refused write (the caller reports it), HostUnreachable for a dropped link."""
+        if not self._fab.is_connected:
+            raise self._dropped(None)
         try:
             self._fab.put(str(local), remote=remote)
         except (paramiko.SSHException, EOFError) as exc:
