@@ -223,3 +223,21 @@ def test_host_text_is_printed_as_data_not_markup(monkeypatch):
     out = buf.getvalue()
     assert "[bold red]boom[/] $(x)" in out and "[link]fix[/]" in out
     assert "0 of 1 hosts ok" in out and "failed: h1 (agent)" in out
+
+
+# --------------------------------------------------------------------------- no SSH hosts
+
+def _orch(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return subprocess.run([sys.executable, "-m", "orchestrator", "--state-dir", str(tmp / "state"),
+                           *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_embedded_local_host_is_not_provisioned(tmp_path):
+    proc = _orch(tmp_path, "provision", "--json")       # no inventory: only `local`
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+    proc = _orch(tmp_path, "provision")
+    assert proc.returncode == 0 and "no hosts to provision" in proc.stdout
+    proc = _orch(tmp_path, "provision", "local")
+    assert proc.returncode == 2 and "connection: local" in proc.stderr and "hint:" in proc.stderr
