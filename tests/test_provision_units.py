@@ -17,13 +17,8 @@ from orchestrator.core.agentsource import install_target, parse_agent_source
 from orchestrator.errors import ConfigError
 from orchestrator.fleet.bootstrap import CheckResult, HostReport
 from orchestrator.fleet.provision import HostProvision, StepReport, merge_bootstrap
-from orchestrator.fleet.provision_steps import (
-    PACKAGE_MANAGERS,
-    agent_lookup_script,
-    executable_mode,
-    installed_version,
-    package_manager,
-)
+from orchestrator.fleet.provision.agent import agent_lookup_script, executable_mode, installed_version
+from orchestrator.fleet.provision.steps import PACKAGE_MANAGERS, package_manager
 
 # --------------------------------------------------------------------------- agent source
 

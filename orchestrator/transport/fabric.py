@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Only `orch provision` imports this module (through fleet/provision*.py): fabric and
+# Only `orch provision` imports this module (through fleet/provision/): fabric and
 # paramiko never slow down `orch --help` or the other commands.
 import fabric  # type: ignore[import-untyped]
 import invoke

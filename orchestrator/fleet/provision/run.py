@@ -1,11 +1,11 @@
-"""`orch provision`: apply what bootstrap checks, on hosts in parallel, idempotently.
+"""The run of `orch provision`: plan, steps on every host at once, then bootstrap.
 
 Three phases, so that bad input changes nothing and a run always ends with a verdict:
 
 1. `make_plan` (no connection yet): the hosts, the agent source and where it goes on
    each host, the bootstrap playbook rendered for each host. Any mistake is a
    UsageError/ConfigError (exit 2) before a host is touched.
-2. `provision` runs provision_steps.STEPS on every host at once, one fabric connection
+2. `provision` runs steps.STEPS on every host at once, one fabric connection
    and one thread per host (fabric is synchronous); a host's steps run in order, and a
    step whose prerequisite failed is skipped. A host that fails never stops the others.
 3. Then bootstrap runs on the hosts provision reached (asyncssh, as always) and its
@@ -30,16 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.agentsource import AgentSource, InstallTarget, install_target, parse_agent_source
-from ..core.models import Host
-from ..errors import HostUnreachable, UsageError
-from .facts import agent_of
-from .provision_steps import STEPS, StepContext
+from ...core.agentsource import AgentSource, InstallTarget, install_target, parse_agent_source
+from ...core.models import Host
+from ...errors import HostUnreachable, UsageError
+from ..facts import agent_of
+from .step import StepContext
+from .steps import STEPS
 
 if TYPE_CHECKING:
-    from ..app import App
-    from ..config.settings import Settings
-    from .bootstrap import HostReport
+    from ...app import App
+    from ...config.settings import Settings
+    from ..bootstrap import HostReport
 
 MAX_THREADS = 16
 STATUSES = ("ok", "changed", "failed", "skipped")
@@ -130,7 +131,7 @@ def _sha256(path: Path) -> str:
 
 
 def _source(settings: Settings) -> tuple[AgentSource | None, Path | None, str | None]:
-    from ..config.load import locate
+    from ...config.load import locate
     text = settings.provision.agent_source
     if not text:
         return None, None, None
@@ -152,7 +153,7 @@ def _source(settings: Settings) -> tuple[AgentSource | None, Path | None, str | 
 
 
 def _target(app: App, host: Host, source: AgentSource) -> InstallTarget:
-    from ..config.load import locate
+    from ...config.load import locate
     try:
         return install_target(agent_of(host, app.settings), source)
     except ValueError as exc:
@@ -167,7 +168,7 @@ def _target(app: App, host: Host, source: AgentSource) -> InstallTarget:
 
 def _check_bootstrap(app: App, hosts: Iterable[Host]) -> None:
     """Render bootstrap's script for every host now: its mistakes are bad input too."""
-    from .bootstrap import load_playbook, playbook_path, render_script, repo_targets
+    from ..bootstrap import load_playbook, playbook_path, render_script, repo_targets
     settings = app.settings
     playbook = load_playbook(playbook_path(settings))
     repos = repo_targets(settings)
@@ -190,7 +191,7 @@ def make_plan(app: App, names: Iterable[str] = (), *, check: bool = False) -> Pl
 def provision_host(host: Host, settings: Settings, plan: Plan, *,
                    sudo_password: str | None = None, password_available: bool = False) -> HostProvision:
     """The steps on one host, in order. Never raises for a host problem: it is reported."""
-    from ..transport.fabric import open_remote
+    from ...transport.fabric import open_remote
     report = HostProvision(host.name, check=plan.check)
     started = time.monotonic()
     try:
@@ -271,7 +272,7 @@ def provision(app: App, plan: Plan, *, sudo_password: str | None = None,
     reached = [r for r in reports if r.reached]
     if plan.check or not reached:
         return reports
-    from .bootstrap import run_bootstrap
+    from ..bootstrap import run_bootstrap
     started = time.monotonic()
     boots = asyncio.run(run_bootstrap(app, [r.host for r in reached], record=True))
     spent = time.monotonic() - started
