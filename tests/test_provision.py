@@ -179,7 +179,7 @@ def test_a_failing_step_names_the_fix_and_the_other_hosts_still_finish(world):
     proc = run_orch(world.tmp, "provision", "--json")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
-    for entry in report:                                 # the SPEC shape, exactly these keys first
+    for entry in report:                                 # the fixed shape: these keys first
         assert list(entry)[:4] == ["host", "ok", "changed", "failed"]
         assert isinstance(entry["changed"], list)
         for f in entry["failed"]:

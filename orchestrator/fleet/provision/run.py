@@ -85,7 +85,7 @@ class HostProvision:
         return next((s for s in self.steps if s.step == name), None)
 
     def to_json(self) -> dict[str, Any]:
-        """SPEC's shape `{"host", "ok", "changed", "failed": [{"step", "error", "fix"}]}`,
+        """The fixed shape `{"host", "ok", "changed", "failed": [{"step", "error", "fix"}]}`,
         then every step with its status and detail, and what the run was."""
         return {"host": self.host, "ok": self.ok, "changed": self.changed,
                 "failed": [{"step": s.step, "error": s.detail, "fix": s.fix} for s in self.failed],
