@@ -251,6 +251,36 @@ def test_bad_input_is_exit_2_and_touches_no_host(world):
     assert snapshot(*homes) == before
 
 
+def test_a_corrupted_bootstrap_state_is_bad_input_found_before_any_host_is_touched(world):
+    homes = list(world.homes.values())
+    before = snapshot(*homes)
+    (world.tmp / "state").mkdir(exist_ok=True)
+    (world.tmp / "state" / "bootstrap.json").write_text("{not json")
+    proc = run_orch(world.tmp, "provision")
+    assert proc.returncode == 2 and "corrupted bootstrap state" in proc.stderr
+    assert snapshot(*homes) == before
+
+
+def test_bootstrap_failing_to_run_after_the_steps_is_reported_not_raised(world, monkeypatch):
+    from orchestrator.app import App
+    from orchestrator.errors import WorkError
+    from orchestrator.fleet import bootstrap
+    from orchestrator.fleet.provision import make_plan, provision
+
+    async def refused(*args, **kwargs):      # e.g. the forge, asked for a clone URL, is down
+        raise WorkError("the forge gave no clone URL for octo/app", hint="set repo_urls")
+    monkeypatch.setattr(bootstrap, "run_bootstrap", refused)
+    app = App(config_path=str(world.tmp / "orch.yml"), inventory_path=str(world.tmp / "hosts.yml"),
+              state_dir=str(world.tmp / "state"))
+    reports = provision(app, make_plan(app, ["p1"]))
+    assert [r.host for r in reports] == ["p1"]
+    entry = reports[0].to_json()
+    assert entry["changed"] == ["agent", "workspace", "git-identity"]
+    assert entry["failed"] == [{"step": "bootstrap", "error": "the forge gave no clone URL for octo/app",
+                                "fix": "set repo_urls"}]
+    assert world.installed("p1").is_file()
+
+
 def test_without_an_agent_source_the_agent_is_checked_not_installed(world):
     world.write(provision={})
     report = provision_json(world.tmp, rc=1)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.agentsource import AgentSource, InstallTarget, install_target, parse_agent_source
 from ...core.models import Host
-from ...errors import HostUnreachable, UsageError
+from ...errors import HostUnreachable, OrchError, UsageError
 from ..facts import agent_of
 from .step import StepContext
 from .steps import STEPS
@@ -167,13 +167,14 @@ def _target(app: App, host: Host, source: AgentSource) -> InstallTarget:
 
 
 def _check_bootstrap(app: App, hosts: Iterable[Host]) -> None:
-    """Render bootstrap's script for every host now: its mistakes are bad input too."""
-    from ..bootstrap import load_playbook, playbook_path, render_script, repo_targets
+    """Load bootstrap's playbook and render it for every host now: its mistakes are bad
+    input too. (Which repositories it checks is bootstrap's business, decided when it
+    runs: finding their URLs may need the forge.)"""
+    from ..bootstrap import load_playbook, playbook_path, render_script
     settings = app.settings
     playbook = load_playbook(playbook_path(settings))
-    repos = repo_targets(settings)
     for h in hosts:
-        render_script(playbook, h, settings, repos)
+        render_script(playbook, h, settings, [])
 
 
 def make_plan(app: App, names: Iterable[str] = (), *, check: bool = False) -> Plan:
@@ -183,6 +184,8 @@ def make_plan(app: App, names: Iterable[str] = (), *, check: bool = False) -> Pl
     targets = {h.name: _target(app, h, source) for h in hosts} if source else {}
     if not check:
         _check_bootstrap(app, hosts)
+        from ..bootstrap import load_state
+        load_state(app.state_dir)   # a corrupted bootstrap.json: say so before, not after
     return Plan(tuple(hosts), check, source, local_file, sha, targets)
 
 
@@ -274,7 +277,13 @@ def provision(app: App, plan: Plan, *, sudo_password: str | None = None,
         return reports
     from ..bootstrap import run_bootstrap
     started = time.monotonic()
-    boots = asyncio.run(run_bootstrap(app, [r.host for r in reached], record=True))
+    try:
+        boots = asyncio.run(run_bootstrap(app, [r.host for r in reached], record=True))
+    except OrchError as exc:   # e.g. the forge, asked for a clone URL, is down: the hosts
+        for report in reached:  # were provisioned all the same, and the report says so
+            report.steps.append(StepReport("bootstrap", "failed", exc.message,
+                                           exc.hint or "run `orch bootstrap` and read its error"))
+        return reports
     spent = time.monotonic() - started
     for report, boot in zip(reached, boots, strict=True):
         merge_bootstrap(report, boot)
