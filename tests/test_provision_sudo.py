@@ -31,6 +31,7 @@ from tests.fixtures_ssh import SSHFleet
 from tests.helpers_provision import SudoUser, agent_file, fakebin, remove_git, snapshot, wipe
 
 pytestmark = [
+    pytest.mark.integration,   # its own sshd (SSHFleet with another user), which tests/tiers.py cannot see
     pytest.mark.skipif(os.geteuid() != 0, reason="creates a user and a sudoers rule: needs root"),
     pytest.mark.skipif(shutil.which("sudo") is None or shutil.which("useradd") is None,
                        reason="needs sudo and useradd (scripts/test-deps.sh installs sudo)"),
