@@ -29,6 +29,7 @@ class TransportKind:
     target: str                # "module:Class" of its Connection, imported on first use
     needs_address: bool        # the inventory must say where the host is (`address:`)
     host_keys: bool            # the host proves itself with a key known_hosts records
+    provisioned: bool          # `orch provision` sets such hosts up (over SSH, with fabric)
     where: str | None = None   # how listings show where such a host is; None: its address
 
     async def open(self, host: Host, ssh: SSHSettings) -> Connection:
@@ -39,10 +40,10 @@ class TransportKind:
 
 TRANSPORTS: dict[str, TransportKind] = {k.name: k for k in (
     TransportKind("ssh", "orchestrator.transport.ssh:SSHConnection",
-                  needs_address=True, host_keys=True),
+                  needs_address=True, host_keys=True, provisioned=True),
     # This machine, without SSH: the embedded default, and `connection: local` hosts.
     TransportKind("local", "orchestrator.transport.local:LocalConnection",
-                  needs_address=False, host_keys=False, where="local"),
+                  needs_address=False, host_keys=False, provisioned=False, where="local"),
 )}
 
 
