@@ -139,8 +139,7 @@ JOB_ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "no_result",
                    "job_error")
 ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its host
                     "lost",               # the host vanished or the job died without a result
-                    "not_dispatchable",   # a queued task's issue was closed, gone, or its author lost permission
-                    "pr_failed")          # the forge refused the pull request
+                    "not_dispatchable")   # a queued task's issue was closed, gone, or its author lost permission
 ERROR_KINDS = JOB_ERROR_KINDS + ORCH_ERROR_KINDS + ("other",)
 
 # Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends).
