@@ -14,51 +14,56 @@ What is derived:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 # The messages of the previous job.sh (playbooks/dispatch.yml `fail` lines) and of orch
 # itself, most specific first: the first match gives the kind.
-_MESSAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rx, re.IGNORECASE)) for kind, rx in (
-        ("start_failed", r"^could not start the job\b"),
-        ("not_dispatchable", r"^no longer dispatchable\b"),
-        ("lost", r"^lost\b"),
-        ("cancelled", r"^cancelled\b|^stopped by SIG"),
-        ("timeout", r"^timeout\b"),
-        ("max_turns", r"^max turns\b"),
-        ("budget", r"^cost limit\b"),
-        ("no_result", r"^the agent ended without a result\b"),
-        ("agent_missing", r"^the agent command is not found\b"),
-        ("agent_error", r"^the agent (reported an error|exited with status)\b"),
-        ("root_refused", r"^refusing to run the agent as root\b"),
-        ("git_missing", r"^git is not installed\b"),
-        ("clone_failed", r"^git clone failed\b"),
-        ("branch_failed", r"^invalid branch name\b|^the repository has no default branch\b"
-                          r"|^cannot create \S+ from origin/"),
-        ("tests_failed", r"^tests still failing\b"),
-        ("tests_error", r"^the test command could not run\b"),
-        ("no_changes", r"^the agent made no changes\b"),
-        ("commit_failed", r"^git (reset|add|commit) failed\b"),
-        ("push_failed", r"^push refused\b"),
-        ("job_error", r"^job\.sh exited unexpectedly\b|^no checkout at\b"
-                      r"|^the prompt file is missing\b|^cannot enter the workspace\b"),
-        ("step_failed", r"^step \S+ failed\b"),
-    ))
+_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("start_failed", r"^could not start the job\b"),
+    ("not_dispatchable", r"^no longer dispatchable\b"),
+    ("lost", r"^lost\b"),
+    ("cancelled", r"^cancelled\b|^stopped by SIG"),
+    ("timeout", r"^timeout\b"),
+    ("max_turns", r"^max turns\b"),
+    ("budget", r"^cost limit\b"),
+    ("no_result", r"^the agent ended without a result\b"),
+    ("agent_missing", r"^the agent command is not found\b"),
+    ("agent_error", r"^the agent (reported an error|exited with status)\b"),
+    ("root_refused", r"^refusing to run the agent as root\b"),
+    ("git_missing", r"^git is not installed\b"),
+    ("clone_failed", r"^git clone failed\b"),
+    ("branch_failed", r"^invalid branch name\b|^the repository has no default branch\b"
+                      r"|^cannot create \S+ from origin/"),
+    ("tests_failed", r"^tests still failing\b"),
+    ("tests_error", r"^the test command could not run\b"),
+    ("no_changes", r"^the agent made no changes\b"),
+    ("commit_failed", r"^git (reset|add|commit) failed\b"),
+    ("push_failed", r"^push refused\b"),
+    ("job_error", r"^job\.sh exited unexpectedly\b|^no checkout at\b"
+                  r"|^the prompt file is missing\b|^cannot enter the workspace\b"),
+    ("step_failed", r"^step \S+ failed\b"),
+)
 
 # Older free text (the keyword rules metrics used before kinds existed), tried last.
-_KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rx, re.IGNORECASE)) for kind, rx in (
-        ("lost", r"\blost\b|\bhost\b.*\b(vanished|unreachable|gone|died|rebooted)\b"),
-        ("timeout", r"\btime(d)?[ _-]?out\b"),
-        ("max_turns", r"max[ _-]?turns|maximum (number of )?turns|turn limit"),
-        ("budget", r"\bcost\b|max[ _-]?cost|budget|\busd\b"),
-        ("tests_failed", r"\btests?\b.*\bfail|\bfail\w*\b.*\btests?\b|^tests_failed\b"),
-        ("push_failed", r"\bpush\b"),
-        ("agent_error", r"\bagent\b|\bclaude\b|is_error|error_during_execution"),
-    ))
+_KEYWORDS: tuple[tuple[str, str], ...] = (
+    ("lost", r"\blost\b|\bhost\b.*\b(vanished|unreachable|gone|died|rebooted)\b"),
+    ("timeout", r"\btime(d)?[ _-]?out\b"),
+    ("max_turns", r"max[ _-]?turns|maximum (number of )?turns|turn limit"),
+    ("budget", r"\bcost\b|max[ _-]?cost|budget|\busd\b"),
+    ("tests_failed", r"\btests?\b.*\bfail|\bfail\w*\b.*\btests?\b|^tests_failed\b"),
+    ("push_failed", r"\bpush\b"),
+    ("agent_error", r"\bagent\b|\bclaude\b|is_error|error_during_execution"),
+)
 
 _BY_STATUS = {"cancelled": "cancelled", "lost": "lost"}
+
+
+@functools.cache
+def _patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    # Compiled on first use: every orch command imports this module, few need it.
+    return tuple((kind, re.compile(rx, re.IGNORECASE)) for kind, rx in _MESSAGES + _KEYWORDS)
 
 
 def error_kind_from_message(message: str | None) -> str:
@@ -66,10 +71,7 @@ def error_kind_from_message(message: str | None) -> str:
     text = (message or "").strip()
     if not text:
         return "other"
-    for kind, rx in _MESSAGES:
-        if rx.search(text):
-            return kind
-    for kind, rx in _KEYWORDS:
+    for kind, rx in _patterns():
         if rx.search(text):
             return kind
     return "other"
