@@ -16,6 +16,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -305,18 +306,26 @@ def test_parse_output_verdicts_noise_and_missing_parts():
     assert error == "the bootstrap script did not run"
 
 
-def test_unquoted_value_in_a_playbook_is_refused(tmp_path):
+def test_every_value_is_quoted_even_without_a_filter(tmp_path):
+    """One policy for both playbooks (job/engine.py): a bare `{{ value }}` is quoted, so a
+    playbook author who forgets `| q` still cannot hand sh an inventory value as code."""
     pb = tmp_path / "bootstrap.yml"
-    pb.write_text("- name: bad\n  run: ls {{ workspace_root }}\n  fix: x\n")
-    playbook = bs.load_playbook(pb)
-    host = Host(name="h", address="h", workspace_root="~/w")
-    with pytest.raises(UsageError, match="unquoted"):
-        bs.render_script(playbook, host, Settings(), [])
-    pb.write_text("- name: ok\n  run: ls {{ workspace_root | path }} {{ host | q }} "
-                  "{{ 5 * 2 }}\n  fix: for {{ host }}\n")
+    host = Host(name="h;touch /tmp/x", address="h", workspace_root="~/w $(id)")
+    pb.write_text("- name: ok\n  run: ls {{ workspace_root }} {{ workspace_root | path }} "
+                  "{{ host | q }} {{ 5 * 2 }} {{ 'echo; true' | raw }}\n  fix: for {{ host }}\n")
     script, fixes = bs.render_script(bs.load_playbook(pb), host, Settings(), [])
-    assert "ls \"$HOME\"/w h 10" in script.replace("'\"'\"'", "'")
-    assert fixes == {"ok": "for h"}
+    snippet = next(w for w in shlex.split(script) if w.startswith(bs._HELPERS[:20]))
+    line = next(l for l in snippet.splitlines() if l.startswith("ls "))
+    assert line == "ls '~/w $(id)' \"$HOME\"/'w $(id)' 'h;touch /tmp/x' 10 echo; true"
+    assert fixes == {"ok": "for h;touch /tmp/x"}
+
+
+def test_render_errors_name_the_file_and_line(tmp_path):
+    pb = tmp_path / "bootstrap.yml"
+    pb.write_text("checks:\n  - name: a\n    run: |\n      true\n  - name: b\n    run: |\n"
+                  "      echo {{ no_such_value }}\n")
+    with pytest.raises(ConfigError, match=r"bootstrap.yml:7: check b: .*no_such_value"):
+        bs.render_script(bs.load_playbook(pb), Host(name="h", address="h"), Settings(), [])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -324,7 +333,7 @@ def test_unquoted_value_in_a_playbook_is_refused(tmp_path):
     ("- {name: 'two words', run: 'true'}", "short token"),
     ("- {name: a, run: 'true'}\n- {name: a, run: 'true'}", "duplicate"),
     ("- {name: a}", "expected a sh snippet"),
-    ("checks: [\n", "not valid YAML"),
+    ("checks: [\n", "invalid YAML"),
     ("just text", "expected a list of checks"),
 ])
 def test_playbook_mistakes_name_the_file(tmp_path, text, message):

@@ -205,7 +205,7 @@ def test_template_errors_name_file_and_line(tmp_path):
     ("steps:\n  - {name: a, run: x}\n  - {name: a, run: y}\n", "unique"),
     ("steps:\n  - {name: 'a b', run: x}\n", "unique simple word"),
     ("steps:\n  - {name: a, run: x, when: y}\n", "unknown key"),
-    ("steps: [\n", "not valid YAML"),
+    ("steps: [\n", "invalid YAML"),
     ("prelude: [1]\nsteps: []\n", "must be text"),
 ])
 def test_bad_playbooks(tmp_path, text, message):
@@ -214,5 +214,5 @@ def test_bad_playbooks(tmp_path, text, message):
 
 
 def test_missing_playbook(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="file not found"):
         render_job(spec(), tmp_path / "nope.yml")

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,10 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..atomic import replace_file
 from ..config.settings import Settings
 from ..core import shell
 from ..core.models import Host
 from ..errors import ConfigError, HostUnreachable, UsageError
+from ..job import engine
 
 if TYPE_CHECKING:
     from ..app import App
@@ -122,6 +122,8 @@ class Check:
     name: str
     run: str
     fix: str
+    run_line: int | None = None      # where each text starts in the playbook, for errors
+    fix_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,16 +134,9 @@ class Playbook:
 
 
 def playbook_path(settings: Settings) -> Path:
-    """bootstrap.yml from orchestrator.config.resources when that module exists (it knows the
-    installed share/ dir), else settings.playbooks_dir, else the source tree's playbooks/."""
-    try:
-        from ..config.resources import playbooks_dir  # type: ignore[import-not-found]
-    except ImportError:
-        base = (Path(settings.playbooks_dir).expanduser() if settings.playbooks_dir
-                else Path(__file__).resolve().parents[2] / "playbooks")
-    else:
-        base = Path(playbooks_dir(settings))
-    return base / PLAYBOOK
+    """bootstrap.yml in the playbooks directory in force (config/resources.py says which)."""
+    from ..config.resources import playbooks_dir
+    return playbooks_dir(settings) / PLAYBOOK
 
 
 def load_playbook(path: Path) -> Playbook:
@@ -149,72 +144,53 @@ def load_playbook(path: Path) -> Playbook:
 
     Accepts a mapping {vars, checks} or a bare list of checks.
     """
-    import yaml
     if not path.is_file():
         raise UsageError(f"{path}: bootstrap playbook not found",
                          hint="check playbooks_dir in orch.yml, or reinstall orch")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(str(path), f"not valid YAML: {exc.problem}", line=line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
-    if isinstance(data, list):
-        data = {"checks": data}
-    if not isinstance(data, dict) or not isinstance(data.get("checks"), list):
-        raise ConfigError(str(path), "expected a list of checks (or a mapping with `checks:`)")
-    pvars = data.get("vars") or {}
+    where = str(path)
+    data = engine.load_document(path)
+    checks_node = data if isinstance(data, list) else \
+        data.get("checks") if isinstance(data, dict) else None
+    if not isinstance(checks_node, list):
+        raise ConfigError(where, "expected a list of checks (or a mapping with `checks:`)")
+    pvars = (data.get("vars") if isinstance(data, dict) else None) or {}
     if not isinstance(pvars, dict):
-        raise ConfigError(str(path), "expected a mapping", key="vars")
+        raise ConfigError(where, "expected a mapping", key="vars", line=engine.key_line(data, "vars"))
     checks: list[Check] = []
     seen: set[str] = set()
-    for i, item in enumerate(data["checks"]):
-        key = f"checks[{i}]"
+    for i, item in enumerate(checks_node):
+        key, line = f"checks[{i}]", engine.key_line(checks_node, i)
         if not isinstance(item, dict):
-            raise ConfigError(str(path), "expected a mapping {name, run, fix}", key=key)
+            raise ConfigError(where, "expected a mapping {name, run, fix}", key=key, line=line)
         unknown = set(item) - {"name", "run", "fix"}
         if unknown:
-            raise ConfigError(str(path), f"unknown keys {sorted(unknown)}", key=key,
+            raise ConfigError(where, f"unknown keys {sorted(unknown)}", key=key, line=line,
                               hint="a check has name, run and fix")
         name, run, fix = item.get("name"), item.get("run"), item.get("fix", "")
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(str(path), f"name must be a short token (letters, digits, - _ .), "
-                                         f"got {name!r}", key=f"{key}.name")
+            raise ConfigError(where, f"name must be a short token (letters, digits, - _ .), "
+                                     f"got {name!r}", key=f"{key}.name", line=line)
         if name in seen:
-            raise ConfigError(str(path), f"duplicate check name {name!r}", key=f"{key}.name")
+            raise ConfigError(where, f"duplicate check name {name!r}", key=f"{key}.name", line=line)
         if not isinstance(run, str) or not run.strip():
-            raise ConfigError(str(path), "expected a sh snippet", key=f"{name}.run")
+            raise ConfigError(where, "expected a sh snippet", key=f"{name}.run", line=line)
         if not isinstance(fix, str):
-            raise ConfigError(str(path), "expected text", key=f"{name}.fix")
+            raise ConfigError(where, "expected text", key=f"{name}.fix", line=line)
         seen.add(name)
-        checks.append(Check(name, run, fix.strip()))
-    return Playbook(path, tuple(checks), dict(pvars))
+        checks.append(Check(str(name), str(run), str(fix).strip(), engine.body_line(item, "run"),
+                            engine.body_line(item, "fix")))
+    return Playbook(path, tuple(checks), {str(k): _plain(v) for k, v in pvars.items()})
 
 
-class Quoted(str):
-    """Text that a `q` or `path` filter made safe for sh."""
-
-
-def _finalize(value: Any) -> Any:
-    """Refuse any `{{ value }}` that is neither quoted nor a number: an unquoted
-    inventory value in a snippet would be a shell injection waiting to happen."""
-    if isinstance(value, Quoted):
+def _plain(value: Any) -> Any:
+    """A playbook var as a plain bool, int, float or str (not ruamel's scalar types)."""
+    if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    raise UsageError(f"bootstrap playbook: {value!r} reaches sh unquoted",
-                     hint="write {{ value | q }} (or | path for ~/ paths, | int for numbers)")
-
-
-def _environments():
-    import jinja2
-    run_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                 keep_trailing_newline=True, finalize=_finalize)
-    run_env.filters["q"] = lambda v: Quoted(shell.quote(v))
-    run_env.filters["path"] = lambda v: Quoted(shell.path(str(v)))
-    text_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    return run_env, text_env
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -306,26 +282,26 @@ BEGIN = "::bootstrap:: begin"
 END = "::bootstrap:: end"
 
 
+_VALUES_HINT = ("snippets see host, agent, workspace_root, allow_root, repos and the "
+                "playbook's vars")
+
+
 def render_script(playbook: Playbook, host: Host, settings: Settings,
                   repos: list[RepoTarget]) -> tuple[str, dict[str, str]]:
     """The one script for `host` and the rendered fix text of every check."""
-    run_env, text_env = _environments()
-    import jinja2
     values: dict[str, Any] = dict(playbook.vars)
     values.update(host=host.name, agent=agent_of(host, settings),
                   workspace_root=host.workspace_root, allow_root=settings.agent.allow_root,
                   repos=[{"label": r.label, "url": r.url} for r in repos])
     parts = ["{", f"echo '{BEGIN}'"]
     fixes: dict[str, str] = {}
+    where = str(playbook.path)
     for check in playbook.checks:
-        try:
-            body = run_env.from_string(check.run).render(values)
-            fixes[check.name] = " ".join(text_env.from_string(check.fix).render(values).split())
-        except jinja2.TemplateError as exc:
-            line = getattr(exc, "lineno", None)
-            raise ConfigError(str(playbook.path), f"cannot render: {exc}",
-                              key=f"{check.name}.run" + (f" (line {line} of the snippet)"
-                                                         if line else "")) from None
+        body = engine.render(engine.shell_environment(), check.run, values, file=where,
+                             what=f"check {check.name}", line=check.run_line, hint=_VALUES_HINT)
+        fix = engine.render(engine.text_environment(), check.fix, values, file=where,
+                            what=f"check {check.name} (fix)", line=check.fix_line, hint=_VALUES_HINT)
+        fixes[check.name] = " ".join(fix.split())
         snippet = f"{_HELPERS}_orch_name={check.name}\n{body}"
         parts.append(f"echo '::start:: {check.name}'")
         parts.append(f"sh -c {shell.quote(snippet)} 2>&1")
@@ -533,22 +509,6 @@ def _read_state(state_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def record_reports(state_dir: Path, reports: Iterable[HostReport]) -> None:
     """Merge these verdicts into bootstrap.json (atomic replace, under the file lock).
 
@@ -572,7 +532,7 @@ def record_reports(state_dir: Path, reports: Iterable[HostReport]) -> None:
                 "failed": [{"name": c.name, "detail": c.detail} for c in r.failed],
                 "last_attempt_at": r.at, "last_error": None}
         data["version"] = 1
-        _write_atomic(_state_path(state_dir), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        replace_file(_state_path(state_dir), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def load_state(state_dir: Path) -> dict[str, dict[str, Any]]:
