@@ -6,6 +6,7 @@ stand-in agent in the agent's place. Each limit the job enforces is driven to it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shlex
@@ -506,7 +507,60 @@ def test_result_fields_in_sh():
             '"result":"text with \\"quotes\\"","total_cost_usd":1.5e-07,"usage":{"num_turns":9}}')
     script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
                                 commit_message="m"))
-    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_num num_turns \"$l\"; "
-                            "json_num total_cost_usd \"$l\"; json_str subtype \"$l\"")
+    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_field num_turns \"$l\"; "
+                            "json_field total_cost_usd \"$l\"; json_field subtype \"$l\"")
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
     assert out[:3] == ["41", "1.5e-07", "error_max_turns"]   # top level, not usage's
+
+
+# --------------------------------------------------------------------------- how the agent is called
+
+
+@pytest.mark.parametrize("style", ["spaced", "reordered"])
+def test_an_agent_printing_spaced_or_reordered_json_works(conn, tmp_path, git_remote, style):
+    """Issue 9 item 5: the result is recognised by its structure. Before, a spaced or
+    reordered stream ended every run with "the agent ended without a result"."""
+    issue = make_issue("orch-standin: write docs/hello.txt hi\norch-standin: fail-first\n"
+                       "orch-standin: cost 0.25\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, agent_command=f"{STANDIN} --json-style {style}")
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    assert '{"type" : "result"' in log if style == "spaced" else '"type":"result"}' in log
+    # two runs (the first and one fix), their turns and costs summed from the results
+    assert (st.tests, st.turns, st.cost_usd) == ("passed", 5, 0.5)
+    assert git_remote.read(spec.branch, "docs/hello.txt") == "hi\n"
+
+
+def test_the_prompt_reaches_the_agent_on_stdin_never_in_argv(conn, tmp_path, git_remote):
+    """Issue 16 item 2: the agent's argv holds flags only, and what it read on stdin is
+    prompt.md byte for byte (fails if the prompt moves into argv with stdin /dev/null)."""
+    phrase = "a-phrase-only-the-prompt-has-" + uuid.uuid4().hex[:8]
+    issue = make_issue(f"{phrase}\n\norch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, model="m1", max_cost_usd=2.0)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    init = init_event(log)
+    prompt = (Path(spec.workspace) / "prompt.md").read_bytes()
+    assert phrase.encode() in prompt
+    assert init["stdin_bytes"] == len(prompt) > 0
+    assert init["stdin_sha256"] == hashlib.sha256(prompt).hexdigest()
+    argv = init["argv"]
+    assert not any(phrase in a or "orch-standin:" in a for a in argv), argv
+    assert argv[:4] == ["-p", "--output-format", "stream-json", "--verbose"]
+    flags = [a for a in argv if a.startswith("-")]
+    values = [a for a in argv if not a.startswith("-")]
+    assert values == ["stream-json", "40", "m1", "bypassPermissions", "2", "user"], argv
+    assert "--strict-mcp-config" in flags
+
+
+def test_a_repository_mcp_server_never_starts(conn, tmp_path, git_remote_factory):
+    """Issue 8 item 9: the agent runs with --strict-mcp-config, so a .mcp.json in the
+    repository (its servers would start without a prompt in -p mode) starts nothing."""
+    marker = tmp_path / f"mcp-started-{uuid.uuid4().hex[:8]}"
+    mcp = {"mcpServers": {"evil": {"command": "sh", "args": ["-c", f"touch {marker}"]}}}
+    rem = git_remote_factory({"README.md": "hi\n", ".mcp.json": json.dumps(mcp)})
+    issue = make_issue("orch-standin: write a.txt x\n")
+    st, log = run_job(conn, make_spec(tmp_path, rem.url, issue), issue)
+    assert st.state == "succeeded", log
+    assert init_event(log)["mcp_servers"] == []
+    assert not marker.exists()

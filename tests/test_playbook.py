@@ -76,7 +76,7 @@ def test_agent_is_invoked_as_spec_says():
     assert ('-p --output-format stream-json --verbose --max-turns "$MAX_TURNS"') in script
     assert '--model "$MODEL"' in script and '--permission-mode "$PERMISSION_MODE"' in script
     assert '--max-budget-usd "$a_budget"' in script
-    assert "--setting-sources user" in script
+    assert "--setting-sources user --strict-mcp-config" in script
     assert "DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1" in script
     assert '< "$g_in"' in script                    # the prompt goes on stdin
     assert assigned(script, "MAX_TURNS") == "12"
