@@ -218,7 +218,7 @@ def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
                 f"orch_step_{i}() {{", body or ":", "}", ""]
         calls.append(f"  run_step {shell.quote(step.name)} orch_step_{i}")
     out += [_RUNNER, "orch_main() {", _MAIN_START.rstrip("\n"), *calls,
-            '  fail "the playbook ended without a report step (finish succeeded)"', "}", "",
+            '  fail "the playbook ended without a report step (finish succeeded)" job_error', "}", "",
             'orch_main "$@"', ""]
     return "\n".join(out)
 
@@ -233,7 +233,7 @@ run_step() {
   STEP=$1
   status_write
   mark step "$1"
-  if [ -d "$REPO/.git" ]; then cd "$REPO"; else cd "$WS"; fi || fail "cannot enter the workspace"
+  if [ -d "$REPO/.git" ]; then cd "$REPO"; else cd "$WS"; fi || fail "cannot enter the workspace" job_error
   "$2"
   r_rc=$?
   [ "$r_rc" -eq 0 ] || fail "step $1 failed (exit $r_rc): $(last_lines 2)"
