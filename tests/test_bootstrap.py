@@ -129,7 +129,7 @@ def test_cli_mixed_fleet_json_exit_code_and_failed_hosts(setup):
     assert hosts["b2"]["ok"] is False
     assert missing["agent"]["ok"] is False
     assert "not found" in missing["agent"]["detail"]
-    assert "agent:" in missing["agent"]["fix"] and "absolute path" in missing["agent"]["fix"]
+    assert "agent:" in missing["agent"]["fix"] and "~/.local/bin" in missing["agent"]["fix"]
     assert missing["workspace"]["ok"] is True
 
     blocked = checks_of(hosts["b3"])

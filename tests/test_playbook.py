@@ -66,9 +66,12 @@ def test_agent_env_and_command_words_are_quoted():
     script = render_job(s)
     assert words_after(script, "'FOO=", 1) == [f"FOO={HOSTILE}"]
     assert words_after(script, "'BAR_2=", 1) == ["BAR_2=x y"]
-    assert words_after(script, "\"$@\" '/opt/my agent/claude'", 4) == \
-        ["$@", "/opt/my agent/claude", "--flag", "-p"]
+    # the program is resolved on the host (AGENT_PATH, core/agentpath.py); its arguments follow
+    assert words_after(script, '"$@" "$AGENT_PATH"', 4) == ["$@", "$AGENT_PATH", "--flag", "-p"]
     assert assigned(script, "AGENT_PROGRAM") == "/opt/my agent/claude"
+    script = render_job(spec(agent_command="npx '@anthropic-ai/claude-code' $(id)"))
+    assert words_after(script, '"$@" "$AGENT_PATH"', 5) == \
+        ["$@", "$AGENT_PATH", "@anthropic-ai/claude-code", "$(id)", "-p"]
 
 
 def test_agent_is_invoked_as_spec_says():

@@ -44,10 +44,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..atomic import replace_file
 from ..config.settings import Settings
-from ..core import shell
+from ..core import agentpath, shell
 from ..core.models import Host
 from ..errors import ConfigError, HostUnreachable, UsageError
 from ..job import engine
+from .facts import agent_of
 
 if TYPE_CHECKING:
     from ..app import App
@@ -262,10 +263,6 @@ def repo_targets(settings: Settings, repos: Iterable[str] = (),
     return out
 
 
-def agent_of(host: Host, settings: Settings) -> str:
-    return host.agent or settings.agent.command
-
-
 _HELPERS = r"""LC_ALL=C; export LC_ALL
 _orch_say() {
   _orch_s=$1; shift
@@ -276,21 +273,22 @@ fail() { _orch_say fail "$@"; }
 info() { _orch_say info "$@"; }
 skip() { _orch_say skip "$@"; }
 run_for() { _orch_t=$1; shift; if command -v timeout >/dev/null 2>&1; then timeout "$_orch_t" "$@"; else "$@"; fi; }
-"""
+""" + agentpath.FIND_AGENT_SH
 
 BEGIN = "::bootstrap:: begin"
 END = "::bootstrap:: end"
 
 
-_VALUES_HINT = ("snippets see host, agent, workspace_root, allow_root, repos and the "
-                "playbook's vars")
+_VALUES_HINT = ("snippets see host, agent, agent_words, workspace_root, allow_root, repos and "
+                "the playbook's vars")
 
 
 def render_script(playbook: Playbook, host: Host, settings: Settings,
                   repos: list[RepoTarget]) -> tuple[str, dict[str, str]]:
     """The one script for `host` and the rendered fix text of every check."""
     values: dict[str, Any] = dict(playbook.vars)
-    values.update(host=host.name, agent=agent_of(host, settings),
+    command = agent_of(host, settings)
+    values.update(host=host.name, agent=command, agent_words=agentpath.words(command),
                   workspace_root=host.workspace_root, allow_root=settings.agent.allow_root,
                   repos=[{"label": r.label, "url": r.url} for r in repos])
     parts = ["{", f"echo '{BEGIN}'"]

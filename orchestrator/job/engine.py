@@ -10,6 +10,7 @@ at render time (naming the file and line), not on a host.
 Filters:
   q     quote for sh (None is '', NUL is dropped: no shell variable can hold one)
   path  quote, keeping a leading `~/` as "$HOME"/ so it expands on the host
+  words a list as words: each item quoted, joined by spaces (`set -- {{ list | words }}`)
   raw   insert unquoted: only for text the playbook's author wrote themself
 
 Human-facing text (bootstrap's `fix:` advice) renders with `text_environment`: the same
@@ -45,6 +46,10 @@ def raw(value: Any) -> ShellText:
     return ShellText(str(value))
 
 
+def words(values: Any) -> ShellText:
+    return ShellText(" ".join(q(v) for v in values))
+
+
 def _finalize(value: Any) -> str:
     return value if isinstance(value, ShellText) else q(value)
 
@@ -54,7 +59,7 @@ def shell_environment() -> jinja2.Environment:
     """Strict undefined, no HTML escaping, every output shell-quoted unless marked."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True, finalize=_finalize)
-    env.filters.update(q=q, path=path, raw=raw)
+    env.filters.update(q=q, path=path, raw=raw, words=words)
     return env
 
 

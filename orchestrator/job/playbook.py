@@ -13,14 +13,13 @@ import hashlib
 import math
 import posixpath
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config.settings import Settings
-from ..core import shell
+from ..core import agentpath, shell
 from ..core.prompts import TEST_OUTPUT_MARKER
 from ..errors import ConfigError, UsageError
 from . import engine
@@ -47,7 +46,7 @@ class JobSpec:
     branch: str
     commit_message: str
     base_branch: str | None = None
-    agent_command: str = "claude"        # shlex-split: "python3 -m x" works
+    agent_command: str = "claude"        # split into words: "python3 -m x" works (core/agentpath.py)
     max_turns: int = 40
     model: str | None = None
     permission_mode: str | None = "bypassPermissions"
@@ -106,8 +105,7 @@ def _check(spec: JobSpec) -> None:
     for name in spec.agent_env:
         if not _ENV_NAME.match(name):
             raise UsageError(f"agent.env: {name!r} is not a valid environment variable name")
-    if not shlex.split(spec.agent_command or ""):
-        raise UsageError("agent.command is empty")
+    agentpath.words(spec.agent_command)      # an empty or unsplittable command is refused
     if spec.max_turns < 1 or spec.max_fix_attempts < 0:
         raise UsageError("max_turns must be >= 1 and max_fix_attempts >= 0")
     if not spec.clone_url:
@@ -128,7 +126,9 @@ def job_values(spec: JobSpec) -> dict[str, Any]:
     name, email = parse_author(spec.git_author)
     return {
         "mirror": mirror_path(spec.workspace, spec.clone_url) if spec.use_mirror else "",
-        "agent_words": shlex.split(spec.agent_command),
+        "agent_program": agentpath.words(spec.agent_command)[0],
+        "agent_args": agentpath.words(spec.agent_command)[1:],
+        "find_agent_sh": agentpath.FIND_AGENT_SH,
         "author_name": name,
         "author_email": email,
         "agent_timeout": max(1, math.ceil(spec.agent_timeout)),
