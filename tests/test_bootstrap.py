@@ -424,3 +424,38 @@ def test_disk_minimum_is_a_playbook_var(setup):
     assert bs.failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: disk: ")
     proc = run_orch(tmp, "bootstrap", "--var", "min_fre_mb=1", "b1")
     assert proc.returncode == 2 and "unknown playbook var min_fre_mb" in proc.stderr
+
+
+def test_workspace_must_be_owned_by_the_login_user_and_private(setup, tmp_path):
+    """Issue 8 item 9: every task's job.sh and checkout live in workspace_root; another
+    user who can write it could swap a job.sh between its upload and its start."""
+    tmp = setup["tmp"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o770)
+    extra = {"b1": {"agent": str(setup["agent"]), "workspace_root": str(shared)},
+             "b2": {"agent": str(setup["agent"]), "workspace_root": str(group)},
+             "b3": {"agent": str(setup["agent"]), "workspace_root": str(tmp_path / "mine")}}
+    if IS_ROOT:
+        other = tmp_path / "other"
+        other.mkdir(mode=0o755)
+        os.chown(other, 65534, 65534)          # nobody's
+        extra["b3"]["workspace_root"] = str(other)
+    setup["fleet"].write_inventory(tmp / "hosts.yml", extra=extra)
+    reports = {r.host: {c.name: c for c in r.checks}
+               for r in asyncio.run(bs.run_bootstrap(app_for(tmp)))}
+    ws = {h: reports[h]["workspace"] for h in reports}
+    assert ws["b1"].status == "fail" and "writable by its group or by everyone (mode 777)" in ws["b1"].detail
+    assert ws["b2"].status == "fail" and "(mode 770)" in ws["b2"].detail
+    assert "chmod go-w" in (ws["b1"].fix or "")
+    if IS_ROOT:
+        assert ws["b3"].status == "fail" and "owned by uid 65534" in ws["b3"].detail
+    else:
+        assert ws["b3"].status == "ok" and "mode 7" in ws["b3"].detail
+    shared.chmod(0o700)
+    reports = asyncio.run(bs.run_bootstrap(app_for(tmp), ["b1"]))
+    workspace = {c.name: c for c in reports[0].checks}["workspace"]
+    assert workspace.status == "ok" and "mode 700" in workspace.detail
