@@ -352,15 +352,27 @@ def test_shipped_playbook_loads():
     assert all(c.fix for c in playbook.checks)
 
 
-def test_repo_targets_from_options_and_config():
+def test_repo_targets_from_options_and_config(github_server, github_forge):
+    """The URL of a repo is the one dispatch clones (forge/clone.py): repo_urls, else the
+    forge's clone_url (here the GitHub-style server's, for a GitHub Enterprise-like URL)."""
+    github_server.add_repo("octo/api", clone_url="https://ghe.example.com/octo/api.git")
     s = Settings()
     s.repos = ["octo/api", "octo/web"]
     s.repo_urls = {"octo/web": "git@github.com:octo/web.git"}
-    assert [(t.label, t.url) for t in bs.repo_targets(s)] == [
-        ("octo/api", "https://github.com/octo/api.git"),
+    asked: list[str] = []
+
+    def forge():
+        asked.append("forge")
+        return github_forge
+
+    assert [(t.label, t.url) for t in bs.repo_targets(s, forge=forge)] == [
+        ("octo/api", "https://ghe.example.com/octo/api.git"),
         ("octo/web", "git@github.com:octo/web.git")]
-    s.github.url = "https://ghe.example.com/api/v3"
-    assert bs.repo_targets(s, ["a/b"])[0].url == "https://ghe.example.com/a/b.git"
+    asked.clear()
+    assert bs.repo_targets(s, ["octo/web"], forge=forge)[0].url == "git@github.com:octo/web.git"
+    assert asked == []                    # repo_urls answered: no forge (and no token) needed
+    with pytest.raises(UsageError, match="not found"):
+        bs.repo_targets(s, ["octo/nope"], forge=forge)
     t = bs.repo_targets(s, clone_urls=["https://x:s3cret@example.com/a.git"])[0]
     assert t.label == "https://example.com/a.git"
     assert "s3cret" not in bs.redact("fatal: https://x:s3cret@example.com/a.git gone", [t])

@@ -22,9 +22,8 @@ that could not be reached keeps its previous verdict (nothing was learned about 
 and the scheduler refuses unreachable hosts on its own).
 
 Which repositories `repo` checks: `--clone-url URL` as given; `--repo OWNER/NAME`
-through `repo_urls` in orch.yml, else derived from github.url
-(https://api.github.com -> https://github.com/OWNER/NAME.git, GitHub Enterprise
-https://HOST/api/v3 -> https://HOST/OWNER/NAME.git: the URL the job clones). With
+at the URL dispatch would clone (forge/clone.py: `repo_urls` in orch.yml, else the
+forge's own clone_url, so bootstrap never fails a host that dispatch could use). With
 neither option, every repo of the config's `repos:` the same way; with no repos the
 check is skipped.
 """
@@ -32,10 +31,11 @@ check is skipped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,8 @@ from ..config.settings import Settings
 from ..core import agentpath, shell
 from ..core.models import Host
 from ..errors import ConfigError, HostUnreachable, UsageError
+from ..forge.base import Forge
+from ..forge.clone import clone_url
 from ..job import engine
 from .facts import agent_of
 
@@ -213,21 +215,13 @@ def _display(url: str) -> str:
     return url
 
 
-def web_base(github_url: str) -> str:
-    """The web root for clone URLs from the API URL (see the module docstring)."""
-    parts = urlsplit(github_url.rstrip("/"))
-    host = parts.netloc
-    if host == "api.github.com":
-        host = "github.com"
-    path = parts.path
-    if path.endswith("/api/v3"):
-        path = path[:-len("/api/v3")]
-    return urlunsplit((parts.scheme or "https", host, path, "", ""))
-
-
 def _looks_like_url(value: str) -> bool:
     return ("://" in value or value.startswith(("/", ".", "~")) or
             (":" in value and not _OWNER_NAME.match(value)))
+
+
+def _no_forge() -> Forge:
+    raise UsageError("no forge to ask for a clone URL", hint="set repo_urls in orch.yml")
 
 
 def redact(text: str, repos: Iterable[RepoTarget]) -> str:
@@ -241,9 +235,10 @@ def redact(text: str, repos: Iterable[RepoTarget]) -> str:
     return text
 
 
-def repo_targets(settings: Settings, repos: Iterable[str] = (),
-                 clone_urls: Iterable[str] = ()) -> list[RepoTarget]:
-    """The repositories to `git ls-remote` (module docstring says which and why)."""
+def repo_targets(settings: Settings, repos: Iterable[str] = (), clone_urls: Iterable[str] = (),
+                 forge: Callable[[], Forge] | None = None) -> list[RepoTarget]:
+    """The repositories to `git ls-remote` (module docstring says which and why); `forge`
+    builds the forge asked for a clone URL that repo_urls does not give."""
     repos, clone_urls = list(repos), list(clone_urls)
     if not repos and not clone_urls:
         repos = list(settings.repos)
@@ -254,8 +249,7 @@ def repo_targets(settings: Settings, repos: Iterable[str] = (),
             continue
         if not _OWNER_NAME.match(r):
             raise UsageError(f"--repo {r!r}: expected OWNER/NAME (or use --clone-url URL)")
-        url = settings.repo_urls.get(r) or f"{web_base(settings.github.url)}/{r}.git"
-        out.append(RepoTarget(r, url))
+        out.append(RepoTarget(r, clone_url(settings, r, forge or _no_forge)))
     for u in clone_urls:
         if not u or u.startswith("-"):
             raise UsageError(f"--clone-url {u!r}: not a repository URL or path")
@@ -474,7 +468,8 @@ async def run_bootstrap(app: App, names: Iterable[str] | None = None, *,
     playbook = load_playbook(playbook_path(settings))
     if variables:
         playbook = with_vars(playbook, variables)
-    targets = repo_targets(settings, repos, clone_urls)
+    forge = functools.cache(lambda: app.forge("github"))
+    targets = await asyncio.to_thread(repo_targets, settings, repos, clone_urls, forge)
     for h in chosen:                     # a rendering mistake fails before any connection
         render_script(playbook, h, settings, targets)
     async with Fleet(chosen, settings) as fleet:

@@ -21,6 +21,7 @@ from ..core.schedule import place
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
+from ..forge.clone import clone_url as forge_clone_url
 from ..job import remote
 from ..job.playbook import JobSpec, render_job
 from . import claims
@@ -93,7 +94,7 @@ async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Iss
     """
     s = app.settings
     try:
-        clone_url = s.repo_urls.get(task.repo) or await asyncio.to_thread(forge.clone_url, task.repo)
+        clone_url = await asyncio.to_thread(forge_clone_url, s, task.repo, lambda: forge)
         base = await asyncio.to_thread(forge.default_branch, task.repo)
         spec = job_spec(app, task, issue, clone_url, base)
         job_sh = render_job(spec, playbooks_dir(s) / "dispatch.yml")
