@@ -16,7 +16,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 
 from orchestrator.app import App
 from orchestrator.config.settings import Settings
+from orchestrator.core import shell
 from orchestrator.core.models import Host
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.fleet import bootstrap as bs
@@ -314,8 +314,9 @@ def test_every_value_is_quoted_even_without_a_filter(tmp_path):
     pb.write_text("- name: ok\n  run: ls {{ workspace_root }} {{ workspace_root | path }} "
                   "{{ host | q }} {{ 5 * 2 }} {{ 'echo; true' | raw }}\n  fix: for {{ host }}\n")
     script, fixes = bs.render_script(bs.load_playbook(pb), host, Settings(), [])
-    snippet = next(w for w in shlex.split(script) if w.startswith(bs._HELPERS[:20]))
-    line = next(l for l in snippet.splitlines() if l.startswith("ls "))
+    [check] = bs.render_checks(bs.load_playbook(pb), host, Settings(), [])
+    assert shell.quote(check.snippet) in script
+    line = next(l for l in check.snippet.splitlines() if l.startswith("ls "))
     assert line == "ls '~/w $(id)' \"$HOME\"/'w $(id)' 'h;touch /tmp/x' 10 echo; true"
     assert fixes == {"ok": "for h;touch /tmp/x"}
 

@@ -33,12 +33,13 @@ SEARCH_DIRS = ("~/.local/bin", "~/.claude/local")   # then npm's global bin, see
 
 FIND_AGENT_SH = r"""# orch_find_agent WORD: where the agent's program WORD is on this host (the rule of
 # orchestrator/core/agentpath.py). Sets AGENT_PATH, AGENT_FOUND_BY, AGENT_LOOKED.
+# shellcheck disable=SC2034  # the AGENT_* variables are its results, read by the caller
 orch_find_agent() {
-  AGENT_PATH= AGENT_FOUND_BY= AGENT_LOOKED=
+  AGENT_PATH='' AGENT_FOUND_BY='' AGENT_LOOKED=''
   oa_w=$1
   case $oa_w in
-    '~') oa_w=$HOME ;;
-    '~/'*) oa_w=$HOME/${oa_w#'~/'} ;;
+    \~) oa_w=$HOME ;;
+    \~/*) oa_w=$HOME/${oa_w#\~/} ;;
   esac
   case $oa_w in
     '') AGENT_LOOKED='(the agent command is empty)'; return 1 ;;

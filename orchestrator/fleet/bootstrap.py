@@ -277,30 +277,46 @@ _VALUES_HINT = ("snippets see host, agent, agent_words, workspace_root, allow_ro
                 "the playbook's vars")
 
 
-def render_script(playbook: Playbook, host: Host, settings: Settings,
-                  repos: list[RepoTarget]) -> tuple[str, dict[str, str]]:
-    """The one script for `host` and the rendered fix text of every check."""
+@dataclass(frozen=True)
+class RenderedCheck:
+    name: str
+    snippet: str      # a complete sh script: the helpers, then the check's body
+    fix: str          # the advice, one line of plain text
+
+
+def render_checks(playbook: Playbook, host: Host, settings: Settings,
+                  repos: list[RepoTarget]) -> list[RenderedCheck]:
+    """Every check of the playbook rendered for `host` (errors name file and line)."""
     values: dict[str, Any] = dict(playbook.vars)
     command = agent_of(host, settings)
     values.update(host=host.name, agent=command, agent_words=agentpath.words(command),
                   workspace_root=host.workspace_root, allow_root=settings.agent.allow_root,
                   repos=[{"label": r.label, "url": r.url} for r in repos])
-    parts = ["{", f"echo '{BEGIN}'"]
-    fixes: dict[str, str] = {}
     where = str(playbook.path)
+    out = []
     for check in playbook.checks:
         body = engine.render(engine.shell_environment(), check.run, values, file=where,
                              what=f"check {check.name}", line=check.run_line, hint=_VALUES_HINT)
         fix = engine.render(engine.text_environment(), check.fix, values, file=where,
                             what=f"check {check.name} (fix)", line=check.fix_line, hint=_VALUES_HINT)
-        fixes[check.name] = " ".join(fix.split())
-        snippet = f"{_HELPERS}_orch_name={check.name}\n{body}"
-        parts.append(f"echo '::start:: {check.name}'")
-        parts.append(f"sh -c {shell.quote(snippet)} 2>&1")
-        parts.append(f"echo \"::exit:: {check.name} $?\"")
+        out.append(RenderedCheck(check.name, f"#!/bin/sh\n{_HELPERS}_orch_name={check.name}\n{body}",
+                                 " ".join(fix.split())))
+    return out
+
+
+def render_script(playbook: Playbook, host: Host, settings: Settings,
+                  repos: list[RepoTarget]) -> tuple[str, dict[str, str]]:
+    """The one script for `host` (each check in its own `sh -c`, so that a broken one
+    fails alone) and the rendered fix text of every check."""
+    checks = render_checks(playbook, host, settings, repos)
+    parts = ["{", f"echo '{BEGIN}'"]
+    for c in checks:
+        parts.append(f"echo '::start:: {c.name}'")
+        parts.append(f"sh -c {shell.quote(c.snippet)} 2>&1")
+        parts.append(f"echo \"::exit:: {c.name} $?\"")
     parts.append(f"echo '{END}'")
     parts.append("} < /dev/null")
-    return "\n".join(parts) + "\n", fixes
+    return "\n".join(parts) + "\n", {c.name: c.fix for c in checks}
 
 
 # --------------------------------------------------------------------------- parsing

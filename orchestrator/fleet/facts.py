@@ -40,7 +40,7 @@ nl='
 __FIND_AGENT__
 echo '__BEGIN__'
 if [ -r /proc/loadavg ]; then
-  read l1 rest < /proc/loadavg && echo "load1=$l1"
+  read -r l1 _ < /proc/loadavg && echo "load1=$l1"
 else
   l1=$(sysctl -n vm.loadavg 2>/dev/null | tr -d '{}' | awk '{print $1}')
   [ -n "$l1" ] && echo "load1=$l1"
@@ -66,7 +66,9 @@ done
 [ -d "$ws" ] && echo "workspace_exists=1" || echo "workspace_exists=0"
 out=$(df -Pk -- "$d" 2>/dev/null)
 case $out in
-  *"$nl"*) set -f; set -- ${out#*"$nl"}; set +f
+  *"$nl"*) set -f
+           # shellcheck disable=SC2086  # split df's second line into its fields (no globbing)
+           set -- ${out#*"$nl"}; set +f
            [ $# -ge 4 ] && echo "disk_free_kb=$4" ;;
 esac
 for s in "$ws"/*/status; do

@@ -206,6 +206,7 @@ def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
     pb = load_playbook(Path(playbook_path))
     ctx = {"spec": spec, "job": job_values(spec)}
     out = ["#!/bin/sh",
+           "# shellcheck disable=SC2317  # steps run by name (run_step), handlers by trap",
            f"# job.sh for orch task {_comment(spec.task_id)}: rendered from {_comment(pb.path)}.",
            "# Edit the playbook, not this file. Run: setsid sh job.sh >> job.log 2>&1 < /dev/null",
            "",
