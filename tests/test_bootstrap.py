@@ -29,6 +29,7 @@ from orchestrator.core import shell
 from orchestrator.core.models import Host
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.fleet import bootstrap as bs
+from orchestrator.fleet import checks as ck
 
 IS_ROOT = os.geteuid() == 0
 FAKE_VERSION = "2.1.197 (Claude Code)"
@@ -246,7 +247,7 @@ def test_unreachable_host_is_reported_and_keeps_its_verdict(setup):
                             "specialties": ["backend"], "workspace_root": str(tmp / "wsd")}
     (tmp / "hosts.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
     bs.record_reports(tmp / "state", [bs.HostReport(
-        "dead", [bs.CheckResult("agent", "fail", "claude not found")], at="earlier")])
+        "dead", [ck.CheckResult("agent", "fail", "claude not found")], at="earlier")])
 
     proc = run_orch(tmp, "bootstrap", "--json", "b1", "dead")
     assert proc.returncode == 1
@@ -280,14 +281,14 @@ def test_parse_output_verdicts_noise_and_missing_parts():
     fixes = {"a": "fix a", "b": "fix b", "c": "fix c", "d": "fix d", "e": "fix e"}
     lines = [
         "Welcome to host!",                       # login noise before the script
-        bs.BEGIN,
+        ck.BEGIN,
         "::start:: a", "::check:: a ok first", "::check:: a info second", "::exit:: a 0",
         "::start:: b", "some output", "::check:: x ok spoofed", "::exit:: b 3",
         "::start:: c", "::exit:: c 0",
         "::start:: d", "::check:: d skip nothing to do", "::check:: d fail broken", "::exit:: d 0",
         "::start:: e", "::check:: e ok half",
     ]
-    results, error = bs.parse_output(lines, list(fixes), fixes, finished=False)
+    results, error = ck.parse_output(lines, list(fixes), fixes, finished=False)
     got = {r.name: r for r in results}
     assert (got["a"].status, got["a"].detail, got["a"].fix) == ("info", "first; second", None)
     assert got["b"].status == "fail" and got["b"].detail.startswith("exit 3: some output")
@@ -297,12 +298,12 @@ def test_parse_output_verdicts_noise_and_missing_parts():
     assert got["e"].status == "ok"                # its verdict arrived before the cut
     assert error is None                          # finished=False: the caller says why
 
-    results, error = bs.parse_output(lines[:4], ["a", "b"], fixes)
+    results, error = ck.parse_output(lines[:4], ["a", "b"], fixes)
     assert [r.status for r in results] == ["ok", "fail"]
     assert results[1].detail == "did not run"
     assert error == "the bootstrap script stopped before its end"
 
-    results, error = bs.parse_output(["sh: not found"], ["a"], fixes)
+    results, error = ck.parse_output(["sh: not found"], ["a"], fixes)
     assert error == "the bootstrap script did not run"
 
 
@@ -313,8 +314,8 @@ def test_every_value_is_quoted_even_without_a_filter(tmp_path):
     host = Host(name="h;touch /tmp/x", address="h", workspace_root="~/w $(id)")
     pb.write_text("- name: ok\n  run: ls {{ workspace_root }} {{ workspace_root | path }} "
                   "{{ host | q }} {{ 5 * 2 }} {{ 'echo; true' | raw }}\n  fix: for {{ host }}\n")
-    script, fixes = bs.render_script(bs.load_playbook(pb), host, Settings(), [])
-    [check] = bs.render_checks(bs.load_playbook(pb), host, Settings(), [])
+    script, fixes = ck.render_script(ck.load_playbook(pb), host, Settings(), [])
+    [check] = ck.render_checks(ck.load_playbook(pb), host, Settings(), [])
     assert shell.quote(check.snippet) in script
     line = next(l for l in check.snippet.splitlines() if l.startswith("ls "))
     assert line == "ls '~/w $(id)' \"$HOME\"/'w $(id)' 'h;touch /tmp/x' 10 echo; true"
@@ -326,7 +327,7 @@ def test_render_errors_name_the_file_and_line(tmp_path):
     pb.write_text("checks:\n  - name: a\n    run: |\n      true\n  - name: b\n    run: |\n"
                   "      echo {{ no_such_value }}\n")
     with pytest.raises(ConfigError, match=r"bootstrap.yml:7: check b: .*no_such_value"):
-        bs.render_script(bs.load_playbook(pb), Host(name="h", address="h"), Settings(), [])
+        ck.render_script(ck.load_playbook(pb), Host(name="h", address="h"), Settings(), [])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -341,12 +342,12 @@ def test_playbook_mistakes_name_the_file(tmp_path, text, message):
     pb = tmp_path / "bootstrap.yml"
     pb.write_text(text)
     with pytest.raises(ConfigError, match=message) as info:
-        bs.load_playbook(pb)
+        ck.load_playbook(pb)
     assert str(pb) in str(info.value)
 
 
 def test_shipped_playbook_loads():
-    playbook = bs.load_playbook(bs.playbook_path(Settings()))
+    playbook = ck.load_playbook(ck.playbook_path(Settings()))
     assert [c.name for c in playbook.checks] == [
         "git", "agent", "node", "root", "workspace", "disk", "repo", "git-identity"]
     assert playbook.vars["min_free_mb"] == 1024
@@ -387,15 +388,15 @@ def test_repo_targets_from_options_and_config(github_server, github_forge):
 def test_failed_hosts_state_file(tmp_path):
     assert bs.failed_hosts(tmp_path) == {}                     # never bootstrapped
     bs.record_reports(tmp_path, [
-        bs.HostReport("a", [bs.CheckResult("git", "ok", "git version 2"),
-                            bs.CheckResult("agent", "fail", "claude not found"),
-                            bs.CheckResult("disk", "fail", "10 MB free")], at="t1"),
-        bs.HostReport("b", [bs.CheckResult("git", "ok", "")], at="t1"),
+        bs.HostReport("a", [ck.CheckResult("git", "ok", "git version 2"),
+                            ck.CheckResult("agent", "fail", "claude not found"),
+                            ck.CheckResult("disk", "fail", "10 MB free")], at="t1"),
+        bs.HostReport("b", [ck.CheckResult("git", "ok", "")], at="t1"),
         bs.HostReport("c", [], error="x", error_kind="refused", at="t1"),
     ])
     assert bs.failed_hosts(tmp_path) == {
         "a": "bootstrap failed: agent: claude not found (and 1 more)"}
-    bs.record_reports(tmp_path, [bs.HostReport("a", [bs.CheckResult("git", "ok", "")], at="t2")])
+    bs.record_reports(tmp_path, [bs.HostReport("a", [ck.CheckResult("git", "ok", "")], at="t2")])
     assert bs.failed_hosts(tmp_path) == {}
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / "bootstrap.json").write_text("{not json")
@@ -409,7 +410,7 @@ def test_failed_hosts_feed_the_scheduler(tmp_path):
     hosts = [Host(name=n, address=n, specialties=("backend",)) for n in ("a", "b")]
     facts = [HostFacts(name=n, address=n, reachable=True, load1=0.1, cpus=4, running_tasks=0)
              for n in ("a", "b")]
-    bs.record_reports(tmp_path, [bs.HostReport("a", [bs.CheckResult("git", "fail", "no git")])])
+    bs.record_reports(tmp_path, [bs.HostReport("a", [ck.CheckResult("git", "fail", "no git")])])
     placement = place("backend", "label", hosts, facts, unhealthy=bs.failed_hosts(tmp_path))
     assert placement.host == "b"
     verdict = next(v for v in placement.verdicts if v.host == "a")
@@ -418,7 +419,7 @@ def test_failed_hosts_feed_the_scheduler(tmp_path):
 
 def _record_one(args: tuple[str, str]) -> None:
     state_dir, name = args
-    bs.record_reports(Path(state_dir), [bs.HostReport(name, [bs.CheckResult("git", "fail", name)])])
+    bs.record_reports(Path(state_dir), [bs.HostReport(name, [ck.CheckResult("git", "fail", name)])])
 
 
 def test_concurrent_writers_keep_every_host(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.config.settings import Settings
 from orchestrator.core.models import Host
-from orchestrator.fleet import bootstrap as bs
+from orchestrator.fleet import checks as ck
 from orchestrator.fleet import facts
 from orchestrator.job.playbook import JobSpec, render_job
 
@@ -49,11 +49,11 @@ def test_job_sh(variant):
 
 
 def test_bootstrap_script_and_every_check():
-    playbook = bs.load_playbook(bs.playbook_path(Settings()))
-    for repos in ([], [bs.RepoTarget("o/r", "https://x/o/r.git")]):
-        script, _ = bs.render_script(playbook, HOST, Settings(), repos)
+    playbook = ck.load_playbook(ck.playbook_path(Settings()))
+    for repos in ([], [ck.RepoTarget("o/r", "https://x/o/r.git")]):
+        script, _ = ck.render_script(playbook, HOST, Settings(), repos)
         shellcheck("the bootstrap script", script)
-        for check in bs.render_checks(playbook, HOST, Settings(), repos):
+        for check in ck.render_checks(playbook, HOST, Settings(), repos):
             shellcheck(f"bootstrap check {check.name}", check.snippet)
 
 
