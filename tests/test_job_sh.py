@@ -46,6 +46,7 @@ def group_members(pgid: int) -> list[str]:
 # --------------------------------------------------------------------------- the watchdog
 
 
+@pytest.mark.integration      # a thousand job runs' worth of processes: not the fast tier
 def test_a_guarded_command_that_exits_at_once_never_waits_for_the_watchdog(tmp_path):
     """Issue 16 item 1: the stop of the watchdog must not depend on a trap it may not have
     installed yet. Under the job's own TERM trap (as in a real job), 1000 guarded runs of

@@ -56,6 +56,7 @@ def _titles() -> list[str]:
                       for _ in range(300)]
 
 
+@pytest.mark.integration      # asks git itself
 def test_every_branch_name_is_a_valid_git_branch():
     """Whatever the title, git itself accepts the branch name (and so does our own check)."""
     names = [shell.branch_name(i + 1, t) for i, t in enumerate(_titles())]

@@ -25,7 +25,8 @@ SHELLCHECK = shutil.which("shellcheck")
 if SHELLCHECK is None and os.environ.get("CI") == "true":
     raise RuntimeError("shellcheck is not installed, and CI=true: install it (apt-get install "
                        "shellcheck); these tests must run in CI")
-pytestmark = pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed")
+pytestmark = [pytest.mark.integration,   # an external tool, like the tier's sshd and git
+              pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed")]
 
 HOST = Host(name="h", address="a", workspace_root="~/orch-work", agent="npx @anthropic-ai/claude-code")
 

@@ -94,14 +94,17 @@ async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Iss
     """
     s = app.settings
     try:
+        branch = task.branch
+        if not branch:          # reserve() gives every task its branch before a start
+            raise WorkError(f"task {task.id} has no branch: it was never reserved")
         clone_url = await asyncio.to_thread(forge_clone_url, s, task.repo, lambda: forge)
         base = await asyncio.to_thread(forge.default_branch, task.repo)
         spec = job_spec(app, task, issue, clone_url, base)
         job_sh = render_job(spec, playbooks_dir(s) / "dispatch.yml")
         test_cmd = s.tests.command
-        prompt = render_prompt(task.specialty, issue=issue, repo=task.repo, branch=task.branch,
+        prompt = render_prompt(task.specialty, issue=issue, repo=task.repo, branch=branch,
                                test_command=test_cmd, prompts_dir=prompts_dir(s))
-        fix_prompt = render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch,
+        fix_prompt = render_fix_prompt(issue=issue, repo=task.repo, branch=branch,
                                        test_command=test_cmd, prompts_dir=prompts_dir(s))
         conn = await fleet.connection(task.host or "")
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt)
