@@ -50,7 +50,8 @@ def test_serial_forge_fails_fast_once_down_but_remembers_repo_facts():
 
     inner = Flaky()
     forge = SerialForge(inner)
-    asyncio.run(read_repo(forge, "o/r"))
+    from orchestrator.config.settings import Settings
+    asyncio.run(read_repo(forge, "o/r", Settings()))
     inner.down = True
     with pytest.raises(ForgeUnavailable):
         forge.get_issue("o/r", 1)

@@ -14,10 +14,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..core import shell
+from ..core.models import JOB_ERROR_KINDS
 from ..errors import UsageError, WorkError
 from ..transport.base import Connection
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+# The status file's `error_kind=`: why a job did not succeed, one fixed word, written by
+# job.sh (playbooks/dispatch.yml) and by kill(); docs/CONTRACTS.md says what each means.
+# The list is core/models.py's (the words a task's error_kind may hold, orch's own too).
+ERROR_KINDS = JOB_ERROR_KINDS
 WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.pgid",
                    "fix-prompt.run.md", "test-tail.txt", "commit-msg.txt", "push.out", ".upload")
 _FOLLOW_TAG = "@@orch-follow"
@@ -37,6 +42,8 @@ class JobStatus:
     finished_at: int | None = None
     exit_code: int | None = None
     error: str | None = None
+    error_kind: str | None = None    # one of ERROR_KINDS; None on success and in status files
+                                     # written before the key existed
     tests: str | None = None
     commit: str | None = None
     branch: str | None = None
@@ -85,7 +92,8 @@ def parse_status(text: str, alive: bool = False) -> JobStatus | None:
         state=raw["state"], alive=alive, step=raw.get("step") or None, pgid=_int(raw.get("pgid")),
         started_at=_int(raw.get("started_at")), updated_at=_int(raw.get("updated_at")),
         finished_at=_int(raw.get("finished_at")), exit_code=_int(raw.get("exit_code")),
-        error=raw.get("error") or None, tests=raw.get("tests") or None,
+        error=raw.get("error") or None, error_kind=raw.get("error_kind") or None,
+        tests=raw.get("tests") or None,
         commit=raw.get("commit") or None, branch=raw.get("branch") or None,
         turns=_int(raw.get("turns")), cost_usd=_float(raw.get("cost_usd")), raw=raw)
 
@@ -287,9 +295,9 @@ if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ]; then
   if [ -s job.log ] && [ -n "$(tail -c 1 job.log)" ]; then echo >> job.log; fi
   printf '::orch:: done cancelled (killed by orch)\\n' >> job.log
   now=$(date +%s)
-  {{ grep -v -E '^(state|updated_at|finished_at|exit_code|error)=' status
+  {{ grep -v -E '^(state|updated_at|finished_at|exit_code|error|error_kind)=' status
     echo state=cancelled; echo "updated_at=$now"; echo "finished_at=$now"; echo exit_code=130
-    echo "error=cancelled by orch: the job's process group was stopped"
+    echo "error=cancelled by orch: the job's process group was stopped"; echo error_kind=cancelled
   }} > status.kill.tmp && mv -f status.kill.tmp status
 fi
 rm -f child.pgid

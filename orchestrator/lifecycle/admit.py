@@ -27,6 +27,7 @@ from ..core.models import LIVE_STATUSES, Host, HostFacts, Issue, Placement, Repo
 from ..core.schedule import place
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
+from ..forge.clone import clone_url
 from ..store import DuplicateTask, InvalidTransition, parse_time
 from . import claims
 from .intake import Intake, intake
@@ -59,11 +60,12 @@ class Prepared:
     read_at: float            # when the read began (time.time())
 
 
-async def read_repo(forge: Forge, repo: str) -> RepoFacts:
-    """What starting a job in `repo` needs from the forge (read before a slot is held)."""
+async def read_repo(forge: Forge, repo: str, settings: Settings) -> RepoFacts:
+    """What starting a job in `repo` needs from the forge (read before a slot is held).
+    The clone URL is forge/clone.py's, the one bootstrap checks too."""
     default = await asyncio.to_thread(forge.default_branch, repo)
-    return RepoFacts(clone_url=await asyncio.to_thread(forge.clone_url, repo),
-                     default_branch=default)
+    url = await asyncio.to_thread(clone_url, settings, repo, lambda: forge)
+    return RepoFacts(clone_url=url, default_branch=default)
 
 
 def retake_refusal(tasks: list[Task], *, read_at: float | None = None) -> Refused | None:
@@ -156,7 +158,7 @@ async def prepare(forge: Forge, repo: str, number: int, settings: Settings, *,
     """Read and check an issue and its repository (intake.intake, read_repo)."""
     read_at = time.time()
     it = await intake(forge, repo, number, settings, specialty)
-    return Prepared(it, await read_repo(forge, it.issue.repo), forge.kind, read_at)
+    return Prepared(it, await read_repo(forge, it.issue.repo, settings), forge.kind, read_at)
 
 
 def reserve_new(app: App, prepared: Prepared, facts: dict[str, HostFacts], *,

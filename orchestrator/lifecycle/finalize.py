@@ -46,15 +46,9 @@ def verdict_of(status: remote.JobStatus) -> Verdict:
     if status.state == "cancelled":
         return Verdict("cancelled", status.error or "cancelled on the host", "cancelled")
     reason = status.error or "the job failed"
-    said = _job_error_kind(status)
+    said = status.error_kind
     kind = (said if said in ERROR_KINDS else "other") if said else error_kind_from_message(reason)
     return Verdict("failed", reason, kind)
-
-
-def _job_error_kind(status: remote.JobStatus) -> str | None:
-    # JobStatus.error_kind is the remote job's (job/remote.py parse_status); read through
-    # getattr until that field exists everywhere, else from the raw status key.
-    return getattr(status, "error_kind", None) or status.raw.get("error_kind") or None
 
 
 async def fetch_log(app: App, conn: Connection, task: Task) -> str:
