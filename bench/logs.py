@@ -11,7 +11,8 @@ stdout a pipe, its default readable rendering) and the benchmark reads that pipe
   latency      --lines lines, one every --interval s; each carries its write time; the
                delay to its appearance on orch's stdout: p50 and p99 (ms)
   throughput   --burst lines written as fast as possible; lines/s from the first write
-               to the last line out
+               to the last line out; stdout a pipe (`orch logs -f | ...`), and again a
+               pseudo-terminal (rich's styled output, what a person watching gets)
 Both check that every line came out once, in order (a run that loses or repeats a line
 does not count). Targets (issue 10): p99 under 250 ms, over 5,000 lines/s.
 """
@@ -21,6 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
+import pwd
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,61 +65,95 @@ put_status("succeeded")
 
 
 class LogWorld:
-    """One sshd host, a state dir with a running task on it, the task's workspace."""
+    """The fleet's first host, a state dir with a running task on it, its workspace. The
+    job runs as the host's login user (as a real job does), so that the follow's
+    `kill -0` sees it alive."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fleet) -> None:
         from orchestrator.store import Store
-        from tests.fixtures_ssh import SSHFleet
         self.root = root
-        self.fleet = SSHFleet(root, 1)
-        name = self.fleet.names[0]
-        self.inventory = self.fleet.write_inventory(root / "hosts.yml", [name])
-        self.config = self.fleet.write_config(root / "orch.yml", state_dir=str(root / "state"))
+        self.fleet = fleet
+        name = fleet.names[0]
+        self.inventory = fleet.write_inventory(root / "hosts.yml", [name])
+        self.config = fleet.write_config(root / "orch.yml", state_dir=str(root / "state"))
         self.store = Store(root / "state")
         self.host = name
-        self.ws_root = Path(self.fleet.workspace_root(name))
+        self.ws_root = Path(fleet.workspace_root(name))
         self.ws_root.mkdir(parents=True, exist_ok=True)
+        pw = pwd.getpwnam(fleet.user)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
 
     def task(self) -> tuple[str, Path]:
         t = self.store.create("bench/logs", int(time.time() * 1000) % 10**9, "chatty", "backend")
         ws = self.ws_root / t.id
         ws.mkdir()
         (ws / "job.log").write_text("")
+        for p in (ws, ws / "job.log"):
+            os.chown(p, self.uid, self.gid)
         self.store.start(t.id, self.host, "orch/1-chatty", str(ws), pid=None)
         return t.id, ws
 
-    def close(self) -> None:
-        self.fleet.close()
+    def as_login_user(self) -> list[str]:
+        if self.uid == os.getuid():
+            return [sys.executable]
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "/usr/bin/python3"]
 
 
-def follow_once(world: LogWorld, lines: int, interval: float) -> dict:
-    """One job followed by `orch logs -f`: arrival times of every line on its stdout."""
+LINE = re.compile(rb"LINE (-?\d+) (\d+\.\d+)")
+
+
+def follow_once(world: LogWorld, lines: int, interval: float, tty: bool = False) -> dict:
+    """One job followed by `orch logs -f`: arrival times of every line on its stdout (a
+    pipe, or with `tty` a pseudo-terminal: rich's styled output)."""
     task_id, ws = world.task()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(ws / "job.log"),
+    writer = subprocess.Popen([*world.as_login_user(), "-c", WRITER, str(ws / "job.log"),
                                str(ws / "status"), str(lines), str(interval)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     assert writer.stdout.readline().strip() == "ready"
     env = tool_env(world.root)
     env["COLUMNS"] = "300"
+    master = slave = None
+    if tty:
+        master, slave = pty.openpty()
     orch = subprocess.Popen([str(Path(sys.executable).parent / "orch"), "--config", str(world.config),
                              "--inventory", str(world.inventory), "--state-dir",
                              str(world.root / "state"), "logs", task_id, "-f"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+                            env=env, stdout=slave if tty else subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if slave is not None:
+        os.close(slave)
     seen: list[tuple[int, float, float]] = []
     first_out = threading.Event()
 
+    def chunks():
+        if master is None:
+            assert orch.stdout is not None
+            yield from orch.stdout
+            return
+        buf = b""
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:        # EIO: the terminal's other side is closed
+                data = b""
+            if not data:
+                return
+            buf += data
+            *done, buf = buf.split(b"\n")
+            yield from done
+
     def read() -> None:
-        assert orch.stdout is not None
-        for raw in orch.stdout:
+        for raw in chunks():
             now = time.time()
-            parts = raw.split()
-            if len(parts) >= 3 and parts[0] == b"LINE":
-                if parts[1] == b"-1":
-                    first_out.set()
-                else:
-                    seen.append((int(parts[1]), float(parts[2]), now))
+            m = LINE.search(raw)
+            if m is None:
+                continue
+            if m.group(1) == b"-1":
+                first_out.set()
+            else:
+                seen.append((int(m.group(1)), float(m.group(2)), now))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -135,6 +173,8 @@ def follow_once(world: LogWorld, lines: int, interval: float) -> dict:
     except subprocess.TimeoutExpired:
         orch.kill()
     reader.join(timeout=30)
+    if master is not None:
+        os.close(master)
     err = orch.stderr.read().decode(errors="replace") if orch.stderr else ""
     seqs = [s for s, _, _ in seen]
     ok = seqs == list(range(lines)) and orch.returncode == 0
@@ -150,10 +190,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(lines: int, interval: float, burst: int, runs: int) -> list[dict]:
+def run(lines: int, interval: float, burst: int, runs: int, fleet=None) -> list[dict]:
+    """Samples; on `fleet`'s first host (else a fleet of one host of its own)."""
+    from bench.dispatch import bench_user
+    from bench.hosts_fanout import Setup
     samples: list[dict] = []
+    own = None
+    if fleet is None:
+        own = Setup(1, bench_user(), None)
+        fleet = own.fleet
     with tempfile.TemporaryDirectory(prefix="orch-bench-logs-") as tmp:
-        world = LogWorld(Path(tmp))
+        os.chmod(tmp, 0o711)
+        world = LogWorld(Path(tmp), fleet)
         try:
             for i in range(runs):
                 r = follow_once(world, lines, interval)
@@ -164,24 +212,27 @@ def run(lines: int, interval: float, burst: int, runs: int) -> list[dict]:
                                     "value": value, "ok": r["ok"], "detail": r["detail"]})
                 log(f"logs latency run {i + 1}/{runs}: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                     + ("" if r["ok"] else f" FAILED {r['detail']}"))
-                r = follow_once(world, burst, 0.0)
-                samples.append({"group": "logs", "tool": "throughput", "n": burst, "run": i,
-                                "value": r["lines_per_s"], "ok": r["ok"], "detail": r["detail"]})
-                log(f"logs throughput run {i + 1}/{runs}: {r['lines_per_s']:.0f} lines/s"
-                    + ("" if r["ok"] else f" FAILED {r['detail']}"))
+                for tool, tty in (("throughput", False), ("throughput-tty", True)):
+                    r = follow_once(world, burst, 0.0, tty=tty)
+                    samples.append({"group": "logs", "tool": tool, "n": burst, "run": i,
+                                    "value": r["lines_per_s"], "ok": r["ok"], "detail": r["detail"]})
+                    log(f"logs {tool} run {i + 1}/{runs}: {r['lines_per_s']:.0f} lines/s"
+                        + ("" if r["ok"] else f" FAILED {r['detail']}"))
         finally:
-            world.close()
+            if own is not None:
+                own.close(keep=False)
     return samples
 
 
 LABELS = {"latency-p50": "orch logs -f latency p50", "latency-p99": "orch logs -f latency p99",
-          "throughput": "orch logs -f chatty agent"}
+          "throughput": "orch logs -f chatty agent, pipe", "throughput-tty": "  the same, a terminal"}
 
 
 def rows(samples: list[dict]) -> list[Row]:
     from bench.table import summarize
     out = []
-    for tool, unit in (("latency-p50", "ms"), ("latency-p99", "ms"), ("throughput", "l/s")):
+    for tool, unit in (("latency-p50", "ms"), ("latency-p99", "ms"), ("throughput", "l/s"),
+                       ("throughput-tty", "l/s")):
         out += summarize([s for s in samples if s["tool"] == tool], label=LABELS.get,
                          value="value", unit=unit)
     return out
