@@ -242,8 +242,9 @@ def print_counts(counts: list[dict], file=None) -> None:
 
 
 def targets(table: list[Row]) -> list[str]:
-    base = next((r for r in table if r.tool == "baseline" and r.runs), None)
-    orch = next((r for r in table if r.tool == "orch" and r.runs), None)
+    mine = [r for r in table if r.group == "dispatch" and r.runs]
+    base = next((r for r in mine if r.tool == "baseline"), None)
+    orch = next((r for r in mine if r.tool == "orch"), None)
     if not base or not orch:
         return []
     v = orch.median / base.median

@@ -627,6 +627,45 @@ def print_table(rows: list[dict]) -> None:
 
 # -- main ----------------------------------------------------------------------------------
 
+def prepare_tools(tools: list[str]) -> None:
+    """Install the peers these tools need (each in its own venv, first run only)."""
+    if "ansible" in tools or "ansible-raw" in tools:
+        ensure_peer("ansible")
+    for peer in ("pyinfra", "pssh"):
+        if peer in tools:
+            ensure_peer(peer)
+
+
+def run_fanout(setup: Setup, ns: list[int], tools: list[str], runs: int,
+               warmup: int) -> list[dict]:
+    """Every sample: each N, `warmup` untimed rounds, then `runs` rounds in a rotating
+    tool order (slow drift of the machine spreads over every tool)."""
+    samples: list[dict] = []
+    try:
+        for n in ns:
+            for _w in range(warmup):
+                for tool in tools:
+                    r = measure(setup, tool, n)
+                    log(f"N={n} warm-up {tool}: {r.wall:.3f}s {'ok' if r.ok else 'FAILED'}"
+                        + ("" if r.ok else f" ({r.detail})"))
+            for i in range(runs):
+                order = tools[i % len(tools):] + tools[:i % len(tools)]
+                line = []
+                for tool in order:
+                    r = measure(setup, tool, n)
+                    samples.append({"group": f"hosts N={n}", "tool": tool, "n": n, "run": i,
+                                    "wall": r.wall, "client_cpu": r.client_cpu,
+                                    "server_cpu": r.server_cpu, "ok": r.ok, "detail": r.detail,
+                                    "load": loadavg()})
+                    line.append(f"{tool} {r.wall:.2f}" + ("" if r.ok else " FAILED"))
+                    if not r.ok:
+                        log(f"  {tool} failed: {r.detail}")
+                log(f"N={n} run {i + 1}/{runs}: " + ", ".join(line))
+    finally:
+        end_ansible_masters(setup)
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", default="10,50", help="comma-separated N values (default 10,50)")
@@ -664,11 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     if max(ns) > 200:
         ap.error("at most 200 hosts (127.0.1.10-254)")
 
-    if "ansible" in tools or "ansible-raw" in tools:
-        ensure_peer("ansible")
-    for peer in ("pyinfra", "pssh"):
-        if peer in tools:
-            ensure_peer(peer)
+    prepare_tools(tools)
     user = None
     if args.login_user == "bench":
         if os.geteuid() != 0:
@@ -680,30 +715,11 @@ def main(argv: list[str] | None = None) -> int:
     load_start = loadavg()
     log(f"starting {max(ns)} sshd hosts (login user {user or 'self'}), load {load_start}")
     setup = Setup(max(ns), user, args.agent)
-    samples: list[dict] = []
     try:
         kex = negotiated_kex(setup)
         log(f"key exchange: OpenSSH {kex['openssh']}, asyncssh {kex['asyncssh']}")
-        for n in ns:
-            for _w in range(args.warmup):
-                for tool in tools:
-                    r = measure(setup, tool, n)
-                    log(f"N={n} warm-up {tool}: {r.wall:.3f}s {'ok' if r.ok else 'FAILED'}"
-                        + ("" if r.ok else f" ({r.detail})"))
-            for i in range(args.runs):
-                order = tools[i % len(tools):] + tools[:i % len(tools)]
-                line = []
-                for tool in order:
-                    r = measure(setup, tool, n)
-                    samples.append({"tool": tool, "n": n, "run": i, "wall": r.wall,
-                                    "client_cpu": r.client_cpu, "server_cpu": r.server_cpu,
-                                    "ok": r.ok, "detail": r.detail, "load": loadavg()})
-                    line.append(f"{tool} {r.wall:.2f}" + ("" if r.ok else " FAILED"))
-                    if not r.ok:
-                        log(f"  {tool} failed: {r.detail}")
-                log(f"N={n} run {i + 1}/{args.runs}: " + ", ".join(line))
+        samples = run_fanout(setup, ns, tools, args.runs, args.warmup)
     finally:
-        end_ansible_masters(setup)
         setup.close(args.keep)
 
     rows = summarize(samples, tools, ns)

@@ -241,6 +241,8 @@ def rows(samples: list[dict]) -> list[Row]:
 def targets(table: list[Row]) -> list[str]:
     out = []
     for r in table:
+        if r.group != "logs":
+            continue
         if r.tool == "latency-p99" and r.runs:
             out.append(f"{'MET ' if r.median < 250 else 'MISS'}  live log p99 {r.median:.0f} ms (< 250 ms)")
         if r.tool == "throughput" and r.runs:

@@ -175,6 +175,8 @@ def _label(tool: str) -> str:
 def targets(table: list[Row]) -> list[str]:
     lines = []
     for r in table:
+        if r.group != "store":
+            continue
         flavour, what = r.tool.split(":", 1)
         if flavour != "orch" or what not in TARGETS or not r.runs:
             continue
