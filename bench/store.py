@@ -136,14 +136,15 @@ def run(sizes: list[int], runs: int, before: Path | None = None,
             for flavour, tree in builds:
                 samples.append(time_one(world, tree, flavour, "migrate", n, 0))
                 log(f"store N={n} {flavour} first use: {samples[-1]['wall']:.2f}s")
-            for flavour, tree in builds:          # warm-up: bytecode, page cache
-                time_one(world, tree, flavour, "tasks", n, -1)
-            slow_before = n >= 50_000
-            for i in range(runs):
-                order = list(commands[i % len(commands):] + commands[:i % len(commands)])
+                time_one(world, tree, flavour, "tasks", n, -1)   # warm-up
+        # Sizes interleaved within each run: drift of the machine's load lands on every
+        # size alike, so the ratios to size 0 hold even when the medians move.
+        for i in range(runs):
+            order = list(commands[i % len(commands):] + commands[:i % len(commands)])
+            for n in sizes:
                 line = []
                 for flavour, tree in builds:
-                    if flavour == "before" and slow_before and i > 0:
+                    if flavour == "before" and n >= 50_000 and i > 0:
                         continue   # minutes per run there: one is enough to show it
                     for what in order:
                         s = time_one(world, tree, flavour, what, n, i)
@@ -158,6 +159,9 @@ def run(sizes: list[int], runs: int, before: Path | None = None,
 def rows(samples: list[dict]) -> list[Row]:
     """One row per build, command and size; ratio to the same command at size 0."""
     out = summarize(samples, label=lambda tool: _label(tool))
+    what_order = ("migrate", *COMMANDS)
+    out.sort(key=lambda r: (r.n, r.tool.split(":")[0] != "orch",
+                            what_order.index(r.tool.split(":", 1)[1])))
     base = {(r.tool, r.n): r.median for r in out}
     for r in out:
         zero = base.get((r.tool, 0))

@@ -505,3 +505,17 @@ def test_the_backup_is_0600_also_where_hard_links_fail(tmp_path: Path, monkeypat
     backup = s.path.with_name("state.json.bak")
     assert backup.read_bytes() == first
     assert mode(backup) == 0o600
+
+
+def test_new_tasks_sort_after_archived_ones_even_with_a_fresh_state_file(tmp_path: Path) -> None:
+    """state.json moved aside (what StateCorrupt's hint suggests), the archive kept: a new
+    task's record number still comes after every archived one, so --all stays in order."""
+    s = Store(tmp_path, keep_recent=1, archive_batch=1)
+    old = [finish(s, n) for n in range(1, 6)]
+    assert archive_ids(s)
+    s.path.rename(tmp_path / "state.json.broken")
+    s.path.with_name("state.json.bak").unlink()
+    new = s.create(REPO, 100, "after", "backend")
+    every = s.list(archived=True)
+    assert every[0].id == new.id
+    assert [t.id for t in every[1:]] == [t.id for t in reversed(old) if t.id in archive_ids(s)]

@@ -52,7 +52,6 @@ from .hotfile import HotStorage, Tables
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 TABLE = "tasks"
-META_TABLE = "meta"   # doc 1: {"last_doc_id": N}, the highest record number ever archived
 DEFAULT_LOCK_TIMEOUT = 60.0   # seconds; every critical section is local and short
 KEEP_RECENT = 50      # finished, reported tasks the hot file keeps (the default view)
 ARCHIVE_BATCH = 50    # ... and how many more it may hold before they move, all at once
@@ -121,7 +120,6 @@ class Store:
         self._hot: HotStorage = self._db.storage   # type: ignore[assignment]
         # cache_size=0: other processes change the file, so a query cache would go stale.
         self._table = self._db.table(TABLE, cache_size=0)
-        self._meta = self._db.table(META_TABLE, cache_size=0)
         self.archive = Archive(self.state_dir)
 
     # ----------------------------------------------------------------- locking
@@ -196,8 +194,6 @@ class Store:
         self.archive.put(moving)
         for seq, _ in moving:
             del tasks[str(seq)]
-        meta = data.setdefault(META_TABLE, {}).setdefault("1", {})
-        meta["last_doc_id"] = max(int(meta.get("last_doc_id") or 0), *(s for s, _ in moving))
         return data
 
     # ----------------------------------------------------------------- reads
@@ -343,12 +339,12 @@ class Store:
             return task
 
     def _next_seq(self, docs: list[Document]) -> int:
-        """A record number above every one used, in the hot file or the archive. From the
-        file as read now, under the lock: TinyDB's own next-id counter is cached per
-        process and would collide with other writers."""
-        meta = self._meta.get(doc_id=1) or {}
-        return max(max((d.doc_id for d in docs), default=0),
-                   int(meta.get("last_doc_id") or 0)) + 1   # type: ignore[union-attr]
+        """A record number above every one used, in the hot file or the archive (so that
+        numbers keep telling creation order). From the files as read now, under the lock:
+        TinyDB's own next-id counter is cached per process and would collide with other
+        writers."""
+        archived = self.archive.max_seq() if self.archive.exists() else 0
+        return max(max((d.doc_id for d in docs), default=0), archived) + 1
 
     def update(self, task_id: str, **fields: Any) -> Task:
         """Change non-status fields (pr_url, cost_usd, pid, ...); status needs a transition."""
