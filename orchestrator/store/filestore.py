@@ -28,10 +28,11 @@ docs/state.md tells the whole story; in short:
 
 from __future__ import annotations
 
+import builtins  # Store.list shadows `list` in the class body: annotations there say builtins.list
 import copy
 import heapq
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -229,7 +230,7 @@ class Store:
         return self._find(id_or_prefix).task
 
     def list(self, status: str | None = None, repo: str | None = None, *,
-             archived: bool = False) -> list[Task]:
+             archived: bool = False) -> builtins.list[Task]:
         """Tasks newest first, optionally only one status and/or one repo.
 
         The live and recent ones (the hot file: every queued, running and lost task is
@@ -257,7 +258,7 @@ class Store:
             return 0
         return self.archive.count() - len(self.archive.ids(t.id for t in self._all()))
 
-    def for_issue(self, repo: str, issue: int) -> list[Task]:
+    def for_issue(self, repo: str, issue: int) -> builtins.list[Task]:
         """Every task ever made for one issue, newest first (archived ones too)."""
         records = self._records()
         hot = [(seq, t) for seq, t in reversed(records) if t.repo == repo and t.issue == int(issue)]
@@ -275,17 +276,17 @@ class Store:
                      if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES),
                     None)
 
-    def running_on(self, host: str) -> list[Task]:
+    def running_on(self, host: str) -> builtins.list[Task]:
         """Tasks the store believes are running on `host`."""
         return [t for t in self._all() if t.status == "running" and t.host == host]
 
-    def reserved(self) -> dict[str, list[str]]:
+    def reserved(self) -> dict[str, builtins.list[str]]:
         """Live task ids per host: the `reserved` argument of `schedule.place`.
 
         A task the store has started may not show on its host yet (or the probe was
         taken before it started); the scheduler adds the ones the host does not show.
         """
-        ids: dict[str, list[str]] = {}
+        ids: dict[str, builtins.list[str]] = {}
         for t in self._all():
             if t.status in LIVE_STATUSES and t.host:
                 ids.setdefault(t.host, []).append(t.id)
@@ -338,7 +339,7 @@ class Store:
             self._table.insert(Document(task.to_json(), doc_id=self._next_seq(docs)))
             return task
 
-    def _next_seq(self, docs: list[Document]) -> int:
+    def _next_seq(self, docs: builtins.list[Document]) -> int:
         """A record number above every one used, in the hot file or the archive (so that
         numbers keep telling creation order). From the files as read now, under the lock:
         TinyDB's own next-id counter is cached per process and would collide with other
@@ -472,9 +473,9 @@ class Store:
             raise TaskNotFound(f"task {task.id} vanished from {self.path}")
 
 
-def _replace_with(data: dict[str, Any]):
+def _replace_with(data: dict[str, Any]) -> Callable[[MutableMapping[str, Any]], None]:
     """A TinyDB update operation that replaces the whole document."""
-    def op(doc: dict[str, Any]) -> None:
+    def op(doc: MutableMapping[str, Any]) -> None:
         doc.clear()
         doc.update(data)
     return op
