@@ -66,15 +66,28 @@ class Fleet:
         if attempt is not None:
             await _close_attempt(attempt)
 
-    async def probe_one(self, name: str) -> HostFacts:
-        """Facts for one host; an unreachable host is reported, never raised."""
+    async def probe_one(self, name: str, *, timeout: float | None = None) -> HostFacts:
+        """Facts for one host; an unreachable host is reported, never raised.
+
+        The connect is bounded by ssh.connect_timeout, the probe on the open connection
+        by `timeout` (default: connect_timeout, at least 10 s). A live view (`orch top`)
+        re-probes over the kept connection with a tighter bound of its own.
+        """
         host = self.host(name)
         started = time.monotonic()
+        if timeout is None:
+            timeout = max(self.settings.ssh.connect_timeout, 10.0)
         try:
             conn = await self.connection(name)
             # The probe itself is bounded too: a wedged host must not hold up the report.
-            result = await facts_mod.probe(conn, host, self.settings,
-                                           timeout=max(self.settings.ssh.connect_timeout, 10.0))
+            # Bounded here as a whole, session open included: over a link whose host hangs,
+            # the channel open itself never completes.
+            result = await asyncio.wait_for(
+                facts_mod.probe(conn, host, self.settings, timeout=timeout), timeout)
+        except TimeoutError:
+            exc = HostUnreachable(name, "timeout", f"no answer on the open connection to "
+                                                   f"{host.address} within {timeout:g}s")
+            return facts_mod.unreachable(host, exc, time.monotonic() - started)
         except HostUnreachable as exc:
             return facts_mod.unreachable(host, exc, time.monotonic() - started)
         result.probe_seconds = time.monotonic() - started
