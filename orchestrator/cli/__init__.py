@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retry": ("orchestrator.cli.tasks:retry", "Queue a finished task again."),
     "bootstrap": ("orchestrator.cli.bootstrap:bootstrap", "Check (and prepare) what hosts need to run jobs."),
     "metrics": ("orchestrator.cli.metrics:metrics", "Prometheus text exposition of tasks and hosts."),
+    "top": ("orchestrator.cli.top:top", "The fleet and its work at a glance, live (--once: one frame)."),
     "cron": ("orchestrator.cli.cron:cron", "Install, show or remove the crontab line for `orch poll`."),
     "demo": ("orchestrator.cli.demo:demo", "Watch an issue become a branch on this machine, offline."),
 }
