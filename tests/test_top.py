@@ -162,3 +162,27 @@ def test_json_without_hosts_answering_still_lists_them_down(make_ssh_fleet, tmp_
     assert rows["h2"]["up"] is False and rows["h2"]["error_kind"] == "refused"
     assert rows["h2"]["reason"]
     assert data["tasks"] == [] and data["finished"] == []
+
+
+def test_a_first_probe_on_a_new_link_gets_the_usual_bound_not_the_tight_one(
+        make_ssh_fleet, tmp_path):
+    """A slow host at start (here: its agent takes 4 s to say its version, more than the
+    2 s connect timeout) is up on the first round, as `orch hosts` would report it; the
+    tight bound is for links that answered before."""
+    fleet = make_ssh_fleet(1)
+    slow_agent = tmp_path / "slow-claude"
+    slow_agent.write_text('#!/bin/sh\nsleep 4\necho "9.9.9 (Claude Code)"\n')
+    slow_agent.chmod(0o755)
+    inventory = fleet.write_inventory(tmp_path / "hosts.yml", agent=str(slow_agent))
+    config = fleet.write_config(tmp_path / "orch.yml", ssh={"connect_timeout": 2})
+    app = App(config_path=str(config), inventory_path=str(inventory),
+              state_dir=str(tmp_path / "state"))
+
+    async def go():
+        async with watching(app, interval=INTERVAL) as w:
+            first = _host(await w.refresh(), "h1")
+            assert first.up is True and first.agent_version == "9.9.9 (Claude Code)", first
+            second = _host(await w.refresh(), "h1")
+            assert second.up is False and second.error_kind == "timeout", second
+
+    asyncio.run(asyncio.wait_for(go(), 120))

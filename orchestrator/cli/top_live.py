@@ -162,6 +162,8 @@ class LiveTop:
                 for line in await asyncio.to_thread(self.watcher.local_log, task, FOLLOW_KEEP):
                     add(line)
                 self.log_state = f"{task.status}; orch's copy of the log"
+                if not self.log_rows:
+                    self.log_rows.append(Text("(no log yet)", style="dim"))
         except OrchError as exc:
             notice(str(exc))
             self.log_state = "not followed"
@@ -216,6 +218,8 @@ async def run(app: App, interval: float) -> int:
             for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)):
                 loop.add_signal_handler(sig, top.stop, code)
                 handled.append(sig)
+            loop.add_signal_handler(signal.SIGWINCH, watcher.changed.set)   # redraw at the new size
+            handled.append(signal.SIGWINCH)
             try:
                 with Live(console=console, screen=True, auto_refresh=False,
                           redirect_stdout=False, redirect_stderr=False) as live:

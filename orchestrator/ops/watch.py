@@ -6,11 +6,13 @@ every 2 s would otherwise pay it at every refresh. The Fleet keeps one connectio
 host for the watcher's whole life.
 
 Why one probe per host, each on its own: a host that stops answering must not hold up
-the others. Each probe is bounded (ssh.connect_timeout to connect, the same again for the
-probe on an open connection); a refresh waits for the probes at most as long as it is
-told and shows the others with their last answer and how long the current question has
-been outstanding. A probe that fails forgets the host's connection (a dropped link, a
-wedged host), so a later refresh connects afresh instead of reusing a dead one.
+the others. Each probe is bounded: ssh.connect_timeout to connect, then, over a link that
+answered last time, the same again for the probe (the first probe on a new link gets at
+least 10 s, as `orch hosts` does: a cold start of many hosts is slow, not down). A refresh
+waits for the probes at most as long as it is told and shows the others with their last
+answer and how long the current question has been outstanding. A probe that fails forgets
+the host's connection (a dropped link, a wedged host), so a later refresh connects afresh
+instead of reusing a dead one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .snapshot import HostSample, Snapshot
 
 LOG_LINES = 80                 # raw job.log lines fetched for the selected task
 LOCAL_LOG_TAIL_BYTES = 256 * 1024
+COLD_PROBE_TIMEOUT = 10.0      # the first probe on a new connection (as `orch hosts`)
 
 
 class Watcher:
@@ -146,11 +149,16 @@ class Watcher:
     async def _sample(self, name: str) -> None:
         """Probe one host, then read the status of each job the store runs there."""
         host = self.fleet.host(name)
-        bound = self.fleet.settings.ssh.connect_timeout + self.timeout + 1.0
+        # Over a link that answered last time, the tight bound: a host that stops answering
+        # shows down within one interval plus it. A first probe on a new link gets the
+        # Fleet's usual bound: a cold start of many hosts is slow, and that is no outage.
+        last = self._samples.get(name)
+        warm = last is not None and snap_mod.host_is_up(last.facts)
+        timeout = self.timeout if warm else max(self.timeout, COLD_PROBE_TIMEOUT)
+        bound = self.fleet.settings.ssh.connect_timeout + timeout + 1.0
         try:
             try:
-                facts = await asyncio.wait_for(
-                    self.fleet.probe_one(name, timeout=self.timeout), bound)
+                facts = await asyncio.wait_for(self.fleet.probe_one(name, timeout=timeout), bound)
             except TimeoutError:
                 facts = facts_mod.unreachable(host, HostUnreachable(
                     name, "timeout", f"no answer within {bound:g}s"))
