@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections import deque
+from typing import Any
 
 from rich.live import Live
 from rich.text import Text
@@ -32,6 +33,7 @@ from ..render.keys import TerminalKeys
 from ..render.log import LogPrinter, clean
 
 FOLLOW_KEEP = 2000          # log rows kept while following
+CANCELLABLE = (*LIVE_STATUSES, "lost")   # what lifecycle.control.cancel_task stops
 PAGE = 10
 
 
@@ -102,7 +104,7 @@ class LiveTop:
             task = self._selected_task()
             if task is None:
                 return
-            if task.status in LIVE_STATUSES:
+            if task.status in CANCELLABLE:
                 self.asking = task.id
             else:
                 self.message = Text(clean(f"task {task.id} is {task.status}: nothing to cancel"),
@@ -172,7 +174,7 @@ class LiveTop:
     # ------------------------------------------------------------------ the loop
     async def loop(self, live: Live) -> None:
         next_round = 0.0
-        key_wait: asyncio.Future[str] = asyncio.ensure_future(self.keys.get())
+        key_wait: asyncio.Future[Any] = asyncio.ensure_future(self.keys.get())
         try:
             while not self.done:
                 if time.monotonic() >= next_round:
@@ -181,7 +183,7 @@ class LiveTop:
                 self.watcher.changed.clear()
                 self.snapshot = self.watcher.snapshot()
                 live.update(self.view(), refresh=True)
-                changed = asyncio.ensure_future(self.watcher.changed.wait())
+                changed: asyncio.Future[Any] = asyncio.ensure_future(self.watcher.changed.wait())
                 done, _ = await asyncio.wait(
                     {key_wait, changed}, return_when=asyncio.FIRST_COMPLETED,
                     timeout=max(0.0, next_round - time.monotonic()))
