@@ -7,8 +7,8 @@ host for the watcher's whole life.
 
 Why one probe per host, each on its own: a host that stops answering must not hold up
 the others. Each probe is bounded: ssh.connect_timeout to connect, then, over a link that
-answered last time, the same again for the probe (the first probe on a new link gets at
-least 10 s, as `orch hosts` does: a cold start of many hosts is slow, not down). A refresh
+answered last time, the same again for the probe (the first probe on a new link gets the
+bounds of `orch hosts`: a cold start of many hosts is slow, not down). A refresh
 waits for the probes at most as long as it is told and shows the others with their last
 answer and how long the current question has been outstanding. A probe that fails forgets
 the host's connection (a dropped link, a wedged host), so a later refresh connects afresh
@@ -26,7 +26,6 @@ from pathlib import Path
 from ..app import App
 from ..core.models import HostFacts, Task
 from ..errors import HostUnreachable, OrchError
-from ..fleet import facts as facts_mod
 from ..fleet.pool import Fleet
 from ..job import remote
 from . import snapshot as snap_mod
@@ -34,7 +33,6 @@ from .snapshot import HostSample, Snapshot
 
 LOG_LINES = 80                 # raw job.log lines fetched for the selected task
 LOCAL_LOG_TAIL_BYTES = 256 * 1024
-COLD_PROBE_TIMEOUT = 10.0      # the first probe on a new connection (as `orch hosts`)
 
 
 class Watcher:
@@ -148,20 +146,14 @@ class Watcher:
 
     async def _sample(self, name: str) -> None:
         """Probe one host, then read the status of each job the store runs there."""
-        host = self.fleet.host(name)
         # Over a link that answered last time, the tight bound: a host that stops answering
         # shows down within one interval plus it. A first probe on a new link gets the
-        # Fleet's usual bound: a cold start of many hosts is slow, and that is no outage.
+        # Fleet's usual bounds (those of `orch hosts`): a cold start of many hosts is slow,
+        # and that is no outage. The Fleet bounds the connect and the probe either way.
         last = self._samples.get(name)
         warm = last is not None and snap_mod.host_is_up(last.facts)
-        timeout = self.timeout if warm else max(self.timeout, COLD_PROBE_TIMEOUT)
-        bound = self.fleet.settings.ssh.connect_timeout + timeout + 1.0
         try:
-            try:
-                facts = await asyncio.wait_for(self.fleet.probe_one(name, timeout=timeout), bound)
-            except TimeoutError:
-                facts = facts_mod.unreachable(host, HostUnreachable(
-                    name, "timeout", f"no answer within {bound:g}s"))
+            facts = await self.fleet.probe_one(name, timeout=self.timeout if warm else None)
             up = snap_mod.host_is_up(facts)
             statuses = await self._statuses(name) if up else {}
             self._samples[name] = HostSample(facts=facts, taken_at=time.time(), statuses=statuses)
