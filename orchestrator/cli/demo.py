@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from ..demo.run import DemoResult
 
 
 @click.command()
@@ -57,7 +61,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     ctx.exit(0 if result.ok else 1)
 
 
-def _summary(result, orch: str) -> None:
+def _summary(result: DemoResult, orch: str) -> None:
     from rich.rule import Rule
 
     from ..render import console
@@ -68,7 +72,7 @@ def _summary(result, orch: str) -> None:
     console.print(Rule("orch demo: the outcome"))
     where = result.world.origin
     if result.branch_in_origin:
-        console.print(f"[bold]branch[/]   {task.branch} (commit {result.branch_commit[:12]}, "
+        console.print(f"[bold]branch[/]   {task.branch} (commit {(result.branch_commit or '')[:12]}, "
                       f"pushed to {where})", markup=True, highlight=False, soft_wrap=True)
         console.print(f"[bold]diff[/]     git diff --stat {result.base}..{task.branch}",
                       markup=True, highlight=False, soft_wrap=True)

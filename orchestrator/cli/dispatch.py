@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from ..forge import Forge
 
 
 @click.command()
@@ -29,9 +33,11 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     from ..render import tasks as render
     from ..render.log import LogPrinter
 
+    forge: Forge
     if local_repo is not None or issue.endswith(".md") or Path(issue).is_file():
-        forge = app.forge("local")
-        repo, number = forge.register(Path(issue), local_repo)
+        local = app.forge("local")
+        repo, number = local.register(Path(issue), local_repo)
+        forge = local
     else:
         repo, number = parse_issue_ref(issue)
         forge = app.forge("github")

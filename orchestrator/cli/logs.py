@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..core.models import Task
+    from ..render.log import LogPrinter
 
 
 @click.command()
@@ -35,19 +42,23 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
                             lambda m: err_console.print(f"[yellow]orch[/]: {m}")))
 
 
-async def _remote_log(app: App, task, printer, follow: bool, notice) -> None:
+async def _remote_log(app: App, task: Task, printer: LogPrinter, follow: bool,
+                      notice: Callable[[str], None]) -> None:
     from ..core import shell
+    from ..errors import WorkError
     from ..fleet.pool import Fleet
     from ..lifecycle.follow import follow as follow_log
+    host, workspace = task.host, task.workspace
+    if not host or not workspace:       # the caller sends only tasks that have both
+        raise WorkError(f"task {task.id} has no host or workspace, so no remote log")
     async with Fleet(app.hosts, app.settings) as fleet:
         if follow:
             await follow_log(fleet, task, printer.line, on_notice=notice)
             return
-        conn = await fleet.connection(task.host)
-        result = await conn.run(f"cat {shell.path(task.workspace)}/job.log")
+        conn = await fleet.connection(host)
+        result = await conn.run(f"cat {shell.path(workspace)}/job.log")
         if not result.ok:
-            from ..errors import WorkError
-            raise WorkError(f"{task.host}: cannot read the log of task {task.id}: "
+            raise WorkError(f"{host}: cannot read the log of task {task.id}: "
                             f"{result.stderr.strip() or 'job.log missing'}")
         for line in result.stdout.splitlines():
             printer.line(line)

@@ -17,8 +17,10 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
+from rich.console import RenderableType
 from rich.live import Live
 from rich.text import Text
 
@@ -54,7 +56,7 @@ class LiveTop:
         self._work: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ drawing
-    def view(self):
+    def view(self) -> RenderableType:
         height = console.size.height
         if self.log_mode is not None:
             t = self.log_mode
@@ -115,7 +117,7 @@ class LiveTop:
         return self.watcher.task(selected) if selected else None
 
     # ------------------------------------------------------------------ actions
-    def _spawn(self, work) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._work.add(task)
         task.add_done_callback(self._work.discard)

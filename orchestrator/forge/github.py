@@ -1,6 +1,6 @@
 """GitHub and GitHub Enterprise through PyGithub: the Forge protocol on the real API.
 
-Why these choices (see docs/FIELD-NOTES facts on PyGithub 2.x):
+Why these choices (see docs/FIELD-NOTES.md facts on PyGithub 2.x):
 
 - Retries are a `GithubRetry` (urllib3 Retry), not `retry=<int>`: an int does not retry
   502s. We retry 500/502/503/504, 429, 403 secondary rate limits, timeouts and dropped

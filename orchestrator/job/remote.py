@@ -1,7 +1,7 @@
 """Start, watch and stop a remote job over any transport (transport.base.Connection).
 
 Each call is one round trip of POSIX sh. The job runs detached in its own session
-(FIELD-NOTES: all three streams of the backgrounded command redirected, so neither the
+(docs/FIELD-NOTES.md: all three streams of the backgrounded command redirected, so neither the
 SSH channel nor the orchestrator holds it), and leaves everything about itself in the
 workspace: `status` (docs/CONTRACTS.md), `job.log`, and while an agent or test run is
 under way `child.pgid` (that run's own session, which a cancel must stop too).

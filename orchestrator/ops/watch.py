@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ..app import App
 from ..core.models import HostFacts, Task
@@ -123,7 +125,7 @@ class Watcher:
         self._probes.clear()
 
     # ------------------------------------------------------------------ the parts
-    def _spawn(self, work) -> asyncio.Task[None]:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A background part of a round; a bug in it surfaces at the next round or
         snapshot instead of vanishing with the task."""
         task = asyncio.create_task(work)
@@ -223,7 +225,7 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def watching(app: App, *, interval: float):
+async def watching(app: App, *, interval: float) -> AsyncIterator[Watcher]:
     """A Watcher over a Fleet of the inventory's hosts, both closed at exit."""
     async with Fleet(app.hosts, app.settings) as fleet:
         watcher = Watcher(app, fleet, interval=interval)

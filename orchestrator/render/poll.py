@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import console
 
+if TYPE_CHECKING:
+    from ..lifecycle.poll import PassResult
 
-def summary(result) -> None:
+
+def summary(result: PassResult) -> None:
     if result.busy:
         console.print("another orch poll pass holds the lock; this pass did nothing "
                       "(the running pass does the work)", markup=False)
