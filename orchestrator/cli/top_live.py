@@ -37,6 +37,7 @@ from ..render.log import LogPrinter, clean
 FOLLOW_KEEP = 2000          # log rows kept while following
 CANCELLABLE = (*LIVE_STATUSES, "lost")   # what lifecycle.control.cancel_task stops
 PAGE = 10
+REDRAW_GAP = 0.2           # seconds: a frame of 50 hosts costs ~70 ms to draw on a busy 2-core machine
 
 
 class LiveTop:
@@ -196,7 +197,7 @@ class LiveTop:
                         self.on_key(self.keys.queue.get_nowait())
                     key_wait = asyncio.ensure_future(self.keys.get())
                 elif changed in done:
-                    await asyncio.sleep(0.05)   # let a burst of answers land in one redraw
+                    await asyncio.sleep(REDRAW_GAP)   # a burst of answers lands in one redraw
         finally:
             key_wait.cancel()
             self._leave_log()
