@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("orchestrator.cli.tasks:cancel", "Stop a task's remote job (its whole process group)."),
     "retry": ("orchestrator.cli.tasks:retry", "Queue a finished task again."),
     "bootstrap": ("orchestrator.cli.bootstrap:bootstrap", "Check (and prepare) what hosts need to run jobs."),
+    "provision": ("orchestrator.cli.provision:provision", "Install git, the agent, the workspace; then bootstrap."),
     "metrics": ("orchestrator.cli.metrics:metrics", "Prometheus text exposition of tasks and hosts."),
     "top": ("orchestrator.cli.top:top", "The fleet and its work at a glance, live (--once: one frame)."),
     "cron": ("orchestrator.cli.cron:cron", "Install, show or remove the crontab line for `orch poll`."),

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..fleet.bootstrap import HostReport
-from . import console
+from . import console, print_fixes
 
 _STYLE = {"ok": "green", "info": "cyan", "skip": "dim", "fail": "bold red"}
 
@@ -66,11 +66,7 @@ def bootstrap_table(reports: list[HostReport], state_file: Path | None = None) -
                 fixes.append((r.host, check, fix))
             table.add_row(*cells)
     console.print(table)
-    if fixes:
-        console.print()
-        console.print("[bold]fixes[/]")
-        for host, check, fix in fixes:
-            console.print(f"  [bold]{escape(host)} {escape(check)}[/]: {escape(fix)}")
+    print_fixes(fixes)
     ready = [r for r in reports if r.ok]
     failing = [r for r in reports if not r.ok]
     line = f"{len(ready)} of {len(reports)} hosts ready"
