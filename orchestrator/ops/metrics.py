@@ -134,12 +134,22 @@ class _Snapshot(Collector):
                                labels=["host"])
         load = GaugeMetricFamily("orch_host_load1", "1-minute load average of the host.",
                                  labels=["host"])
+        cpus = GaugeMetricFamily("orch_host_cpus", "CPUs of the host (load per CPU: load1 / cpus).",
+                                 labels=["host"])
+        slots = GaugeMetricFamily("orch_host_slots",
+                                  "Task slots of the host (its max_tasks; 0 when drained).",
+                                  labels=["host"])
         for f in facts:
             up.add_metric([f.name], 1 if f.reachable else 0)
             if f.load1 is not None:
                 load.add_metric([f.name], f.load1)
+            if f.cpus:
+                cpus.add_metric([f.name], f.cpus)
+            slots.add_metric([f.name], f.max_tasks if f.enabled else 0)
         yield up
         yield load
+        yield cpus
+        yield slots
 
         errors = CounterMetricFamily(
             "orch_claude_code_errors", "Failed tasks by the kind of failure.",
