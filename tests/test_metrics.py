@@ -79,6 +79,8 @@ def test_render_parses_and_has_every_family() -> None:
         "orch_agent_current_tasks": "gauge",
         "orch_host_up": "gauge",
         "orch_host_load1": "gauge",
+        "orch_host_cpus": "gauge",
+        "orch_host_slots": "gauge",
         "orch_claude_code_errors": "counter",
         "orch_daily_spend_usd": "gauge",
     }
@@ -154,7 +156,7 @@ def test_errors_are_counted_by_error_kind_never_by_message() -> None:
     s = samples(render(misleading, [], now=NOW))
     errs = {k: s[("orch_claude_code_errors_total", (("error_type", k),))] for k in ERROR_TYPES}
     assert errs == dict.fromkeys(ERROR_TYPES, 0) | {"budget": 1, "other": 2}
-    assert error_type(misleading[0]) == "budget"
+    assert error_type(misleading[0].error_kind) == "budget"
     assert not any(k[0] == "orch_claude_code_errors_total" and k[1][0][1] not in ERROR_TYPES
                    for k in s)
 
