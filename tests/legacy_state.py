@@ -25,6 +25,21 @@ LEGACY = Path(__file__).resolve().parent / "data" / "state-legacy.json.gz"
 REPOS = ("octo/app", "octo/api", "octo/web", "octo/infra", "octo/docs")
 
 
+# The fields of a task record as the previous version wrote them (every record of the
+# legacy file has exactly these); fields added since load with a default or are derived
+# by orchestrator/core/migrate.py.
+LEGACY_FIELDS = frozenset((
+    "attempts", "branch", "claimed_at", "claimed_by", "comment_id", "commit", "cost_usd",
+    "created_at", "error", "finalized", "finished_at", "forge", "history", "host", "id",
+    "issue", "log_path", "pid", "pr_url", "repo", "specialty", "started_at", "status",
+    "tests", "title", "turns", "unreachable_since", "workspace"))
+
+
+def as_written(task_json: dict) -> dict:
+    """A task record cut to the fields the previous version wrote: what must survive."""
+    return {k: v for k, v in task_json.items() if k in LEGACY_FIELDS}
+
+
 def legacy_records() -> list[dict]:
     """Every record of the legacy file, in record order (live, lost and unreported too)."""
     data = json.loads(gzip.decompress(LEGACY.read_bytes()))

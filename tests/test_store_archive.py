@@ -28,7 +28,7 @@ from orchestrator.core.models import Task
 from orchestrator.ops.metrics import day_start, render, render_tally
 from orchestrator.store import ArchiveCorrupt, DuplicateTask, Store, TaskNotFound
 from orchestrator.store.filestore import KEEP_RECENT, archivable
-from tests.legacy_state import legacy_records, write_legacy, year_of_state
+from tests.legacy_state import LEGACY_FIELDS, as_written, legacy_records, write_legacy, year_of_state
 
 REPO = "acme/widgets"
 
@@ -293,7 +293,10 @@ def test_a_previous_version_state_is_migrated_on_first_read_losing_nothing(tmp_p
     assert archive_ids(s) == set(before) - hot_ids(s)
     every = s.list(archived=True)
     assert [t.id for t in every] == [r["id"] for r in reversed(records)]
-    assert all(t.to_json() == before[t.id] for t in every)
+    assert all(as_written(t.to_json()) == before[t.id] for t in every)
+    assert all(t.kind == "issue" and t.parent is None for t in every)   # the new fields
+    assert all((t.error_kind is not None) == (t.status in ("failed", "cancelled", "lost"))
+               for t in every)
     assert s.counts_by_status() == dict.fromkeys(("queued", "running", "lost"), 0) | dict(
         Counter(r["status"] for r in records))
     for path in (s.path, s.archive.path):
@@ -344,7 +347,7 @@ def test_racing_migrations_lose_and_double_nothing(tmp_path: Path) -> None:
     every = s.list(archived=True)
     assert len(every) == len(records) + 3
     originals = {r["id"]: r for r in records}
-    assert all(t.to_json() == originals[t.id] for t in every if t.id in originals)
+    assert all(as_written(t.to_json()) == originals[t.id] for t in every if t.id in originals)
     assert {t.status for t in every if t.id in created} == {"succeeded"}
 
 
@@ -449,7 +452,7 @@ def test_a_migration_killed_at_random_points_loses_nothing(tmp_path: Path) -> No
             p.wait()
         every = Store(tmp_path, keep_recent=10**9).list(archived=True)   # reads, never archives
         assert len(every) == len(records), f"seed {seed}"
-        assert all(t.to_json() == originals[t.id] for t in every), f"seed {seed}"
+        assert all(as_written(t.to_json()) == originals[t.id] for t in every), f"seed {seed}"
         json.loads((tmp_path / "state.json").read_text())
         if finished:
             break
@@ -485,7 +488,8 @@ def test_the_legacy_fixture_is_what_the_previous_version_wrote() -> None:
     assert kinds[("running", False)] and kinds[("queued", False)] and kinds[("lost", False)]
     assert kinds[("failed", False)] and kinds[("succeeded", True)] and kinds[("cancelled", True)]
     assert any(e.get("previous") for r in records for e in r["history"])
-    assert all(set(r) == set(Task.__dataclass_fields__) for r in records)
+    assert all(set(r) == LEGACY_FIELDS for r in records)
+    assert set(Task.__dataclass_fields__) > LEGACY_FIELDS      # fields only ever added
 
 
 def test_the_backup_is_0600_also_where_hard_links_fail(tmp_path: Path, monkeypatch) -> None:
