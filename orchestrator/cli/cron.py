@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..app import App
+from ..core.text import clean
 
 EVERY = click.IntRange(1, 1440)
 
@@ -39,7 +40,7 @@ def _missing(ctx: click.Context, exc, job, as_json: bool, action: str) -> None:
                     "crontab_available": False, "expected": job.line, "log": str(job.log),
                     "systemd": units})
     else:
-        click.echo(f"orch: {exc}", err=True)
+        click.echo(f"orch: {clean(str(exc))}", err=True)
         if action == "remove":
             click.echo("if you added it by hand, delete the line ending with the marker:")
         else:

@@ -18,7 +18,7 @@ from ..app import App
 @click.pass_obj
 def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
     """Show the log of TASK_ID (any unique prefix of its id)."""
-    from ..render import err_console
+    from ..render import err_console, notice, text
     from ..render.log import LogPrinter
     task = app.store.get(task_id)
     printer = LogPrinter(raw=raw)
@@ -29,10 +29,9 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
                 printer.line(line)
             return
         if not task.host or not task.workspace:
-            err_console.print(f"task {task.id} is {task.status} and has no log yet")
+            err_console.print(text(f"task {task.id} is {task.status} and has no log yet"))
             return
-    asyncio.run(_remote_log(app, task, printer, follow,
-                            lambda m: err_console.print(f"[yellow]orch[/]: {m}")))
+    asyncio.run(_remote_log(app, task, printer, follow, notice))
 
 
 async def _remote_log(app: App, task, printer, follow: bool, notice) -> None:
