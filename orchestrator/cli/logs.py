@@ -35,18 +35,17 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
 
 
 async def _remote_log(app: App, task, printer, follow: bool, notice) -> None:
-    from ..core import shell
     from ..fleet.pool import Fleet
+    from ..job import remote
     from ..lifecycle.follow import follow as follow_log
     async with Fleet(app.hosts, app.settings) as fleet:
         if follow:
             await follow_log(fleet, task, printer.line, on_notice=notice)
             return
         conn = await fleet.connection(task.host)
-        result = await conn.run(f"cat {shell.path(task.workspace)}/job.log")
-        if not result.ok:
+        text = await remote.read_log(conn, task.workspace)
+        if text is None:
             from ..errors import WorkError
-            raise WorkError(f"{task.host}: cannot read the log of task {task.id}: "
-                            f"{result.stderr.strip() or 'job.log missing'}")
-        for line in result.stdout.splitlines():
+            raise WorkError(f"{task.host}: cannot read the log of task {task.id}: job.log missing")
+        for line in text.splitlines():
             printer.line(line)

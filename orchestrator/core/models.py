@@ -5,6 +5,7 @@ They carry data only; behaviour lives in the modules that take and return them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -160,9 +161,21 @@ class Task:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["cost_usd"] = _finite(data["cost_usd"])   # never NaN/Infinity in state.json
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
+        """A stored task; a NaN or infinite cost an older orch wrote is read as unknown."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        task = cls(**{k: v for k, v in data.items() if k in known})
+        task.cost_usd = _finite(task.cost_usd)
+        return task
+
+
+def _finite(value: Any) -> float | None:
+    """A number that JSON can hold and a sum can use, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None

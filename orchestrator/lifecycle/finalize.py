@@ -13,7 +13,7 @@ import asyncio
 import os
 
 from ..app import App
-from ..core import report, shell
+from ..core import report
 from ..core.events import last_result
 from ..core.models import Task
 from ..errors import OrchError
@@ -25,8 +25,7 @@ from . import claims
 
 async def fetch_log(app: App, conn, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
-    result = await conn.run(f"cat {shell.path(task.workspace or '')}/job.log")
-    text = result.stdout if result.ok else ""
+    text = await remote.read_log(conn, task.workspace or "") or ""
     path = app.task_log_path(task.id)
     if text:
         # 0600 like state.json: a log holds the issue text and the agent's output.
@@ -66,6 +65,7 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
 
 async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
     s = app.settings
+    status = remote.validate_status(status, branch=task.branch)   # the host is untrusted
     log = await fetch_log(app, conn, task)
     result = last_result(log.splitlines())
     fields = dict(cost_usd=status.cost_usd, turns=status.turns, tests=status.tests,
