@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.report import LOG_TAIL_MODES
 from .settings import DEFAULT_SPECIALTIES, Settings
 from .yamlfile import (
     Loc,
@@ -248,6 +249,7 @@ SCHEMA: dict[str, Validator] = {
     "workspace.keep_on_success": boolean,
     "workspace.keep_on_failure": boolean,
     "metrics.textfile": optional(local_path),
+    "report.log_tail": choice(*LOG_TAIL_MODES),
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),

@@ -88,6 +88,11 @@ class MetricsSettings:
 
 
 @dataclass
+class ReportSettings:
+    log_tail: str = "summary"         # none | summary | full: what a failure comment shows
+
+
+@dataclass
 class Settings:
     github: GithubSettings = field(default_factory=GithubSettings)
     repos: list[str] = field(default_factory=list)
@@ -100,6 +105,7 @@ class Settings:
     tests: TestsSettings = field(default_factory=TestsSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     specialties: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
                                  for k, v in DEFAULT_SPECIALTIES.items()})

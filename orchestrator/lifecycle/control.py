@@ -36,8 +36,7 @@ async def report_finished(app: App, forge, task: Task, *, status: str | None = N
         body = report.comment_failed(task, reason, "")
         add, remove = [report.LABEL_FAILED], [report.LABEL_RUNNING, report.LABEL_DONE, trigger]
     else:
-        body = (f"{report.MARKER}\n:stop_sign: **orch** task `{task.id}` was {status}: {reason}\n\n"
-                f"Label the issue `{trigger}` again, or run `orch retry {task.id}`, to run it again.")
+        body = report.comment_stopped(task, status, reason, trigger)
         add, remove = [], [report.LABEL_RUNNING, trigger]
     cid = await asyncio.to_thread(forge.upsert_comment, task.repo, task.issue, body,
                                   task.comment_id)

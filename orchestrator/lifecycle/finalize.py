@@ -36,10 +36,6 @@ async def fetch_log(app: App, conn, task: Task) -> str:
     return text
 
 
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
 async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
                    status: remote.JobStatus | None = None) -> Task:
     """Finish `task` if its job has ended; return it as it stands afterwards.
@@ -79,8 +75,7 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
         # issue again unless a person labels it again.
         reason = status.error or "cancelled on the host"
         comment_id = await asyncio.to_thread(
-            forge.upsert_comment, task.repo, task.issue,
-            f"{report.MARKER}\n:stop_sign: **orch** task `{task.id}` was cancelled: {reason}",
+            forge.upsert_comment, task.repo, task.issue, report.comment_cancelled(task, reason),
             task.comment_id)
         await asyncio.to_thread(forge.set_labels, task.repo, task.issue, [], labels_off)
         return app.store.cancel(task.id, reason, comment_id=comment_id, finalized=True,
@@ -111,7 +106,8 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
     reason = status.error or "the job failed"
     comment_id = await asyncio.to_thread(
         forge.upsert_comment, task.repo, task.issue,
-        report.comment_failed(task, reason, _tail(log)), task.comment_id)
+        report.comment_failed(task, reason, report.log_excerpt(log, s.report.log_tail)),
+        task.comment_id)
     await asyncio.to_thread(forge.set_labels, task.repo, task.issue,
                             [report.LABEL_FAILED], labels_off + [report.LABEL_DONE])
     done = app.store.fail(task.id, reason, comment_id=comment_id, finalized=True,
