@@ -34,6 +34,7 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
         repo, number = forge.register(Path(issue), local_repo)
     else:
         repo, number = parse_issue_ref(issue)
+        _local_github(app, host, notice)
         forge = app.forge("github")
 
     printer = LogPrinter()
@@ -61,3 +62,16 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     else:
         render.outcome(task)
     ctx.exit(1 if task.status == "failed" else 0)
+
+
+def _local_github(app: App, pinned: str | None, notice) -> None:
+    """A GitHub issue and a `connection: local` host: refuse without the operator's
+    opt-in when nothing else could take it, and say what local means when it may run."""
+    from ..core.trust import LOCAL_OPT_IN, check_local_github, local_meaning
+    hosts = [app.host(pinned)] if pinned else app.hosts
+    allowed = app.settings.allow_local_github
+    check_local_github(hosts, "github", allowed)
+    local = [h.name for h in hosts if h.is_local and h.enabled]
+    if local and allowed:
+        notice(f"host {', '.join(local)} may take this GitHub issue ({LOCAL_OPT_IN} is set): "
+               f"{local_meaning(app.state_dir)}")

@@ -34,6 +34,8 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     else:
         from ..render import hosts as render
         render.hosts_table(facts)
+        render.local_notes([h for h in inventory if h.is_local], app.state_dir,
+                           app.settings.allow_local_github)
     if any(f.enabled and not f.reachable for f in facts):
         ctx.exit(1)
 

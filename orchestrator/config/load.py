@@ -137,6 +137,18 @@ def env_name(value: Any, loc: Loc) -> str:
     return text
 
 
+_NEVER_PASSED = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
+
+
+def passable_env_name(value: Any, loc: Loc) -> str:
+    """A variable a job may inherit (agent.env_pass): never the ssh-agent's socket."""
+    name = env_name(value, loc)
+    if name in _NEVER_PASSED:
+        loc.error(f"{name} is never passed to a job: it would hand the host your ssh-agent",
+                  hint="give the host a key of its own (or a deploy key) instead")
+    return name
+
+
 def url(value: Any, loc: Loc) -> str:
     text = string(value, loc)
     if not re.match(r"^https?://[^\s/]+", text):
@@ -240,6 +252,7 @@ SCHEMA: dict[str, Validator] = {
     "agent.permission_mode": choice(*PERMISSION_MODES),
     "agent.allow_root": boolean,
     "agent.env": _string_map(env_name, _env_value),
+    "agent.env_pass": list_of(passable_env_name, "list of variable names"),
     "git.author": git_author,
     "poll.lost_after": duration(),
     "poll.max_attempts": integer(1),
@@ -255,6 +268,7 @@ SCHEMA: dict[str, Validator] = {
     "state_dir": optional(local_path),
     "playbooks_dir": optional(local_path),
     "prompts_dir": optional(local_path),
+    "allow_local_github": boolean,
 }
 
 SECTIONS: dict[str, tuple[str, ...]] = {}
@@ -297,7 +311,23 @@ def _settings(doc: Any, path: Path) -> Settings:
             setattr(settings, key, SCHEMA[key](value, loc))
         else:
             unknown_key(loc, key, TOP_LEVEL, elsewhere=_LEAVES)
+    _check_token_not_passed(settings, top, root)
     return settings
+
+
+def _check_token_not_passed(settings: Settings, top: Mapping[Any, Any], root: Loc) -> None:
+    """agent.env_pass must not hand a job the GitHub token (github.token_env may be
+    written before or after it, so this is checked once both are read)."""
+    token = settings.github.token_env
+    if token not in settings.agent.env_pass:
+        return
+    agent = top.get("agent") or {}
+    names = agent.get("env_pass") or []
+    loc = root.entry(top, "agent").entry(agent, "env_pass")
+    loc = loc.item(names, list(names).index(token)) if token in names else loc
+    loc.error(f"{token} holds orch's GitHub token (github.token_env): it is never passed "
+              f"to a job", hint="remove it from agent.env_pass; hosts push with their own "
+                                "credentials (a deploy key, a credential helper)")
 
 
 def _load_section(settings: Settings, section: str, value: Any, loc: Loc) -> None:

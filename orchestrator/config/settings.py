@@ -56,6 +56,7 @@ class AgentSettings:
     permission_mode: str = "bypassPermissions"
     allow_root: bool = False
     env: dict[str, str] = field(default_factory=dict)   # extra env for the agent (not secrets)
+    env_pass: list[str] = field(default_factory=list)  # host variables a job inherits
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Settings:
                                  for k, v in DEFAULT_SPECIALTIES.items()})
     inventory: str | None = None
     state_dir: str | None = None
+    allow_local_github: bool = False  # a GitHub issue may run on a `connection: local` host
     playbooks_dir: str | None = None  # override the shipped playbooks/
     prompts_dir: str | None = None    # override the shipped prompts/
     source: Path | None = None        # the orch.yml these came from, None for defaults

@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from ..config.settings import Settings
 from ..core import shell
 from ..errors import UsageError, WorkError
 from ..transport.base import Connection
@@ -36,6 +37,15 @@ MAX_EPOCH = 10 ** 11                 # epoch seconds: past year 5000 is nonsense
 ERROR_LIMIT = 2000                   # characters of the status's one-line error
 TEST_RESULTS = ("passed", "failed", "none")
 _SHA = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
+
+# The environment every job starts with, on every transport: these names from the host
+# shell that starts it (when set), plus `agent.env_pass`; the job adds its own variables
+# (agent.env, GIT_TERMINAL_PROMPT, IS_SANDBOX, ...). Nothing else of orch's or the login
+# environment: no GitHub token, no SSH_AUTH_SOCK.
+JOB_ENV_BASE = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TERM",
+                "TMPDIR", "TZ")
+NEVER_PASSED = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -177,14 +187,35 @@ _SH_PGID = r"""pgid_of() {
 """
 
 
+def job_env(settings: Settings) -> tuple[str, ...]:
+    """The variable names a job inherits: JOB_ENV_BASE and agent.env_pass, never the
+    GitHub token's variable (github.token_env) nor NEVER_PASSED (config refuses them
+    too; this is the last line)."""
+    banned = {settings.github.token_env, *NEVER_PASSED}
+    names = [*JOB_ENV_BASE, *settings.agent.env_pass]
+    return tuple(n for n in dict.fromkeys(names) if n not in banned and _ENV_NAME.fullmatch(n))
+
+
+def env_command(names: tuple[str, ...] | list[str]) -> str:
+    """`env -i NAME="$NAME" ...` for sh: a command prefix that runs the rest with only
+    these variables, each passed on when the starting shell has it set."""
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"{name!r} is not an environment variable name")
+    return "env -i" + "".join(f' ${{{n}+"{n}=${n}"}}' for n in names)
+
+
 async def start(conn: Connection, workspace: str, job_sh: str, prompt: str, fix_prompt: str,
-                *, wait: float = 10.0) -> int:
+                *, wait: float = 10.0, env: tuple[str, ...] = JOB_ENV_BASE) -> int:
     """Upload job.sh, prompt.md and fix-prompt.md and launch the job detached; one round
     trip. Returns the job's process group id (read back from the status it writes first).
 
+    The job gets only the variables named in `env` (see job_env) from the shell that
+    starts it: on a local host that shell has orch's own environment.
     Refuses a workspace whose job is still running; otherwise the previous run's files
     are replaced.
     """
+    clean_env = env_command(env)
     parts = [job_sh.encode(), prompt.encode(), fix_prompt.encode()]
     n1, n2, n3 = (len(p) for p in parts)
     ticks = max(1, int(wait * 10))
@@ -217,8 +248,8 @@ chmod 700 job.sh
 # setsid -f: the job is not a background job of this shell, so it keeps default SIGINT
 # handling (its cancel trap works); util-linux older than 2.31 lacks -f: fall back.
 # (9>&-: the job must not hold the start lock for its whole life)
-setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- \
-  || (exec setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- &)
+{clean_env} setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- \
+  || (exec {clean_env} setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- &)
 i=0; pg=
 while [ "$i" -lt {ticks} ]; do
   pg=$(pgid_of status)

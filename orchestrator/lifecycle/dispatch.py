@@ -55,13 +55,14 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
         it = await intake(forge, repo, number, app.settings, specialty)
         facts = await probe(fleet)
         if dry_run:
-            return DispatchResult(it, decide(app, it.specialty, it.specialty_reason, facts, host),
+            return DispatchResult(it, decide(app, it.specialty, it.specialty_reason, facts, host,
+                                             forge.kind),
                                   None, live=app.store.live_for(it.issue.repo, it.issue.number))
         with app.store.locked():
             live = app.store.live_for(it.issue.repo, it.issue.number)
             if live is not None:
                 raise DuplicateTask(live)
-            placement = decide(app, it.specialty, it.specialty_reason, facts, host)
+            placement = decide(app, it.specialty, it.specialty_reason, facts, host, forge.kind)
             if placement.host is None:
                 raise WorkError(f"{it.issue.ref}: {placement.reason}")
             task = app.store.create(it.issue.repo, it.issue.number, it.issue.title,

@@ -18,6 +18,7 @@ from ..core import shell
 from ..core.models import Host, HostFacts, Issue, Placement, Task
 from ..core.prompts import render_fix_prompt, render_prompt
 from ..core.schedule import place
+from ..core.trust import local_refusals
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
@@ -36,10 +37,12 @@ def workspace_for(host: Host, task_id: str) -> str:
     return f"{host.workspace_root.rstrip('/')}/{task_id}"
 
 
-def unhealthy_hosts(app: App) -> dict[str, str]:
-    """Hosts whose last `orch bootstrap` failed: never chosen until they pass."""
+def unhealthy_hosts(app: App, forge_kind: str = "github") -> dict[str, str]:
+    """Hosts whose last `orch bootstrap` failed: never chosen until they pass; and local
+    hosts for a GitHub task without the operator's opt-in (core/trust.py)."""
     from ..fleet.bootstrap import failed_hosts
-    return failed_hosts(app.state_dir)
+    return {**local_refusals(app.hosts, forge_kind, app.settings.allow_local_github),
+            **failed_hosts(app.state_dir)}
 
 
 async def probe(fleet: Fleet) -> dict[str, HostFacts]:
@@ -47,10 +50,10 @@ async def probe(fleet: Fleet) -> dict[str, HostFacts]:
 
 
 def decide(app: App, specialty: str, reason: str, facts: dict[str, HostFacts],
-           pinned: str | None = None) -> Placement:
+           pinned: str | None = None, forge_kind: str = "github") -> Placement:
     """The scheduling decision against the store's current reservations (call under lock)."""
     return place(specialty, reason, app.hosts, facts, reserved=app.store.reserved(),
-                 pinned=pinned, unhealthy=unhealthy_hosts(app))
+                 pinned=pinned, unhealthy=unhealthy_hosts(app, forge_kind))
 
 
 def reserve(app: App, task: Task, placement: Placement, issue: Issue) -> Task:
@@ -103,7 +106,8 @@ async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Iss
         fix_prompt = render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch,
                                        test_command=test_cmd, prompts_dir=prompts_dir(s))
         conn = await fleet.connection(task.host or "")
-        pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt)
+        pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt,
+                                  env=remote.job_env(s))
     except OrchError as exc:
         app.store.fail(task.id, f"could not start the job on {task.host}: {exc.message}",
                        claimed_by=None, claimed_at=None)
@@ -133,7 +137,7 @@ async def launch_queued(app: App, fleet: Fleet, forge: Forge, task: Task,
         current = app.store.get(task.id)
         if current.status != "queued":
             return None   # another orch process took it meanwhile
-        placement = decide(app, it.specialty, it.specialty_reason, facts, pinned)
+        placement = decide(app, it.specialty, it.specialty_reason, facts, pinned, task.forge)
         if placement.host is None:
             return Launched(current, placement)
         task = reserve(app, current, placement, it.issue)

@@ -211,12 +211,12 @@ def _budget_spent(app: App) -> str | None:
 
 
 def _place(app: App, specialty: str, why: str, facts: dict[str, HostFacts],
-           avoid: set[str] | frozenset[str] = frozenset()) -> Placement:
+           avoid: set[str] | frozenset[str] = frozenset(), forge_kind: str = "github") -> Placement:
     """The scheduling decision against the store's reservations (call under the store
     lock when acting on it). Hosts in `avoid` (where a lost task ran) are chosen only
     when no other host can take the task now."""
     reserved = app.store.reserved()
-    unhealthy = unhealthy_hosts(app)
+    unhealthy = unhealthy_hosts(app, forge_kind)
     if avoid:
         others = [h for h in app.hosts if h.name not in avoid]
         placement = place(specialty, why, others, facts, reserved=reserved, unhealthy=unhealthy)
@@ -275,7 +275,7 @@ async def _queued(app: App, fleet: Fleet, forges, facts: dict[str, HostFacts],
     s = app.settings
     for task in reversed(app.store.list(status="queued")):   # oldest first
         avoid = _previous_hosts(task)
-        pre = _place(app, task.specialty, "queued", facts, avoid)
+        pre = _place(app, task.specialty, "queued", facts, avoid, task.forge)
         if pre.host is None:
             out.skip(task.repo, task.issue, f"queued task {task.id} waits: {pre.reason}")
             continue
@@ -299,7 +299,7 @@ async def _queued(app: App, fleet: Fleet, forges, facts: dict[str, HostFacts],
             current = app.store.get(task.id)
             if current.status != "queued":
                 continue   # another orch process took (or cancelled) it meanwhile
-            placement = _place(app, it.specialty, it.specialty_reason, facts, avoid)
+            placement = _place(app, it.specialty, it.specialty_reason, facts, avoid, task.forge)
             if placement.host is None:
                 out.skip(task.repo, task.issue, f"queued task {task.id} waits: {placement.reason}")
                 continue

@@ -5,11 +5,11 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from ..core.models import HostFacts
+from ..core.models import Host, HostFacts
 from ..fleet.facts import JSON_KEYS, hosts_json  # the --json shape (no rich there)
 from . import console, text
 
-__all__ = ["JSON_KEYS", "hosts_json", "hosts_table"]
+__all__ = ["JSON_KEYS", "hosts_json", "hosts_table", "local_notes"]
 
 
 def _mb(value: int | None) -> str:
@@ -60,3 +60,14 @@ def hosts_table(facts: list[HostFacts]) -> None:
             console.print(text((f.name, "red"), ": ", f.error))
         for note in f.notes:
             console.print(text((f"{f.name}: {note}", "dim")))
+
+
+def local_notes(local: list[Host], state_dir: object, allowed: bool) -> None:
+    """What `connection: local` means, under the table, for each local host."""
+    from ..core.trust import LOCAL_OPT_IN, local_meaning
+    for h in local:
+        github = (f"GitHub issues may run here ({LOCAL_OPT_IN}: true)" if allowed else
+                  f"GitHub issues never run here unless orch.yml sets {LOCAL_OPT_IN}: true; "
+                  f"local Markdown issues and `orch demo` do")
+        console.print(text((f"{h.name}: local: {local_meaning(state_dir)}. {github}", "dim")),
+                      soft_wrap=True)
