@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.report import LOG_TAIL_MODES
+from ..core.trust import COMMENT_MODES, PERMISSIONS
 from .settings import DEFAULT_SPECIALTIES, Settings
 from .yamlfile import (
     Loc,
@@ -36,7 +37,6 @@ from .yamlfile import (
     unknown_key,
 )
 
-PERMISSIONS = ("none", "read", "triage", "write", "maintain", "admin")
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 
 # --------------------------------------------------------------------------- durations
@@ -236,6 +236,7 @@ SCHEMA: dict[str, Validator] = {
     "repo_urls": _string_map(repo_name, string),
     "trigger.label": string,
     "trigger.min_permission": choice(*PERMISSIONS),
+    "trigger.comments": choice(*COMMENT_MODES),
     "ssh.known_hosts": local_path,
     "ssh.config": optional(local_path),
     "ssh.connect_timeout": duration(),

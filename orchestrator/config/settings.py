@@ -32,6 +32,7 @@ class GithubSettings:
 class TriggerSettings:
     label: str = "orch"
     min_permission: str = "write"     # none < read < triage < write < maintain < admin
+    comments: str = "trusted"         # trusted | none: which comments reach the prompt
 
 
 @dataclass

@@ -68,6 +68,30 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class Comment:
+    """One comment on an issue: its text and who wrote it. Untrusted like the issue."""
+
+    body: str
+    author: str = ""                  # login; "" = unknown (never trusted)
+    created_at: str = ""
+    editor: str = ""                  # who last edited it; "" = never edited
+
+
+@dataclass(frozen=True)
+class IssueEvent:
+    """Something a person did to an issue after opening it (who decides what trust means:
+    core/trust.py)."""
+
+    kind: str                         # EVENT_KINDS
+    actor: str                        # login; "" = unknown (a deleted account)
+    at: str = ""                      # "YYYY-MM-DDTHH:MM:SSZ"; "" = unknown
+    label: str = ""                   # the label, for "labeled"
+
+
+EVENT_KINDS = ("labeled", "renamed", "edited")   # edited: the body
+
+
+@dataclass(frozen=True)
 class Issue:
     """An issue from any forge (GitHub or a local Markdown file). Its text is untrusted."""
 
@@ -80,9 +104,16 @@ class Issue:
     state: str = "open"
     is_pull_request: bool = False
     clone_url: str = ""
-    comments: tuple[str, ...] = ()    # recent comment bodies, oldest first
+    comments: tuple[Comment, ...] = ()  # recent comments, oldest first (bare strings too)
     created_at: str = ""
     url: str = ""
+    events: tuple[IssueEvent, ...] = ()  # labels added, title and body edits, oldest first
+
+    def __post_init__(self) -> None:
+        # A bare string is a comment by nobody known (callers from before attribution).
+        if any(not isinstance(c, Comment) for c in self.comments):
+            object.__setattr__(self, "comments", tuple(
+                c if isinstance(c, Comment) else Comment(body=str(c)) for c in self.comments))
 
     @property
     def ref(self) -> str:

@@ -37,7 +37,7 @@ from ..errors import ForgeUnavailable, OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..store import parse_time
 from .dispatch import notify_running
-from .intake import check_eligible, intake
+from .intake import intake, vetted_issue
 from .launch import reserve, start_job, unhealthy_hosts
 from .reconcile import ReconcileResult, reconcile
 
@@ -376,9 +376,7 @@ async def _take(app: App, fleet: Fleet, forge, listed: Issue, facts: dict[str, H
     """Reserve one listed issue and begin its job; or say why not (changing nothing)."""
     s = app.settings
     read_at = time.time()
-    issue = await asyncio.to_thread(forge.get_issue, listed.repo, listed.number)
-    permission = await asyncio.to_thread(forge.author_permission, issue.repo, issue.author)
-    check_eligible(issue, permission, s)
+    issue = await vetted_issue(forge, listed.repo, listed.number, s)
     await forge.repo_facts(issue.repo)
     if s.trigger.label not in issue.labels:
         return f"the `{s.trigger.label}` label was removed meanwhile"
