@@ -11,10 +11,12 @@ own directory, so a config under ~/.config/orch works the same from cron as from
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..core.report import LOG_TAIL_MODES
 from ..core.trust import COMMENT_MODES, PERMISSIONS
@@ -157,6 +159,45 @@ def url(value: Any, loc: Loc) -> str:
     return text.rstrip("/")
 
 
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_url(value: Any, loc: Loc) -> str:
+    """github.url: https, or http only to this machine (the token travels with every
+    request), and no credentials in it (the token comes from github.token_env)."""
+    text = url(value, loc)
+    parts = urlsplit(text)
+    if parts.username or parts.password:
+        loc.error("the URL holds credentials", hint="remove user:password@; the token comes "
+                  "from the variable named by github.token_env")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        loc.error(f"http:// to {parts.hostname} would send the GitHub token in clear",
+                  hint="use https:// (GitHub Enterprise: https://HOST/api/v3); plain http is "
+                       "accepted only to this machine (127.0.0.1, ::1, localhost)")
+    return text
+
+
+def clone_url(value: Any, loc: Loc) -> str:
+    """A repo_urls value: a git URL or path without a secret in it (config files get
+    shared, and the URL reaches every host's job.sh and git config)."""
+    text = string(value, loc)
+    hint = ("remove the credentials: give the hosts a credential helper (git config "
+            "credential.helper) or an SSH key, and use an https:// or git@host: URL")
+    if "://" in text:      # scp-like git@host:path has a user, never a password
+        parts = urlsplit(text)
+        if parts.password or (parts.username and parts.scheme in ("http", "https")):
+            loc.error("the clone URL holds credentials", hint=hint)
+    return text
+
+
 _AUTHOR = re.compile(r"^[^<>\n]+ <[^<>\s]+>$")
 
 
@@ -228,12 +269,12 @@ _MISS = "a number of dollars, or null for no limit"
 # Dotted key -> validator. A key "a.b" sets settings.a.b; a key without a dot sets
 # settings.<key>. The order is the order of SPEC.md, then orch's extra knobs.
 SCHEMA: dict[str, Validator] = {
-    "github.url": url,
+    "github.url": api_url,
     "github.token_env": env_name,
     "github.timeout": duration(),
     "github.retries": integer(0),
     "repos": list_of(repo_name, "list of owner/name"),
-    "repo_urls": _string_map(repo_name, string),
+    "repo_urls": _string_map(repo_name, clone_url),
     "trigger.label": string,
     "trigger.min_permission": choice(*PERMISSIONS),
     "trigger.comments": choice(*COMMENT_MODES),

@@ -60,6 +60,7 @@ from filelock import FileLock
 from ..core.models import Comment, Issue, IssueEvent
 from ..core.shell import slug
 from ..errors import ConfigError, UsageError, WorkError
+from ..private import FILE_MODE, private_dir
 from .base import COMMENTS_SCANNED, head_branch
 
 KEYS = ("title", "labels", "author", "number", "repo", "state", "created_at")
@@ -252,8 +253,8 @@ class LocalForge:
         self.issues_dir = Path(issues_dir).expanduser() if issues_dir else self.state_dir / "issues"
         self.pulls_dir = self.state_dir / "pulls"
         self.activity_dir = self.state_dir / "forge"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.state_dir / "forge.lock"), timeout=30)
+        private_dir(self.state_dir)
+        self._lock = FileLock(str(self.state_dir / "forge.lock"), timeout=30, mode=FILE_MODE)
 
     def __repr__(self) -> str:
         return f"LocalForge({str(self.state_dir)!r})"

@@ -35,6 +35,7 @@ from ..core.models import LIVE_STATUSES, HostFacts, Issue, Placement, Task
 from ..core.schedule import place
 from ..errors import ForgeUnavailable, OrchError, WorkError
 from ..fleet.pool import Fleet
+from ..private import FILE_MODE
 from ..store import parse_time
 from .dispatch import notify_running
 from .intake import intake, vetted_issue
@@ -142,7 +143,7 @@ async def poll_pass(app: App, repos: list[str] | None = None, *,
                     lock_wait: float = LOCK_WAIT_SECONDS,
                     start_grace: float | None = None) -> PassResult:
     """Run one pass. A pass already running elsewhere -> PassResult(busy=True)."""
-    lock = FileLock(str(app.state_dir / PASS_LOCK))
+    lock = FileLock(str(app.state_dir / PASS_LOCK), mode=FILE_MODE)
     try:
         lock.acquire(timeout=lock_wait)
     except Timeout:

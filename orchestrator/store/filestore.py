@@ -40,6 +40,7 @@ from tinydb.table import Document
 from ..atomic import replace_file
 from ..core.models import LIVE_STATUSES, TASK_STATUSES, Task
 from ..errors import UsageError, WorkError
+from ..private import FILE_MODE, private_dir
 
 STATE_FILE = "state.json"
 BACKUP_SUFFIX = ".bak"
@@ -233,13 +234,13 @@ class Store:
 
     def __init__(self, state_dir: Path | str) -> None:
         self.state_dir = Path(state_dir).expanduser()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         self.state_dir = self.state_dir.resolve()   # one lock singleton per real directory
         self.path = self.state_dir / STATE_FILE
         self.lock_path = self.state_dir / LOCK_FILE
         # is_singleton: every Store on the same directory in this process shares one lock
         # object, so nesting them re-enters instead of deadlocking on our own flock.
-        self._lock = FileLock(str(self.lock_path), is_singleton=True)
+        self._lock = FileLock(str(self.lock_path), is_singleton=True, mode=FILE_MODE)
         self._db = TinyDB(str(self.path), storage=AtomicJSONStorage)
         # cache_size=0: other processes change the file, so a query cache would go stale.
         self._table = self._db.table(TABLE, cache_size=0)
