@@ -81,3 +81,25 @@ def test_an_unforeseen_failure_of_one_task_is_recorded_and_the_pass_goes_on(tmp_
     assert "RecursionError" in (store.get(bad.id).error or "")
     assert store.get(good.id).error is None
     json.loads((tmp_path / "state.json").read_text())
+
+
+def test_a_line_longer_than_the_local_stream_limit_does_not_end_logs_follow(tmp_path):
+    """`orch logs -f` on a local host streams through an asyncio reader with a 16 MiB line
+    limit: a longer line comes in pieces instead of ending the stream with ValueError."""
+    from orchestrator.core.models import Host
+    from orchestrator.job import remote
+    from orchestrator.transport.local import LocalConnection
+
+    ws = tmp_path / "work" / "abcd1234"
+    ws.mkdir(parents=True)
+    huge = 17 * 1024 * 1024
+    with open(ws / "job.log", "w") as fh:
+        fh.write("::orch:: step agent\n" + "[" * huge + "\n" + "::orch:: done succeeded\n")
+    (ws / "status").write_text("state=succeeded\n")
+    conn = LocalConnection(Host(name="local", address="localhost", connection="local"))
+
+    async def follow() -> list[str]:
+        return [line async for _, line in remote.follow(conn, str(ws))]
+    lines = asyncio.run(follow())
+    assert lines[0] == "::orch:: step agent" and lines[-1] == "::orch:: done succeeded"
+    assert sum(len(x) for x in lines[1:-1]) >= 16 * 1024 * 1024
