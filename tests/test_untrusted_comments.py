@@ -115,6 +115,18 @@ def test_github_forge_reports_who_did_what_and_asks_each_permission_once(gh, git
     assert github_forge.login() == gh.user
 
 
+def test_odd_graphql_answers_never_grant_trust():
+    from orchestrator.forge.github import _history
+    assert _history({"data": []}) == ((), ())
+    assert _history(None) == ((), ())
+    comments, events = _history({"data": {"repository": {"issue": {
+        "comments": {"nodes": [{"body": "hi", "author": None, "editor": "mallory"}, "junk"]},
+        "timelineItems": {"nodes": [{"__typename": "LabeledEvent", "label": "orch",
+                                     "actor": None, "createdAt": "yesterday"}]}}}}})
+    assert comments == (Comment("hi"),)
+    assert events == (IssueEvent("labeled", "", "", ""),)      # nobody, never, no label
+
+
 def test_the_graphql_server_answers_like_github():
     from tests.ghgraphql import execute
     bad = execute("{ repository(owner: \"o\", name: \"r\") { issue(number: 1) { nope } } }", {},

@@ -182,26 +182,33 @@ def _stamp(value: Any) -> str:
 
 def _login(actor: Any) -> str:
     """An actor's login; a deleted account (null) is ""."""
-    return str(actor.get("login") or "") if isinstance(actor, dict) else ""
+    return str(_dig(actor, "login") or "")
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]...; None as soon as a level is missing or not an object."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
 
 
 def _nodes(connection: Any) -> list[dict[str, Any]]:
-    nodes = connection.get("nodes") if isinstance(connection, dict) else None
-    return [n for n in nodes or [] if isinstance(n, dict)]
+    nodes = _dig(connection, "nodes")
+    return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
 
 
-def _history(data: dict[str, Any]) -> tuple[tuple[Comment, ...], tuple[IssueEvent, ...]]:
+def _history(data: Any) -> tuple[tuple[Comment, ...], tuple[IssueEvent, ...]]:
     """The GraphQL answer -> (comments, events), each oldest first."""
-    issue = ((data.get("data") or {}).get("repository") or {}).get("issue") or {}
+    issue = _dig(data, "data", "repository", "issue")
     comments = tuple(Comment(body=str(n.get("body") or ""), author=_login(n.get("author")),
                              created_at=_stamp(n.get("createdAt")), editor=_login(n.get("editor")))
-                     for n in _nodes(issue.get("comments")))
+                     for n in _nodes(_dig(issue, "comments")))
     events = [IssueEvent("edited", _login(n.get("editor")), _stamp(n.get("editedAt")))
-              for n in _nodes(issue.get("userContentEdits"))]
-    for n in _nodes(issue.get("timelineItems")):
+              for n in _nodes(_dig(issue, "userContentEdits"))]
+    for n in _nodes(_dig(issue, "timelineItems")):
         kind = n.get("__typename")
         if kind == "LabeledEvent":
-            label = str((n.get("label") or {}).get("name") or "")
+            label = str(_dig(n, "label", "name") or "")
             events.append(IssueEvent("labeled", _login(n.get("actor")), _stamp(n.get("createdAt")),
                                      label))
         elif kind == "RenamedTitleEvent":
