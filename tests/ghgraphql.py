@@ -183,7 +183,8 @@ SCHEMA["Label"] = {"name": _scalar("name")}
 SCHEMA["IssueComment"] = {
     "databaseId": ("Int", lambda c, a, p: c["id"]), "body": _scalar("body"),
     "createdAt": _scalar("created_at"), "lastEditedAt": _scalar("edited_at"),
-    "author": _actor("user"), "editor": _actor("editor")}
+    "author": _actor("user"), "editor": _actor("editor"),
+    "authorAssociation": _scalar("association")}
 SCHEMA["UserContentEdit"] = {"editedAt": _scalar("at"), "createdAt": _scalar("at"),
                              "editor": _actor("editor")}
 for _event in ("LabeledEvent", "UnlabeledEvent"):

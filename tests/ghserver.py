@@ -752,7 +752,14 @@ class GitHubServer:
             return None
         kinds = {"labeled": "LabeledEvent", "unlabeled": "UnlabeledEvent",
                  "renamed": "RenamedTitleEvent"}
-        return {**i, "__comments": r.comments.get(number, []),
+        owner = r.full_name.split("/")[0]
+
+        def association(login: str) -> str:   # what GitHub derives from the repo's people
+            return "OWNER" if login == owner else "COLLABORATOR" if login in r.permissions \
+                else "NONE"
+        comments = [{**c, "association": association(c["user"])}
+                    for c in r.comments.get(number, [])]
+        return {**i, "__comments": comments,
                 "__events": [{**e, "__typename": kinds[e["kind"]]} for e in i["events"]]}
 
 

@@ -60,6 +60,18 @@ def test_only_trusted_comments_are_kept_attributed_never_orchs_own():
     assert logins_to_check(issue, "orch", "none") == ["alice"]
 
 
+def test_outsiders_by_association_are_dropped_without_asking_for_their_permission():
+    spam = tuple(Comment(INJECTION, author=f"bot{i}", association="NONE") for i in range(30))
+    issue = _issue(comments=(*spam, Comment("ok", author="bob", association="MEMBER")))
+    assert logins_to_check(issue, "orch", need="write") == ["alice", "bob"]
+    assert [c.body for c in _vet(issue).comments] == ["ok"]
+    # an association never grants: a MEMBER still needs the permission itself
+    member = _issue(comments=(Comment("x", author="mallory", association="MEMBER"),))
+    assert _vet(member).comments == ()
+    # below triage a stranger may qualify (need: read), so GitHub is asked
+    assert "bot0" in logins_to_check(issue, "orch", need="read")
+
+
 @pytest.mark.parametrize("events, words", [
     ((IssueEvent("labeled", "mallory", T1, "orch"),), "label was added by mallory (permission 'read')"),
     ((), "does not say who added it"),
@@ -149,6 +161,7 @@ def test_a_strangers_comment_never_reaches_the_prompt_an_authorised_one_does(mak
     gh.set_permission(w.repo, "bob", "maintain")
     n = w.issue("Add hello", "orch-standin: write hello.txt hi\n")
     gh.add_comment(w.repo, n, INJECTION, user="mallory")
+    gh.add_comment(w.repo, n, INJECTION, user="eve")          # not even a collaborator
     gh.add_comment(w.repo, n, "Use a trailing newline, please.", user="bob")
     gh.add_comment(w.repo, n, f"{report.MARKER}\n:x: **orch** could not finish: old run",
                    user=gh.user)
@@ -157,11 +170,13 @@ def test_a_strangers_comment_never_reaches_the_prompt_an_authorised_one_does(mak
     assert proc.returncode == 0 and len(data["dispatched"]) == 2, proc.stdout + proc.stderr
     # one pass, two issues by alice: her permission was asked once
     assert gh.count("GET", "/collaborators/alice/permission") == 1
+    assert gh.count("GET", "/collaborators/eve/permission") == 0     # dropped by association
     run_passes(w, lambda ts: all(t.status in FINAL for t in ts))
     task = next(t for t in tasks(w) if t.issue == n)
     assert task.status == "succeeded", task.error
     prompt = _prompt_on_host(task)
     assert "IGNORE PREVIOUS INSTRUCTIONS" not in prompt and "mallory" not in prompt
+    assert "@eve" not in prompt
     assert "by @bob" in prompt and "Use a trailing newline, please." in prompt
     assert "old run" not in prompt                       # orch's own comment
     assert n2 in {t.issue for t in tasks(w)}

@@ -75,6 +75,7 @@ class Comment:
     author: str = ""                  # login; "" = unknown (never trusted)
     created_at: str = ""
     editor: str = ""                  # who last edited it; "" = never edited
+    association: str = ""             # GitHub's authorAssociation (OWNER, MEMBER, NONE, ...)
 
 
 @dataclass(frozen=True)

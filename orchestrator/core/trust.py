@@ -29,6 +29,11 @@ from .report import MARKER
 # GitHub's repository roles, weakest first (the fine-grained `role_name`s).
 PERMISSIONS: tuple[str, ...] = ("none", "read", "triage", "write", "maintain", "admin")
 COMMENT_MODES = ("trusted", "none")
+# GitHub's authorAssociation of anyone who can hold a role of triage or above on the
+# repository (through ownership, the organisation or an invitation). Anyone else (NONE,
+# CONTRIBUTOR, FIRST_TIMER, ...) is dropped without asking GitHub: a stranger's 30
+# comments cost no API calls.
+MEMBER_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
 
 
 def permission_at_least(have: str, need: str) -> bool:
@@ -44,7 +49,14 @@ def permission_at_least(have: str, need: str) -> bool:
     return rank >= PERMISSIONS.index(need)
 
 
-def logins_to_check(issue: Issue, label: str, comments: str = "trusted") -> list[str]:
+def _outsider(c: Comment, need: str) -> bool:
+    """The comment's author cannot have `need` (GitHub says so by their association)."""
+    return bool(c.association) and c.association not in MEMBER_ASSOCIATIONS \
+        and PERMISSIONS.index(need) >= PERMISSIONS.index("triage")
+
+
+def logins_to_check(issue: Issue, label: str, comments: str = "trusted",
+                    need: str = "write") -> list[str]:
     """Every login whose permission decides what of `issue` may reach the agent."""
     logins = [issue.author]
     labelled = [e for e in issue.events if e.kind == "labeled" and e.label == label]
@@ -53,7 +65,8 @@ def logins_to_check(issue: Issue, label: str, comments: str = "trusted") -> list
     logins += [e.actor for e in issue.events if e.kind != "labeled"]
     if comments != "none":
         for c in issue.comments:
-            logins += [c.author, c.editor]
+            if not _outsider(c, need):
+                logins += [c.author, c.editor]
     return [x for x in dict.fromkeys(logins) if x]
 
 
@@ -106,7 +119,8 @@ def vet_issue(issue: Issue, permissions: Mapping[str, str], *, need: str, label:
                          hint="trigger.comments is one of " + ", ".join(COMMENT_MODES))
     kept = () if comments == "none" else tuple(
         c for c in issue.comments
-        if not _by_orch(c, own_login) and allowed(c.author) and (not c.editor or allowed(c.editor)))
+        if not _by_orch(c, own_login) and not _outsider(c, need) and allowed(c.author)
+        and (not c.editor or allowed(c.editor)))
     return dataclasses.replace(issue, comments=kept)
 
 LOCAL_OPT_IN = "allow_local_github"

@@ -72,7 +72,7 @@ query($owner: String!, $name: String!, $number: Int!, $comments: Int!, $items: I
   repository(owner: $owner, name: $name) {
     issue(number: $number) {
       comments(last: $comments) {
-        nodes { databaseId body createdAt author { login } editor { login } }
+        nodes { databaseId body createdAt authorAssociation author { login } editor { login } }
       }
       userContentEdits(last: $items) {
         nodes { editedAt editor { login } }
@@ -201,7 +201,8 @@ def _history(data: Any) -> tuple[tuple[Comment, ...], tuple[IssueEvent, ...]]:
     """The GraphQL answer -> (comments, events), each oldest first."""
     issue = _dig(data, "data", "repository", "issue")
     comments = tuple(Comment(body=str(n.get("body") or ""), author=_login(n.get("author")),
-                             created_at=_stamp(n.get("createdAt")), editor=_login(n.get("editor")))
+                             created_at=_stamp(n.get("createdAt")), editor=_login(n.get("editor")),
+                             association=str(n.get("authorAssociation") or ""))
                      for n in _nodes(_dig(issue, "comments")))
     events = [IssueEvent("edited", _login(n.get("editor")), _stamp(n.get("editedAt")))
               for n in _nodes(_dig(issue, "userContentEdits"))]

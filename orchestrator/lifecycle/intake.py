@@ -50,7 +50,7 @@ async def vetted_issue(forge: Forge, repo: str, number: int, settings: Settings)
         check_eligible(issue, "none", settings)      # says which, before any other call
     t = settings.trigger
     permissions = {login: await asyncio.to_thread(forge.author_permission, issue.repo, login)
-                   for login in logins_to_check(issue, t.label, t.comments)}
+                   for login in logins_to_check(issue, t.label, t.comments, t.min_permission)}
     check_eligible(issue, permissions.get(issue.author, "none"), settings)
     own = await asyncio.to_thread(forge.login) if t.comments != "none" else ""
     return vet_issue(issue, permissions, need=t.min_permission, label=t.label,
