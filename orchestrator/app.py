@@ -1,6 +1,6 @@
 """The core API the CLI stands on: where config, inventory and state are, loaded lazily.
 
-Resolution order follows SPEC.md "Files and configuration". Nothing is read until a
+Resolution order follows docs/SPEC.md "Files and configuration". Nothing is read until a
 command asks, so `orch inventory list` never opens the state file and `orch hosts`
 never touches GitHub.
 """
@@ -10,13 +10,26 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, overload
 
 from .config.settings import Settings
 from .core.models import SPECIALTIES, Host
 from .errors import UsageError
 from .private import private_dir
 
+if TYPE_CHECKING:
+    from .forge import Forge
+    from .forge.local import LocalForge
+    from .store import Store
+
 LOCAL_HOST_NAME = "local"
+DEFAULT_INVENTORY = Path("inventory/hosts.yml")
+# Said by `orch hosts` when no inventory is found: not an error (the embedded local host
+# works), but a fresh user needs to know how to add the real fleet.
+NO_INVENTORY_NOTE = "no inventory file: orch uses the embedded local host (this machine)"
+NO_INVENTORY_HINT = ("add a host with `orch inventory add NAME --address ADDRESS` (it writes "
+                     f"./{DEFAULT_INVENTORY}), or copy inventory/hosts.example.yml from orch's "
+                     "repository there and edit it; --inventory PATH or $ORCH_INVENTORY name another file")
 
 
 def find_config(cli_path: str | None) -> Path | None:
@@ -62,10 +75,9 @@ class App:
             p = Path(explicit).expanduser()
             if not p.is_file():
                 raise UsageError(f"{p}: inventory file not found",
-                                 hint="create it (see inventory/hosts.yml) or `orch inventory add`")
+                                 hint="create it (see inventory/hosts.example.yml) or `orch inventory add`")
             return p
-        default = Path("inventory/hosts.yml")
-        return default if default.is_file() else None
+        return DEFAULT_INVENTORY if DEFAULT_INVENTORY.is_file() else None
 
     @cached_property
     def hosts(self) -> list[Host]:
@@ -93,11 +105,16 @@ class App:
         return private_dir(self.state_dir / "logs") / f"{task_id}.log"
 
     @cached_property
-    def store(self):
+    def store(self) -> Store:
         from .store import Store
         return Store(self.state_dir)
 
-    def forge(self, kind: str = "github"):
+    @overload
+    def forge(self, kind: Literal["local"]) -> LocalForge: ...
+    @overload
+    def forge(self, kind: str = "github") -> Forge: ...
+
+    def forge(self, kind: str = "github") -> Forge:
         """The issue source for a task: GitHub (the token is read here) or local files."""
         if kind == "local":
             from .forge.local import LocalForge

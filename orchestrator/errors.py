@@ -1,7 +1,7 @@
 """Errors are values with a user-facing message and an exit code.
 
 They are raised at the edge and printed once by the CLI; no traceback reaches a user
-for a mistake of theirs. Exit codes follow SPEC.md: 1 the work failed, 2 bad input.
+for a mistake of theirs. Exit codes follow docs/SPEC.md: 1 the work failed, 2 bad input.
 """
 
 from __future__ import annotations

@@ -408,7 +408,7 @@ Host {h.name}
     def write_inventory(self, path: Path, names: Iterable[str] | None = None, *,
                         via_alias: bool = False, extra: dict[str, dict] | None = None,
                         **overrides) -> Path:
-        """hosts.yml (SPEC.md format) for `orch --inventory`; extra: per-host keys."""
+        """hosts.yml (docs/SPEC.md format) for `orch --inventory`; extra: per-host keys."""
         import yaml
         hosts = {}
         for h in self.inventory(names, via_alias=via_alias, **overrides):

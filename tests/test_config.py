@@ -1,4 +1,4 @@
-"""orch.yml: defaults, every key of SPEC.md, durations, and errors that name file, line, key."""
+"""orch.yml: defaults, every key of docs/SPEC.md, durations, and errors that name file, line, key."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_example_inventory_is_valid_and_applies_defaults() -> None:
-    hosts = {h.name: h for h in load_inventory(REPO / "inventory" / "hosts.yml")}
+    hosts = {h.name: h for h in load_inventory(REPO / "inventory" / "hosts.example.yml")}
     assert set(hosts) == {"backend-1", "frontend-1"}
     backend, frontend = hosts["backend-1"], hosts["frontend-1"]
     assert backend == Host(name="backend-1", address="192.168.1.21",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.test_poll_support import (
+from tests.helpers_poll import (
     FAST_TESTS,
     all_final,
     assert_no_orphans,

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestrator.store import Store
-from tests.test_poll_support import FAST_TESTS, group_alive, poll, read_status, run_passes, tasks, wait_for
+from tests.helpers_poll import FAST_TESTS, group_alive, poll, read_status, run_passes, tasks, wait_for
 
 
 def _relabel(w, n: int, label: str = "orch") -> None:

@@ -8,7 +8,7 @@ duplicate task and no lost issue: every issue ends with one succeeded task and o
 
 from __future__ import annotations
 
-from tests.test_poll_support import (
+from tests.helpers_poll import (
     FAST_TESTS,
     all_final,
     assert_no_orphans,
@@ -117,8 +117,8 @@ def test_two_starts_racing_in_one_workspace_run_one_job(tmp_path, git_remote):
     from orchestrator.errors import WorkError
     from orchestrator.job import remote
     from orchestrator.transport.local import LocalConnection
-    from tests.test_job_local import group_alive as settled_alive
-    from tests.test_job_local import make_issue, make_spec, start_job
+    from tests.helpers_job import group_alive as settled_alive
+    from tests.helpers_job import make_issue, make_spec, start_job
 
     conn = LocalConnection(Host(name="local", address="localhost", connection="local"))
     issue = make_issue("orch-standin: sleep-forever\n")

@@ -10,7 +10,7 @@ next pass finishes from, with one task and one PR per issue.
 from __future__ import annotations
 
 from tests.ghserver import Fault
-from tests.test_poll_support import (
+from tests.helpers_poll import (
     FAST_TESTS,
     all_final,
     assert_no_orphans,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_poll_support import (
+from tests.helpers_poll import (
     FAST_TESTS,
     group_alive,
     poll,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from tests.test_poll_support import (
+from tests.helpers_poll import (
     FAST_TESTS,
     all_final,
     assert_no_orphans,

@@ -13,7 +13,7 @@ import asyncio
 import json
 
 from orchestrator.core import events as ev
-from tests.test_poll_support import FINAL, poll, run_passes, tasks
+from tests.helpers_poll import FINAL, poll, run_passes, tasks
 
 DEPTH = 100_000
 HOSTILE_LINE = '{"type":"result","is_error":false,"x":' + "[" * DEPTH + "]" * DEPTH + "}"

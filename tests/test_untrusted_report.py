@@ -11,7 +11,7 @@ from __future__ import annotations
 from markdown_it import MarkdownIt
 
 from orchestrator.core import report
-from tests.test_poll_support import FINAL, run_passes, tasks
+from tests.helpers_poll import FINAL, run_passes, tasks
 from tests.test_report import _task
 
 HOSTILE = "@octo-org/admins [re-authorize orch](https://evil) ![x](https://evil/t.png)"

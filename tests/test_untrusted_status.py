@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.job import remote
 from orchestrator.store import Store
-from tests.test_poll_support import FAST_TESTS, FINAL, host_jobs, poll, run_passes, tasks, wait_for
+from tests.helpers_poll import FAST_TESTS, FINAL, host_jobs, poll, run_passes, tasks, wait_for
 
 
 def _strict_json(path: Path):

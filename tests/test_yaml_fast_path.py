@@ -92,9 +92,11 @@ def test_fast_path_leaves_the_rest_to_ruamel(text: str) -> None:
 
 
 def test_project_examples_agree() -> None:
-    texts = [(REPO / "inventory" / "hosts.yml").read_text()]
+    texts = [(REPO / "inventory" / "hosts.example.yml").read_text()]
     texts += _yaml_blocks(REPO / "README.md")
-    texts += _yaml_blocks(REPO.parent / "shared" / "SPEC.md")
+    for page in sorted((REPO / "docs").glob("*.md")):      # docs/SPEC.md, docs/configuration.md, ...
+        texts += _yaml_blocks(page)
+    assert len(texts) >= 8, "the README and docs/ lost their YAML examples"
     for text in texts:
         _check(text)
     assert _check(texts[0]) is not _UNSURE
@@ -102,7 +104,7 @@ def test_project_examples_agree() -> None:
 
 def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
     inv = tmp_path / "hosts.yml"
-    inv.write_text((REPO / "inventory" / "hosts.yml").read_text())
+    inv.write_text((REPO / "inventory" / "hosts.example.yml").read_text())
     cfg = tmp_path / "orch.yml"
     cfg.write_text("ssh:\n  connect_timeout: 5s\nagent:\n  max_cost_usd: 2.5\n")
     code = (f"import sys\nfrom pathlib import Path\n"

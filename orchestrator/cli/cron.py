@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..app import App
 from ..core.text import clean
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..errors import UsageError
+    from ..ops.cron import PollJob
+
 EVERY = click.IntRange(1, 1440)
 
 
-def _job_factory(ctx: click.Context):
+def _job_factory(ctx: click.Context) -> Callable[[int], PollJob]:
     """Builds PollJobs with the global --config/--inventory/--state-dir of this run."""
     from ..ops.cron import poll_job
     root = ctx.find_root().params
     app: App = ctx.obj
 
-    def make(every: int):
+    def make(every: int) -> PollJob:
         return poll_job(app, every, config=root.get("config_path"),
                         inventory=root.get("inventory_path"), state_dir=root.get("state_dir"))
     return make
@@ -29,7 +37,7 @@ def _env_note(app: App) -> str:
             f"readable only by you), or use the systemd units of `orch cron show`")
 
 
-def _missing(ctx: click.Context, exc, job, as_json: bool, action: str) -> None:
+def _missing(ctx: click.Context, exc: UsageError, job: PollJob, as_json: bool, action: str) -> None:
     """No crontab command: say so, give the line to add by hand, exit 2."""
     from ..ops.cron import systemd_units
     from ..render import print_json

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from ..demo.run import DemoResult
 
 
 @click.command()
@@ -57,7 +61,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     ctx.exit(0 if result.ok else 1)
 
 
-def _summary(result, orch: str) -> None:
+def _summary(result: DemoResult, orch: str) -> None:
     from rich.rule import Rule
 
     from ..render import console, text
@@ -69,7 +73,8 @@ def _summary(result, orch: str) -> None:
     where = result.world.origin
     if result.branch_in_origin:
         console.print(text(("branch", "bold"), f"   {task.branch} (commit "
-                           f"{result.branch_commit[:12]}, pushed to {where})"), soft_wrap=True)
+                           f"{(result.branch_commit or '')[:12]}, pushed to {where})"),
+                      soft_wrap=True)
         console.print(text(("diff", "bold"), f"     git diff --stat {result.base}..{task.branch}"),
                       soft_wrap=True)
         for line in result.diff_stat.splitlines():

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..forge import Forge
 
 
 @click.command()
@@ -29,9 +35,11 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     from ..render import tasks as render
     from ..render.log import LogPrinter
 
+    forge: Forge
     if local_repo is not None or issue.endswith(".md") or Path(issue).is_file():
-        forge = app.forge("local")
-        repo, number = forge.register(Path(issue), local_repo)
+        local = app.forge("local")
+        repo, number = local.register(Path(issue), local_repo)
+        forge = local
     else:
         repo, number = parse_issue_ref(issue)
         _local_github(app, host, notice)
@@ -64,7 +72,7 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     ctx.exit(1 if task.status == "failed" else 0)
 
 
-def _local_github(app: App, pinned: str | None, notice) -> None:
+def _local_github(app: App, pinned: str | None, notice: Callable[[str], None]) -> None:
     """A GitHub issue and a `connection: local` host: refuse without the operator's
     opt-in when nothing else could take it, and say what local means when it may run."""
     from ..core.trust import LOCAL_OPT_IN, check_local_github, local_meaning

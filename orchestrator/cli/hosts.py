@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    from ..core.models import HostFacts
+
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (SPEC.md shape).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (docs/SPEC.md shape).")
 @click.argument("names", nargs=-1)
 @click.pass_context
 def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
@@ -23,7 +26,7 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     inventory = app.hosts
     settings = app.settings
 
-    async def run():
+    async def run() -> list[HostFacts]:
         async with Fleet(inventory, settings) as fleet:
             return await fleet.probe(list(names) or None)
 
@@ -36,6 +39,9 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
         render.hosts_table(facts)
         render.local_notes([h for h in inventory if h.is_local], app.state_dir,
                            app.settings.allow_local_github)
+    if app.inventory_path is None:      # on stderr: --json's stdout stays JSON
+        from ..app import NO_INVENTORY_HINT, NO_INVENTORY_NOTE
+        click.echo(f"orch: {NO_INVENTORY_NOTE}\nhint: {NO_INVENTORY_HINT}", err=True)
     if any(f.enabled and not f.reachable for f in facts):
         ctx.exit(1)
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
+from ..app import DEFAULT_INVENTORY
 from ..errors import UsageError
-
-DEFAULT_INVENTORY = Path("inventory/hosts.yml")
 
 
 def inventory_file(app: Any) -> Path:

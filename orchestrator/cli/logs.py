@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..core.models import Task
+    from ..render.log import LogPrinter
 
 
 @click.command()
@@ -34,18 +41,22 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
     asyncio.run(_remote_log(app, task, printer, follow, notice))
 
 
-async def _remote_log(app: App, task, printer, follow: bool, notice) -> None:
+async def _remote_log(app: App, task: Task, printer: LogPrinter, follow: bool,
+                      notice: Callable[[str], None]) -> None:
+    from ..errors import WorkError
     from ..fleet.pool import Fleet
     from ..job import remote
     from ..lifecycle.follow import follow as follow_log
+    host, workspace = task.host, task.workspace
+    if not host or not workspace:       # the caller sends only tasks that have both
+        raise WorkError(f"task {task.id} has no host or workspace, so no remote log")
     async with Fleet(app.hosts, app.settings) as fleet:
         if follow:
             await follow_log(fleet, task, printer.line, on_notice=notice)
             return
-        conn = await fleet.connection(task.host)
-        text = await remote.read_log(conn, task.workspace)
+        conn = await fleet.connection(host)
+        text = await remote.read_log(conn, workspace)
         if text is None:
-            from ..errors import WorkError
-            raise WorkError(f"{task.host}: cannot read the log of task {task.id}: job.log missing")
+            raise WorkError(f"{host}: cannot read the log of task {task.id}: job.log missing")
         for line in text.splitlines():
             printer.line(line)

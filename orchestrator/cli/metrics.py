@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import click
 
 from ..app import App
+
+if TYPE_CHECKING:
+    from ..core.models import HostFacts
 
 
 @click.command()
@@ -27,7 +31,7 @@ def metrics(app: App, textfile: str | None, no_probe: bool) -> None:
         click.echo(text, nl=False)
 
 
-async def _probe(app: App):
+async def _probe(app: App) -> list[HostFacts]:
     from ..fleet.pool import Fleet
     async with Fleet(app.hosts, app.settings) as fleet:
         return await fleet.probe()

@@ -1,6 +1,6 @@
 """`orch trust HOST...`: explicit trust-on-first-use for host keys.
 
-orch never accepts an unknown host key by itself (SPEC.md "Security"); this command is
+orch never accepts an unknown host key by itself (docs/SPEC.md "Security"); this command is
 the one deliberate step that does, after a person has seen the SHA256 fingerprint. A key
 that differs from the recorded one is refused unless `--replace` says the change is
 expected (reinstalled host): the old entry is then removed, never silently shadowed.
@@ -19,11 +19,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import HostUnreachable, UsageError
+
+if TYPE_CHECKING:
+    from asyncssh import SSHKey
+
+    from ..core.models import Host
 
 
 def entry_name(name: str, port: int) -> str:
@@ -37,7 +42,7 @@ def _ip_of(name: str) -> str:
     except ValueError:
         pass
     try:
-        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
+        return str(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0])
     except (OSError, IndexError):
         return ""
 
@@ -159,7 +164,7 @@ def trust(ctx: click.Context, names: tuple[str, ...], replace: bool, yes: bool,
         click.echo(clean(msg), err=as_json)
 
     async def fetch_all() -> list[Any]:
-        async def one(h):
+        async def one(h: Host) -> SSHKey | HostUnreachable | None:
             if h.is_local:
                 return None
             try:

@@ -267,7 +267,7 @@ def specialties(value: Any, loc: Loc) -> dict[str, dict[str, list[str]]]:
 _MISS = "a number of dollars, or null for no limit"
 
 # Dotted key -> validator. A key "a.b" sets settings.a.b; a key without a dot sets
-# settings.<key>. The order is the order of SPEC.md, then orch's extra knobs.
+# settings.<key>. The order is the order of docs/SPEC.md, then orch's extra knobs.
 SCHEMA: dict[str, Validator] = {
     "github.url": api_url,
     "github.token_env": env_name,

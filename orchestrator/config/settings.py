@@ -1,4 +1,4 @@
-"""Typed settings with SPEC.md's defaults: `Settings()` alone is a working configuration.
+"""Typed settings with docs/SPEC.md's defaults: `Settings()` alone is a working configuration.
 
 config.py fills these from orch.yml; nothing else reads the YAML.
 """

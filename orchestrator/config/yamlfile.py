@@ -37,8 +37,9 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
-    from ruamel.yaml.error import MarkedYAMLError
-    from ruamel.yaml.nodes import Node
+    from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+    from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+    from ruamel.yaml.scalarbool import ScalarBoolean
     from ruamel.yaml.tokens import CommentToken
 
 Validator = Callable[[Any, "Loc"], Any]
@@ -221,7 +222,7 @@ def _fast_loader() -> Any:
             raise _Unsure(value)
         return str_tag
 
-    class Loader(CSafeLoader):  # type: ignore[misc, valid-type]
+    class Loader(CSafeLoader):
         def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
             if kind is scalar_node and implicit[0]:
                 return plain_tag(value)
@@ -784,7 +785,7 @@ def pop_leading_comments(mapping: CommentedMap, key: str) -> str:
 
 
 def flow_list(items: Iterable[Any]) -> CommentedSeq:
-    """A list written inline, `[a, b]`, as the SPEC's examples write specialties."""
+    """A list written inline, `[a, b]`, as docs/SPEC.md's examples write specialties."""
     _ruamel()
     seq = CommentedSeq(list(items))
     seq.fa.set_flow_style()

@@ -1,6 +1,6 @@
 """Issue -> specialty, with a reason a person can read (pure).
 
-Precedence (SPEC.md, config `specialties`): an explicit override, then the issue's
+Precedence (docs/SPEC.md, config `specialties`): an explicit override, then the issue's
 labels, then keywords in its title and body, else "general". Labels win over keywords
 because a label is a person's decision, while keywords are a guess from untrusted text.
 
@@ -64,7 +64,7 @@ def _words(cfg: Mapping[str, Iterable[str] | None] | None, key: str) -> list[str
 Matches = dict[str, tuple[int, list[str]]]
 
 
-def _label_matches(labels: Iterable[str], specialties: Mapping[str, Mapping]) -> Matches:
+def _label_matches(labels: Iterable[str], specialties: Mapping[str, Mapping[str, Iterable[str] | None]]) -> Matches:
     have = [str(label).strip().lower() for label in labels]
     out: Matches = {}
     for name, cfg in specialties.items():
@@ -85,7 +85,7 @@ def _word_pattern(word: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
 
 
-def _keyword_matches(text: str, specialties: Mapping[str, Mapping]) -> Matches:
+def _keyword_matches(text: str, specialties: Mapping[str, Mapping[str, Iterable[str] | None]]) -> Matches:
     out: Matches = {}
     for name, cfg in specialties.items():
         total = 0

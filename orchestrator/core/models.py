@@ -157,7 +157,7 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 @dataclass
 class Task:
-    """The state record of one dispatch of one issue (SPEC.md "The task").
+    """The state record of one dispatch of one issue (docs/SPEC.md "The task").
 
     Status changes only through store.py's named transitions.
     """
@@ -179,7 +179,7 @@ class Task:
     error: str | None = None
     cost_usd: float | None = None
     turns: int | None = None
-    # Beyond SPEC's fields: what finalize and reconcile need.
+    # Beyond docs/SPEC.md's fields: what finalize and reconcile need.
     forge: str = "github"             # "github" or "local"
     pid: int | None = None            # the remote job's process group id
     tests: str | None = None          # "passed", "failed", "none"

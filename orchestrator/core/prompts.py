@@ -11,9 +11,12 @@ login: `{{ comment }}` is its text, `{{ comment.author }}` who wrote it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import Comment, Issue
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEST_OUTPUT_MARKER = "@@ORCH_TEST_OUTPUT@@"
 FIX_PROMPT_TAG = "<!-- orch:fix-prompt -->"     # first line of every fix prompt
@@ -21,7 +24,7 @@ MAX_COMMENTS = 5
 COMMENT_LIMIT = 4000
 
 
-def _env(prompts_dir: Path | str | None):
+def _env(prompts_dir: Path | str | None) -> jinja2.Environment:
     import jinja2
     if prompts_dir is None:
         from ..config.resources import prompts_dir as find

@@ -50,6 +50,8 @@ from ..core.models import Host
 from ..errors import ConfigError, HostUnreachable, UsageError
 
 if TYPE_CHECKING:
+    import jinja2
+
     from ..app import App
     from .pool import Fleet
 
@@ -135,7 +137,7 @@ def playbook_path(settings: Settings) -> Path:
     """bootstrap.yml from orchestrator.config.resources when that module exists (it knows the
     installed share/ dir), else settings.playbooks_dir, else the source tree's playbooks/."""
     try:
-        from ..config.resources import playbooks_dir  # type: ignore[import-not-found]
+        from ..config.resources import playbooks_dir
     except ImportError:
         base = (Path(settings.playbooks_dir).expanduser() if settings.playbooks_dir
                 else Path(__file__).resolve().parents[2] / "playbooks")
@@ -207,7 +209,7 @@ def _finalize(value: Any) -> Any:
                      hint="write {{ value | q }} (or | path for ~/ paths, | int for numbers)")
 
 
-def _environments():
+def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     import jinja2
     run_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                  keep_trailing_newline=True, finalize=_finalize)

@@ -190,14 +190,14 @@ def parse_probe(output: str, host: Host, agent: str = "claude") -> HostFacts:
     return facts
 
 
-# SPEC.md fixes these keys (in this order); the rest of HostFacts follows as extras.
+# docs/SPEC.md fixes these keys (in this order); the rest of HostFacts follows as extras.
 # The shape lives here, not in render/, so that `orch hosts --json` never imports rich.
 JSON_KEYS = ("name", "address", "reachable", "specialties", "load1", "cpus",
              "running_tasks", "max_tasks", "agent_version", "error")
 
 
 def hosts_json(facts: list[HostFacts]) -> list[dict[str, Any]]:
-    """`orch hosts --json`: one object per host, SPEC.md's keys first."""
+    """`orch hosts --json`: one object per host, docs/SPEC.md's keys first."""
     out = []
     for f in facts:
         data = f.to_json()

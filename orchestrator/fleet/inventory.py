@@ -54,7 +54,7 @@ ALIAS_HINT = ("add `address:` with an IP, a DNS name or an ~/.ssh/config alias; 
               "name is an ssh alias still needs `address: <the alias>`")
 DUPLICATE_HINTS = {"hosts": "host names must be unique: rename or remove one of them",
                    "": "a top-level section appears twice: merge them"}
-NEW_FILE_TEXT = "# orch inventory: see `orch inventory --help` and SPEC.md\nhosts:\n"
+NEW_FILE_TEXT = "# orch inventory: see `orch inventory --help` and orch's docs/configuration.md\nhosts:\n"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NO_SPACE = re.compile(r"^\S+$")
@@ -114,7 +114,7 @@ def validate_document(doc: Any, path: Path) -> list[Host]:
     root = Loc(path)
     if doc is None:
         root.error("no `hosts:` mapping (the file is empty)",
-                   hint="start with `hosts:` and one entry per host, see inventory/hosts.yml")
+                   hint="start with `hosts:` and one entry per host, see inventory/hosts.example.yml")
     top = expect_mapping(doc, Loc(path, line=1), null_ok=False)
     for key in top:
         if key not in TOP_KEYS:
@@ -180,7 +180,7 @@ def load_inventory(path: Path) -> list[Host]:
 
 
 def _to_yaml_value(value: Any) -> Any:
-    """Lists are written inline like the SPEC's examples; everything else as is."""
+    """Lists are written inline like docs/SPEC.md's examples; everything else as is."""
     if isinstance(value, (list, tuple)):
         return flow_list(value)
     return value

@@ -1,6 +1,6 @@
 """GitHub and GitHub Enterprise through PyGithub: the Forge protocol on the real API.
 
-Why these choices (see docs/FIELD-NOTES facts on PyGithub 2.x):
+Why these choices (see docs/FIELD-NOTES.md facts on PyGithub 2.x):
 
 - Retries are a `GithubRetry` (urllib3 Retry), not `retry=<int>`: an int does not retry
   502s. We retry 500/502/503/504, 429, 403 secondary rate limits, timeouts and dropped
@@ -192,8 +192,9 @@ def _dig(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _nodes(connection: Any) -> list[dict[str, Any]]:
-    nodes = _dig(connection, "nodes")
+def _nodes(page: Any) -> list[dict[str, Any]]:
+    """The `nodes` of a GraphQL connection (a page of comments, edits, events)."""
+    nodes = _dig(page, "nodes")
     return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
 
 

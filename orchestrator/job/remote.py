@@ -1,7 +1,7 @@
 """Start, watch and stop a remote job over any transport (transport.base.Connection).
 
 Each call is one round trip of POSIX sh. The job runs detached in its own session
-(FIELD-NOTES: all three streams of the backgrounded command redirected, so neither the
+(docs/FIELD-NOTES.md: all three streams of the backgrounded command redirected, so neither the
 SSH channel nor the orchestrator holds it), and leaves everything about itself in the
 workspace: `status` (docs/CONTRACTS.md), `job.log`, and while an agent or test run is
 under way `child.pgid` (that run's own session, which a cancel must stop too).
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from ..config.settings import Settings
 from ..core import shell
 from ..errors import UsageError, WorkError
-from ..transport.base import Connection
+from ..transport.base import CommandResult, Connection
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.pgid",
@@ -291,7 +291,8 @@ echo "@alive=$a"
     return parse_status(result.stdout, alive)
 
 
-async def _run_bounded(conn: Connection, cmd: str, what: str, timeout: float = READ_TIMEOUT):
+async def _run_bounded(conn: Connection, cmd: str, what: str,
+                       timeout: float = READ_TIMEOUT) -> CommandResult:
     """conn.run with a time limit on the whole round trip (opening the session too): a
     host that stalls a read is an error, not a hang."""
     try:

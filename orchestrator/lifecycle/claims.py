@@ -48,8 +48,9 @@ def claim_held(task: Task) -> bool:
         return False
     if claimant_alive(task.claimed_by) is False:
         return False
-    return bool(task.claimed_at) and \
-        datetime.now(UTC) - parse_time(task.claimed_at) < CLAIM_TTL
+    if not task.claimed_at:
+        return False
+    return datetime.now(UTC) - parse_time(task.claimed_at) < CLAIM_TTL
 
 
 def mine() -> dict[str, str]:

@@ -18,10 +18,11 @@ import asyncio
 from ..app import App
 from ..core.models import Task
 from ..errors import HostUnreachable, OrchError, UsageError, WorkError
+from ..forge.base import Forge
 from . import claims
 
 
-async def report_finished(app: App, forge, task: Task, *, status: str | None = None,
+async def report_finished(app: App, forge: Forge, task: Task, *, status: str | None = None,
                           reason: str | None = None) -> Task:
     """Comment on the issue and set its labels for a task that ends `status` (default:
     its status now) without finalize: orch:failed for a failure, orch:running and the

@@ -20,10 +20,11 @@ from ..errors import OrchError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import remote
+from ..transport.base import Connection
 from . import claims
 
 
-async def fetch_log(app: App, conn, task: Task) -> str:
+async def fetch_log(app: App, conn: Connection, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
     text = await remote.read_log(conn, task.workspace or "") or ""
     path = app.task_log_path(task.id)
@@ -59,7 +60,8 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
         raise
 
 
-async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
+async def _finish(app: App, conn: Connection, forge: Forge, task: Task,
+                  status: remote.JobStatus) -> Task:
     s = app.settings
     status = remote.validate_status(status, branch=task.branch)   # the host is untrusted
     log = await fetch_log(app, conn, task)
@@ -117,7 +119,7 @@ async def _finish(app: App, conn, forge: Forge, task: Task, status) -> Task:
     return done
 
 
-async def _remove_quietly(conn, task: Task) -> None:
+async def _remove_quietly(conn: Connection, task: Task) -> None:
     try:
         await remote.remove(conn, task.workspace or "")
     except OrchError:

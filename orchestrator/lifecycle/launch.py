@@ -96,14 +96,19 @@ async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Iss
     """
     s = app.settings
     try:
-        clone_url = s.repo_urls.get(task.repo) or await asyncio.to_thread(forge.clone_url, task.repo)
+        branch = task.branch
+        if not branch:          # reserve() gives every task its branch before a start
+            raise WorkError(f"task {task.id} has no branch: it was never reserved")
+        clone_url = s.repo_urls.get(task.repo)
+        if not clone_url:
+            clone_url = await asyncio.to_thread(forge.clone_url, task.repo)
         base = await asyncio.to_thread(forge.default_branch, task.repo)
         spec = job_spec(app, task, issue, clone_url, base)
         job_sh = render_job(spec, playbooks_dir(s) / "dispatch.yml")
         test_cmd = s.tests.command
-        prompt = render_prompt(task.specialty, issue=issue, repo=task.repo, branch=task.branch,
+        prompt = render_prompt(task.specialty, issue=issue, repo=task.repo, branch=branch,
                                test_command=test_cmd, prompts_dir=prompts_dir(s))
-        fix_prompt = render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch,
+        fix_prompt = render_fix_prompt(issue=issue, repo=task.repo, branch=branch,
                                        test_command=test_cmd, prompts_dir=prompts_dir(s))
         conn = await fleet.connection(task.host or "")
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt,

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -35,6 +36,7 @@ from ..core.models import LIVE_STATUSES, HostFacts, Issue, Placement, Task
 from ..core.schedule import place
 from ..errors import ForgeUnavailable, OrchError, WorkError
 from ..fleet.pool import Fleet
+from ..forge.base import Forge
 from ..private import FILE_MODE
 from ..store import parse_time
 from .dispatch import notify_running
@@ -86,19 +88,19 @@ class _SerialForge:
 
     MEMO = frozenset({"clone_url", "default_branch"})
 
-    def __init__(self, forge) -> None:
+    def __init__(self, forge: Forge) -> None:
         self._forge = forge
         self.kind = forge.kind
         self._lock = threading.Lock()
         self._memo: dict[tuple, object] = {}
         self.down: ForgeUnavailable | None = None
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         attr = getattr(self._forge, name)
         if not callable(attr):
             return attr
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             key = (name, args, tuple(sorted(kwargs.items())))
             with self._lock:
                 if name in self.MEMO and key in self._memo:
@@ -233,12 +235,12 @@ def _previous_hosts(task: Task) -> set[str]:
             and str(e.get("reason", "")).startswith(("lost", "start failed"))}
 
 
-def _begin(app: App, fleet: Fleet, forge, task: Task, issue: Issue, out: PassResult,
+def _begin(app: App, fleet: Fleet, forge: _SerialForge, task: Task, issue: Issue, out: PassResult,
            starts: list[asyncio.Task], sem: asyncio.Semaphore) -> None:
     starts.append(asyncio.ensure_future(_start(app, fleet, forge, task, issue, out, sem)))
 
 
-async def _start(app: App, fleet: Fleet, forge, task: Task, issue: Issue, out: PassResult,
+async def _start(app: App, fleet: Fleet, forge: _SerialForge, task: Task, issue: Issue, out: PassResult,
                  sem: asyncio.Semaphore) -> None:
     """Start a reserved task's job; a failed start is queued again (bounded by
     poll.max_attempts, counted per start) for the next pass, else reported."""
@@ -251,7 +253,7 @@ async def _start(app: App, fleet: Fleet, forge, task: Task, issue: Issue, out: P
     out.dispatched.append(await notify_running(app, forge, task))
 
 
-async def _start_failed(app: App, forge, task: Task, exc: WorkError, out: PassResult) -> None:
+async def _start_failed(app: App, forge: _SerialForge, task: Task, exc: WorkError, out: PassResult) -> None:
     from .control import report_finished
     task = app.store.get(task.id)
     if task.status != "failed":
@@ -270,7 +272,7 @@ async def _start_failed(app: App, forge, task: Task, exc: WorkError, out: PassRe
         pass   # reported by a later pass
 
 
-async def _queued(app: App, fleet: Fleet, forges, facts: dict[str, HostFacts],
+async def _queued(app: App, fleet: Fleet, forges: _Forges, facts: dict[str, HostFacts],
                   out: PassResult, starts: list[asyncio.Task], sem: asyncio.Semaphore) -> None:
     """Tasks already queued (retries, requeued lost tasks) go before new issues."""
     s = app.settings
@@ -308,7 +310,7 @@ async def _queued(app: App, fleet: Fleet, forges, facts: dict[str, HostFacts],
         _begin(app, fleet, forge, reserved, it.issue, out, starts, sem)
 
 
-async def _new_work(app: App, fleet: Fleet, forges, repo: str, facts: dict[str, HostFacts],
+async def _new_work(app: App, fleet: Fleet, forges: _Forges, repo: str, facts: dict[str, HostFacts],
                     out: PassResult, starts: list[asyncio.Task], sem: asyncio.Semaphore) -> None:
     s = app.settings
     forge = forges("github")
@@ -343,7 +345,7 @@ async def _new_work(app: App, fleet: Fleet, forges, repo: str, facts: dict[str, 
             out.skip(repo, listed.number, taken)
 
 
-async def _skip_reason(app: App, forge, issue: Issue) -> str | None:
+async def _skip_reason(app: App, forge: _SerialForge, issue: Issue) -> str | None:
     """Why a listed issue is not taken, judged from the store (no API call), or None.
 
     A finished task the forge has not heard of yet (cancelled, failed before its job ran,
@@ -372,7 +374,7 @@ async def _skip_reason(app: App, forge, issue: Issue) -> str | None:
     return None   # finished and reported: the label is back, so maybe re-labelled
 
 
-async def _take(app: App, fleet: Fleet, forge, listed: Issue, facts: dict[str, HostFacts],
+async def _take(app: App, fleet: Fleet, forge: _SerialForge, listed: Issue, facts: dict[str, HostFacts],
                 out: PassResult, starts: list[asyncio.Task], sem: asyncio.Semaphore) -> str | None:
     """Reserve one listed issue and begin its job; or say why not (changing nothing)."""
     s = app.settings

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,9 +26,14 @@ from ..app import App
 from ..core.models import HostFacts, Task
 from ..errors import ForgeUnavailable, HostUnreachable, OrchError, UsageError
 from ..fleet.pool import Fleet
+from ..forge.base import Forge
 from ..job import remote
 from ..store import DuplicateTask, InvalidTransition, now_iso, parse_time
+from ..transport.base import Connection
 from .claims import CLAIM_TTL, claim_held, claimant_alive
+
+# The forge a task names, by its kind (Task.forge).
+ForgeFor = Callable[[str], Forge]
 
 # A task marked running whose job has not written its status yet, reserved by a process
 # we cannot see (another machine): how long to wait before deciding that process died
@@ -78,7 +84,7 @@ def _step_limit(app: App, step: str | None) -> float | None:
 
 
 async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
-                    forge_for, *, start_grace: float | None = None) -> ReconcileResult:
+                    forge_for: ForgeFor, *, start_grace: float | None = None) -> ReconcileResult:
     """Reconcile every running task; `forge_for(kind)` gives the forge to finalize with.
 
     Never raises for one task's trouble (it goes to `errors`); an unavailable forge is
@@ -102,7 +108,7 @@ async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
     return out
 
 
-async def _guard(app: App, out: ReconcileResult, task: Task, work) -> None:
+async def _guard(app: App, out: ReconcileResult, task: Task, work: Awaitable[None]) -> None:
     """Run one task's reconcile step; its failure is recorded, not raised.
 
     Anything else that goes wrong for one task (a bug, or something hostile on its host
@@ -124,7 +130,7 @@ async def _guard(app: App, out: ReconcileResult, task: Task, work) -> None:
             pass
 
 
-async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, task: Task,
+async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for: ForgeFor, task: Task,
                now: datetime, grace: float, out: ReconcileResult) -> None:
     from .finalize import finalize
     # Another live orch process holds the task (it is starting, finalizing or cancelling
@@ -171,7 +177,8 @@ async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for, t
         out.finalized.append(done)
 
 
-async def _timeout(app: App, fleet: Fleet, forge_for, task: Task, conn, status,
+async def _timeout(app: App, fleet: Fleet, forge_for: ForgeFor, task: Task, conn: Connection,
+                   status: remote.JobStatus,
                    limit: float, out: ReconcileResult) -> None:
     """The backstop: the job did not stop itself in time. Kill its process groups, then
     finalize it as failed (comment, labels), like a job that timed out on its own."""
@@ -187,7 +194,7 @@ async def _timeout(app: App, fleet: Fleet, forge_for, task: Task, conn, status,
         out.finalized.append(done)
 
 
-async def _unreachable(app: App, forge_for, task: Task, why: str | None, now: datetime,
+async def _unreachable(app: App, forge_for: ForgeFor, task: Task, why: str | None, now: datetime,
                        out: ReconcileResult) -> None:
     if not task.unreachable_since:
         app.store.update(task.id, unreachable_since=now_iso())
@@ -197,7 +204,7 @@ async def _unreachable(app: App, forge_for, task: Task, why: str | None, now: da
                     f"host {task.host} unreachable since {task.unreachable_since}: {why}", out)
 
 
-async def _lose(app: App, forge_for, task: Task, reason: str, out: ReconcileResult) -> None:
+async def _lose(app: App, forge_for: ForgeFor, task: Task, reason: str, out: ReconcileResult) -> None:
     try:
         lost = app.store.mark_lost(task.id, reason, claimed_by=None, claimed_at=None)
     except InvalidTransition:
@@ -206,7 +213,7 @@ async def _lose(app: App, forge_for, task: Task, reason: str, out: ReconcileResu
     await _requeue_or_give_up(app, forge_for, lost, reason, out)
 
 
-async def _requeue_or_give_up(app: App, forge_for, task: Task, reason: str,
+async def _requeue_or_give_up(app: App, forge_for: ForgeFor, task: Task, reason: str,
                               out: ReconcileResult) -> None:
     """lost -> queued (to be placed again, on another host if one can take it), or, out
     of attempts, lost -> failed and the issue is told."""

@@ -30,9 +30,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core import shell
 from ..errors import UsageError, WorkError
+
+if TYPE_CHECKING:
+    from ..app import App
 
 MARKER = "# orch poll (managed by orch cron)"
 DEFAULT_EVERY = 5
@@ -97,7 +101,7 @@ def orch_executable() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "orchestrator"]
 
 
-def pinned_options(app, *, config: str | None = None, inventory: str | None = None,
+def pinned_options(app: App, *, config: str | None = None, inventory: str | None = None,
                    state_dir: str | None = None) -> list[str]:
     """The global options cron needs to see what this shell sees (module docstring)."""
     out: list[str] = []
@@ -136,7 +140,7 @@ class PollJob:
         return f"{schedule(self.every)} {self.command} {MARKER}"
 
 
-def poll_job(app, every: int = DEFAULT_EVERY, *, config: str | None = None,
+def poll_job(app: App, every: int = DEFAULT_EVERY, *, config: str | None = None,
              inventory: str | None = None, state_dir: str | None = None) -> PollJob:
     schedule(every)                     # refuse an impossible interval before anything
     argv = orch_executable() + pinned_options(app, config=config, inventory=inventory,

@@ -1,4 +1,4 @@
-"""`orch hosts` on the terminal (a rich table) and as --json (SPEC.md's shape)."""
+"""`orch hosts` on the terminal (a rich table) and as --json (docs/SPEC.md's shape)."""
 
 from __future__ import annotations
 

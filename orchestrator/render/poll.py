@@ -6,14 +6,19 @@ Task errors and skip reasons hold text from hosts and the forge: every line goes
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import console, text
+
+if TYPE_CHECKING:
+    from ..lifecycle.poll import PassResult
 
 
 def _say(line: str) -> None:
     console.print(text(line))
 
 
-def summary(result) -> None:
+def summary(result: PassResult) -> None:
     if result.busy:
         _say("another orch poll pass holds the lock; this pass did nothing "
              "(the running pass does the work)")

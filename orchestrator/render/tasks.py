@@ -1,4 +1,4 @@
-"""Tasks and plans on the terminal, and their --json shapes (SPEC.md).
+"""Tasks and plans on the terminal, and their --json shapes (docs/SPEC.md).
 
 A task's title, error and history reasons come from issues, hosts and the forge: every
 cell and line is built with `text` (cleaned, never parsed as markup).
@@ -20,7 +20,7 @@ STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green",
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    """The SPEC task record plus `task_id` (the dispatch shape) for scripts."""
+    """The docs/SPEC.md task record plus `task_id` (the dispatch shape) for scripts."""
     data = task.to_json()
     data["task_id"] = task.id
     return data

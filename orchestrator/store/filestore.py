@@ -22,11 +22,12 @@ Why it is built this way
 
 from __future__ import annotations
 
+import builtins  # Store.list shadows `list` in the class body: annotations there say builtins.list
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,7 +304,7 @@ class Store:
                  if (status is None or t.status == status) and (repo is None or t.repo == repo)]
         return tasks
 
-    def for_issue(self, repo: str, issue: int) -> list[Task]:
+    def for_issue(self, repo: str, issue: int) -> builtins.list[Task]:
         """Every task ever made for one issue, newest first."""
         return [t for t in reversed(self._all()) if t.repo == repo and t.issue == int(issue)]
 
@@ -311,17 +312,17 @@ class Store:
         """The issue's queued or running task, if any (there is at most one)."""
         return next((t for t in self.for_issue(repo, issue) if t.status in LIVE_STATUSES), None)
 
-    def running_on(self, host: str) -> list[Task]:
+    def running_on(self, host: str) -> builtins.list[Task]:
         """Tasks the store believes are running on `host`."""
         return [t for t in self._all() if t.status == "running" and t.host == host]
 
-    def reserved(self) -> dict[str, list[str]]:
+    def reserved(self) -> dict[str, builtins.list[str]]:
         """Live task ids per host: the `reserved` argument of `schedule.place`.
 
         A task the store has started may not show on its host yet (or the probe was
         taken before it started); the scheduler adds the ones the host does not show.
         """
-        ids: dict[str, list[str]] = {}
+        ids: dict[str, builtins.list[str]] = {}
         for t in self._all():
             if t.status in LIVE_STATUSES and t.host:
                 ids.setdefault(t.host, []).append(t.id)
@@ -484,9 +485,9 @@ class Store:
             raise TaskNotFound(f"task {task.id} vanished from {self.path}")
 
 
-def _replace_with(data: dict[str, Any]):
+def _replace_with(data: dict[str, Any]) -> Callable[[MutableMapping[str, Any]], None]:
     """A TinyDB update operation that replaces the whole document."""
-    def op(doc: dict[str, Any]) -> None:
+    def op(doc: MutableMapping[str, Any]) -> None:
         doc.clear()
         doc.update(data)
     return op

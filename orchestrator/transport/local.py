@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from ..core import shell
 from ..core.models import Host
-from .base import CommandResult
+from .base import CommandResult, Connection
 
 
 def _as_bytes(data: str | bytes | None) -> bytes | None:
@@ -91,7 +91,7 @@ async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         yield line
 
 
-async def put_with_shell(conn, data: bytes, remote_path: str, *, mode: int = 0o600) -> None:
+async def put_with_shell(conn: Connection, data: bytes, remote_path: str, *, mode: int = 0o600) -> None:
     """Write a file in one round trip: data on stdin, temporary name, atomic rename.
 
     Shared by both transports so that `~/` paths expand the same way everywhere.

@@ -1,6 +1,6 @@
 """The Connection protocol over SSH, with asyncssh.
 
-Why these choices (see FIELD-NOTES.md, checked against OpenSSH 9.2):
+Why these choices (see docs/FIELD-NOTES.md, checked against OpenSSH 9.2):
 - `connect_timeout` and keepalives are always set: asyncssh has neither by default, so a
   silent host would hang a whole `orch poll` for two minutes and a cut link forever.
 - Host keys are checked against the configured known_hosts file only, strictly: an
@@ -24,7 +24,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config.settings import SSHSettings
 from ..core.models import Host
@@ -33,6 +33,7 @@ from .base import CommandResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import asyncssh
+    from asyncssh.config import SSHClientConfig
 
 
 def _expand(path: str) -> str:
@@ -77,7 +78,7 @@ _TOKENS: dict[tuple, list[tuple[int, str | None, tuple[str, ...] | str]]] = {}
 _PLAIN_LINE = re.compile(r"[^'\"\\\x0b\x0c\x1c-\x1f]*\Z")
 
 
-def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, ...] | str]]:
+def _tokenize(cls: type[SSHClientConfig], path: Path) -> list[tuple[int, str | None, tuple[str, ...] | str]]:
     """(line number, lowercased option, its arguments) for every line of an ssh config,
     split as asyncssh's SSHConfig.parse splits them; a line shlex cannot split becomes
     (line, None, message), raised when a parse reaches it (as asyncssh would)."""
@@ -133,7 +134,7 @@ def _tokenize(cls: type, path: Path) -> list[tuple[int, str | None, tuple[str, .
 
 
 @functools.cache
-def _config_class() -> type | None:
+def _config_class() -> type[SSHClientConfig] | None:
     """asyncssh's SSHClientConfig with `parse` replaying cached tokens; None if this
     asyncssh lacks an internal it relies on (then asyncssh parses, as before)."""
     try:
@@ -193,15 +194,15 @@ def _config_class() -> type | None:
     return _ReplayedClientConfig
 
 
-def _load_config(host: Host, ssh: SSHSettings, paths: list[str]):
+def _load_config(host: Host, ssh: SSHSettings, paths: list[str]) -> SSHClientConfig:
     """The ssh config as it applies to `host` (an asyncssh SSHClientConfig), as asyncssh
     itself would load it for a connection with this host's address, port and user."""
-    cls = _config_class()
-    if cls is None:  # pragma: no cover
-        from asyncssh.config import SSHClientConfig as cls
-    return cls.load(None, paths, False, False, False, getpass.getuser(),
-                    host.user if host.user else (), host.address,
-                    host.port if host.port else ())
+    from asyncssh.config import SSHClientConfig
+    cls = _config_class() or SSHClientConfig
+    # load() is a classmethod that builds `cls`; asyncssh's annotation says the base class
+    config = cls.load(None, paths, False, False, False, getpass.getuser(),
+                      host.user if host.user else (), host.address, host.port if host.port else ())
+    return cast(SSHClientConfig, config)
 
 
 def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
@@ -221,7 +222,7 @@ def _config_lookup(host: Host, ssh: SSHSettings) -> dict[str, Any]:
 
 
 @functools.cache
-def _base_options():
+def _base_options() -> asyncssh.SSHClientConnectionOptions:
     """An empty SSHClientConnectionOptions to carry a host's loaded config into
     create_connection (which builds the real options from its kwargs and that config).
     client_keys=None: no default key loading here; the real keys come in the kwargs."""
@@ -242,7 +243,7 @@ def _needs_asyncssh_parse(config: Any) -> bool:
 _KNOWN_HOSTS: dict[tuple, Any] = {}
 
 
-def _known_hosts(ssh: SSHSettings):
+def _known_hosts(ssh: SSHSettings) -> asyncssh.SSHKnownHosts:
     """The known_hosts file as an asyncssh SSHKnownHosts, parsed once per version of the
     file (asyncssh would re-read it for every connection); an empty one, which trusts
     nothing, when the file is missing."""
@@ -280,7 +281,7 @@ def key_target(host: Host, ssh: SSHSettings) -> tuple[str, int]:
     return name, port
 
 
-async def fetch_host_key(host: Host, ssh: SSHSettings):
+async def fetch_host_key(host: Host, ssh: SSHSettings) -> asyncssh.SSHKey:
     """The host key the server presents (an asyncssh SSHKey), without checking it:
     this is `orch trust`'s first step, shown to a person before anything is recorded."""
     import asyncssh
@@ -323,7 +324,7 @@ def _client_keys(host: Host, ssh: SSHSettings, cfg: dict[str, Any]) -> list[str]
     return keys
 
 
-def _client_class():
+def _client_class() -> type[asyncssh.SSHClient]:
     import asyncssh
 
     class _Client(asyncssh.SSHClient):
@@ -338,7 +339,7 @@ def _client_class():
             self.closed = True
             self.lost = exc
 
-        def validate_host_public_key(self, host: str, addr: str, port: int, key) -> bool:
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
             # Called only for a key that known_hosts does not list: record it, refuse it.
             self.offered = (host, addr, port, key)
             return False
@@ -346,7 +347,7 @@ def _client_class():
     return _Client
 
 
-def _hostkey_error(host: Host, ssh: SSHSettings, client, exc: Exception) -> HostUnreachable:
+def _hostkey_error(host: Host, ssh: SSHSettings, client: Any, exc: Exception) -> HostUnreachable:
     """Tell an unknown key from a changed one by looking the host up in known_hosts."""
     import asyncssh
     kh_file = ssh.known_hosts
@@ -381,7 +382,7 @@ def _hostkey_error(host: Host, ssh: SSHSettings, client, exc: Exception) -> Host
 
 
 def classify_error(host: Host, ssh: SSHSettings, exc: BaseException,
-                   client=None, *, during: str = "connect") -> HostUnreachable:
+                   client: Any = None, *, during: str = "connect") -> HostUnreachable:
     """Any failure to reach a host -> HostUnreachable with one of its REASONS."""
     import asyncssh
     if isinstance(exc, HostUnreachable):
@@ -424,7 +425,7 @@ class SSHConnection:
     """One asyncssh connection to one host; many sessions, at most max_sessions at once."""
 
     def __init__(self, host: Host, ssh: SSHSettings, conn: asyncssh.SSHClientConnection,
-                 client) -> None:
+                 client: Any) -> None:
         self.host = host
         self.ssh = ssh
         self._conn = conn
@@ -478,7 +479,7 @@ class SSHConnection:
         holder: dict[str, Any] = {}
         client_cls = _client_class()
 
-        def factory():
+        def factory() -> asyncssh.SSHClient:
             holder["client"] = client_cls()
             return holder["client"]
 
@@ -497,7 +498,8 @@ class SSHConnection:
                                hint="the host went away or the network cut; a detached job "
                                     "keeps running and is picked up again later")
 
-    async def _process(self, command: str, *, stdin_data: bytes | None, merge: bool):
+    async def _process(self, command: str, *, stdin_data: bytes | None,
+                       merge: bool) -> asyncssh.SSHClientProcess[bytes]:
         import asyncssh
         if self._client.closed:
             raise self._dropped(during="session open")
