@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from ..config.settings import Settings
 from ..core import shell
-from ..errors import UsageError, WorkError
+from ..errors import HostUnreachable, UsageError, WorkError
 from ..transport.base import CommandResult, Connection
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -30,7 +30,7 @@ _GREP_LINE = re.compile(r"^(\d+):")
 # job.log are read with a size cap and a time limit, and the status values are checked.
 STATUS_MAX_BYTES = 64 * 1024
 LOG_MAX_BYTES = 16 * 1024 * 1024     # the log's last 16 MiB (its end holds the result)
-READ_TIMEOUT = 60.0                  # seconds for one read of the status or the log
+READ_TIMEOUT = 120.0                 # seconds for one read of the status or the log
 MAX_COST_USD = 1000.0                # no single task costs more; above is a broken host
 MAX_TURNS = 1_000_000
 MAX_EPOCH = 10 ** 11                 # epoch seconds: past year 5000 is nonsense
@@ -294,12 +294,14 @@ echo "@alive=$a"
 async def _run_bounded(conn: Connection, cmd: str, what: str,
                        timeout: float = READ_TIMEOUT) -> CommandResult:
     """conn.run with a time limit on the whole round trip (opening the session too): a
-    host that stalls a read is an error, not a hang."""
+    host that stalls a read counts as unreachable (reconcile's poll.lost_after applies),
+    never as a hang of the whole pass."""
     try:
         return await asyncio.wait_for(conn.run(cmd), timeout)
     except TimeoutError:
-        raise WorkError(f"{conn.host.name}: reading {what} took more than {timeout:g}s",
-                        hint="the host may be overloaded; the next pass tries again") from None
+        raise HostUnreachable(conn.host.name, "timeout",
+                              f"reading {what} took more than {timeout:g}s",
+                              hint="the host may be overloaded; the next pass tries again") from None
 
 
 async def read_log(conn: Connection, workspace: str, *, max_bytes: int = LOG_MAX_BYTES,
