@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: OpenSSH's sshd (the tests start real sshd
 # processes on loopback), the ssh client, git, procps (ps), util-linux (setsid, flock),
-# and the shell linter shellcheck (rendered job scripts and our own scripts are checked).
+# sudo (the test of `orch provision` for a login user whose sudo asks a password), and
+# the shell linter shellcheck (rendered job scripts and our own scripts are checked).
 # Installs only what is missing (always, with --always: what CI does).
 set -euo pipefail
 need=()
@@ -12,6 +13,7 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v setsid >/dev/null 2>&1 || need+=(util-linux)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
+command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${1:-}" = "--always" ]; then

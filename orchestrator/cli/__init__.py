@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("orchestrator.cli.tasks:cancel", "Stop a task's remote job (its whole process group)."),
     "retry": ("orchestrator.cli.tasks:retry", "Queue a finished task again."),
     "bootstrap": ("orchestrator.cli.bootstrap:bootstrap", "Check (and prepare) what hosts need to run jobs."),
+    "provision": ("orchestrator.cli.provision:provision", "Install git, the agent, the workspace; then bootstrap."),
     "metrics": ("orchestrator.cli.metrics:metrics", "Prometheus text exposition of tasks and hosts."),
     "cron": ("orchestrator.cli.cron:cron", "Install, show or remove the crontab line for `orch poll`."),
     "demo": ("orchestrator.cli.demo:demo", "Watch an issue become a branch on this machine, offline."),

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ..core.report import LOG_TAIL_MODES
 from ..core.trust import COMMENT_MODES, PERMISSIONS
+from ..errors import ConfigError
 from .settings import DEFAULT_SPECIALTIES, Settings
 from .yamlfile import (
     Loc,
@@ -30,10 +31,13 @@ from .yamlfile import (
     expect_mapping,
     integer,
     is_number,
+    key_line,
     list_of,
     load_validated,
     number,
     optional,
+    parse_document,
+    read_text,
     string,
     string_key,
     unknown_key,
@@ -262,6 +266,19 @@ def specialties(value: Any, loc: Loc) -> dict[str, dict[str, list[str]]]:
     return table
 
 
+def agent_source(value: Any, loc: Loc) -> str:
+    """`npm:<package spec>` as written, or a local file's path (relative to orch.yml's
+    directory, like every local path); the file itself is looked at by `orch provision`."""
+    from ..core.agentsource import parse_agent_source
+    text = string(value, loc)
+    try:
+        source = parse_agent_source(text)
+    except ValueError as exc:
+        loc.error(str(exc), hint="npm:@anthropic-ai/claude-code@2.1.197, or a file such as "
+                                 "~/dist/claude (uploaded to each host)")
+    return source.text if source.kind == "npm" else local_path(source.path, loc)
+
+
 # --------------------------------------------------------------------------- the schema
 
 _MISS = "a number of dollars, or null for no limit"
@@ -305,6 +322,7 @@ SCHEMA: dict[str, Validator] = {
     "workspace.keep_on_failure": boolean,
     "metrics.textfile": optional(local_path),
     "report.log_tail": choice(*LOG_TAIL_MODES),
+    "provision.agent_source": optional(agent_source),
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),
@@ -385,4 +403,25 @@ def _load_section(settings: Settings, section: str, value: Any, loc: Loc) -> Non
         setattr(target, key, SCHEMA[f"{section}.{key}"](item, entry))
 
 
-__all__ = ["PERMISSIONS", "SCHEMA", "load_settings", "parse_duration"]
+def locate(path: Path | None, dotted: str) -> Loc:
+    """Where `dotted` (e.g. "provision.agent_source") is written in the YAML file at `path`,
+    for a mistake found after loading (a file it names has gone): file, key and line.
+    The line is that of the deepest key found; None when the file cannot be read."""
+    if path is None:
+        return Loc(Path("orch.yml"), dotted)
+    path = Path(path)
+    node: Any = None
+    try:
+        node = parse_document(read_text(path), path)
+    except ConfigError:
+        pass
+    line = None
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            break
+        line = key_line(node, part) or line
+        node = node[part]
+    return Loc(path, dotted, line)
+
+
+__all__ = ["PERMISSIONS", "SCHEMA", "load_settings", "locate", "parse_duration"]

@@ -95,6 +95,13 @@ class ReportSettings:
 
 
 @dataclass
+class ProvisionSettings:
+    # `orch provision`'s agent: "npm:<package spec>" or a local file (absolute or ~/ path,
+    # made absolute by the loader); None: provision checks the agent, installs nothing.
+    agent_source: str | None = None
+
+
+@dataclass
 class Settings:
     github: GithubSettings = field(default_factory=GithubSettings)
     repos: list[str] = field(default_factory=list)
@@ -108,6 +115,7 @@ class Settings:
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    provision: ProvisionSettings = field(default_factory=ProvisionSettings)
     specialties: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
                                  for k, v in DEFAULT_SPECIALTIES.items()})

@@ -40,6 +40,17 @@ def notice(message: str) -> None:
     err_console.print(text(("orch", "yellow"), ": ", message), soft_wrap=True)
 
 
+def print_fixes(fixes: list[tuple[str, str, str]]) -> None:
+    """The advice of what failed, one `host step: fix` line each, under a table (where it
+    stays readable on a narrow terminal). All three come from outside: printed as text."""
+    if not fixes:
+        return
+    console.print()
+    console.print(text(("fixes", "bold")))
+    for host, step, fix in fixes:
+        console.print(text("  ", (f"{host} {step}", "bold"), ": ", fix))
+
+
 def print_json(data: Any) -> None:
     """--json output: stable keys, one document on stdout, nothing else there."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..fleet.bootstrap import HostReport
-from . import console, text
+from . import console, print_fixes, text
 
 _STYLE = {"ok": "green", "info": "cyan", "skip": "dim", "fail": "bold red"}
 
@@ -66,11 +66,7 @@ def bootstrap_table(reports: list[HostReport], state_file: Path | None = None) -
                 fixes.append((r.host, check, fix))
             table.add_row(*cells)
     console.print(table)
-    if fixes:
-        console.print()
-        console.print(text(("fixes", "bold")))
-        for host, check, fix in fixes:
-            console.print(text("  ", (f"{host} {check}", "bold"), ": ", fix))
+    print_fixes(fixes)
     ready = [r for r in reports if r.ok]
     failing = [r for r in reports if not r.ok]
     line = f"{len(ready)} of {len(reports)} hosts ready"

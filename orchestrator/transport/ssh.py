@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import errno
 import functools
 import getpass
 import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -30,6 +28,15 @@ from ..config.settings import SSHSettings
 from ..core.models import Host
 from ..errors import HostUnreachable
 from .base import CommandResult
+from .failures import (
+    auth_refused,
+    dropped,
+    hostkey_changed,
+    hostkey_unknown,
+    key_unusable,
+    known_host_name,
+    network_failure,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import asyncssh
@@ -42,11 +49,6 @@ def _expand(path: str) -> str:
 
 def _as_bytes(data: str | bytes) -> bytes:
     return data.encode() if isinstance(data, str) else data
-
-
-def _known_host_name(address: str, port: int | None) -> str:
-    """The known_hosts spelling of a host: `addr` on port 22, else `[addr]:port`."""
-    return address if not port or port == 22 else f"[{address}]:{port}"
 
 
 def _config_paths(ssh: SSHSettings) -> list[str]:
@@ -358,7 +360,7 @@ def _hostkey_error(host: Host, ssh: SSHSettings, client: Any, exc: Exception) ->
                                hint=f"check {kh_file} (and the known_hosts of any ProxyJump "
                                     f"hop) for a missing, revoked or conflicting entry")
     name, addr, port, key = client.offered
-    shown = _known_host_name(name, port)
+    shown = known_host_name(name, port)
     fp = key.get_fingerprint("sha256")
     known: list = []
     path = _expand(kh_file)
@@ -369,16 +371,8 @@ def _hostkey_error(host: Host, ssh: SSHSettings, client: Any, exc: Exception) ->
         except Exception:  # noqa: BLE001 - an unreadable file: treat as unknown
             known = []
     if known:
-        return HostUnreachable(
-            host.name, "hostkey-changed",
-            f"host key for {shown} has CHANGED (server now offers {key.get_algorithm()} {fp}); "
-            f"refusing to connect",
-            hint=f"verify the new key with the host's owner, then `orch trust --replace {host.name}`")
-    scan = f"ssh-keyscan -p {port} {name}" if port != 22 else f"ssh-keyscan {name}"
-    return HostUnreachable(
-        host.name, "hostkey-unknown",
-        f"host key for {shown} is not in known_hosts {kh_file} (server offers {fp})",
-        hint=f"`orch trust {host.name}`, or `{scan} >> {kh_file}` after checking the fingerprint")
+        return hostkey_changed(host.name, shown, key.get_algorithm(), fp)
+    return hostkey_unknown(host.name, name, port, fp, kh_file)
 
 
 def classify_error(host: Host, ssh: SSHSettings, exc: BaseException,
@@ -388,37 +382,19 @@ def classify_error(host: Host, ssh: SSHSettings, exc: BaseException,
     if isinstance(exc, HostUnreachable):
         return exc
     address, port = target_of(host, ssh)
-    where = _known_host_name(address, port)
+    where = known_host_name(address, port)
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return _hostkey_error(host, ssh, client, exc)
     if isinstance(exc, asyncssh.PermissionDenied):
-        return HostUnreachable(host.name, "auth", f"authentication refused by {where}: {exc}",
-                               hint="check the user, identity_file / ssh.client_keys and the "
-                                    "host's authorized_keys")
+        return auth_refused(host.name, where, exc)
     if isinstance(exc, asyncssh.KeyImportError):
-        return HostUnreachable(host.name, "auth", f"cannot use an identity file: {exc}",
-                               hint="an encrypted key needs ssh-agent; check identity_file")
+        return key_unusable(host.name, exc)
     if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError,
                         asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError,
                         ConnectionAbortedError)):
-        return HostUnreachable(host.name, "disconnected",
-                               f"connection to {where} dropped during {during}: {exc or 'EOF'}")
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return HostUnreachable(host.name, "timeout",
-                               f"no SSH answer from {where} within {ssh.connect_timeout:g}s",
-                               hint="is the host up and sshd listening? (ssh.connect_timeout)")
-    if isinstance(exc, ConnectionRefusedError):
-        return HostUnreachable(host.name, "refused", f"connection refused by {where}",
-                               hint="sshd is not running or listens on another port")
-    if isinstance(exc, socket.gaierror):
-        return HostUnreachable(host.name, "dns", f"cannot resolve {host.address}: {exc.strerror}",
-                               hint="check the address, or the alias in your ssh config")
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return HostUnreachable(host.name, "other", f"no route to {where}: {exc.strerror}")
-    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
-        return HostUnreachable(host.name, "timeout", f"connection to {where} timed out")
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return HostUnreachable(host.name, "other", f"cannot reach {where}: {detail}")
+        return dropped(host.name, where, during, exc)
+    return network_failure(host.name, exc, where=where, address=host.address,
+                           connect_timeout=ssh.connect_timeout)
 
 
 class SSHConnection:
