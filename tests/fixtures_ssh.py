@@ -20,6 +20,9 @@ Fixtures (the root conftest loads this module as a plugin):
 - `ssh_fleet`         session-scoped, 5 hosts, SHARED: never stop or break its hosts.
 - `ssh_fleet_factory` session-scoped factory: `ssh_fleet_factory(n, prefix="h")` gives a
                       new SSHFleet, closed at the end of the session (or call `.close()`).
+                      `homes=True`: each host's sessions get a HOME of their own
+                      (`fleet.host(name).home`, by sshd's SetEnv), as separate machines
+                      would have: for what lives in ~ (~/.local/bin/claude, ~/.npmrc).
 - `make_ssh_fleet`    function-scoped factory: fleets it makes are closed when the test
                       ends; use it for tests that stop/restart hosts.
 
@@ -174,6 +177,7 @@ class SSHHost:
     dir: Path
     host_key_line: str                 # "ssh-ed25519 AAAA... comment" (the .pub file)
     proc: subprocess.Popen | None = None
+    home: Path | None = None           # HOME of its sessions (homes=True), else the user's own
 
     @property
     def pid(self) -> int | None:
@@ -195,7 +199,8 @@ class SSHHost:
 class SSHFleet:
     """N running sshd processes plus the client-side files that reach them."""
 
-    def __init__(self, root: Path, n: int, prefix: str = "h", user: str | None = None) -> None:
+    def __init__(self, root: Path, n: int, prefix: str = "h", user: str | None = None,
+                 homes: bool = False) -> None:
         self.root = root
         # user: the account sshd lets in (default: the current one; another needs root).
         self.user = user or getpass.getuser()
@@ -218,7 +223,11 @@ class SSHFleet:
                 d = root / name
                 d.mkdir()
                 key_line = _keygen(d / "ssh_host_ed25519_key", name)
-                self.hosts.append(SSHHost(name, address, 0, d, key_line))
+                home = None
+                if homes:
+                    home = d / "home"
+                    home.mkdir(mode=0o700)
+                self.hosts.append(SSHHost(name, address, 0, d, key_line, home=home))
             for h in self.hosts:
                 self._launch(h, new_port=True)
             deadline = time.monotonic() + 15
@@ -260,7 +269,7 @@ X11Forwarding no
 AllowTcpForwarding yes
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
-""")
+""" + (f"SetEnv HOME={h.home}\n" if h.home is not None else ""))
 
     def _launch(self, h: SSHHost, *, new_port: bool) -> None:
         if new_port:
@@ -450,10 +459,10 @@ def ssh_fleet_factory() -> Iterator[Callable[..., SSHFleet]]:
     made: list[SSHFleet] = []
     roots: list[Path] = []
 
-    def make(n: int = 3, prefix: str = "h") -> SSHFleet:
+    def make(n: int = 3, prefix: str = "h", homes: bool = False) -> SSHFleet:
         root = _make_root("sshd")
         roots.append(root)
-        fleet = SSHFleet(root, n, prefix)
+        fleet = SSHFleet(root, n, prefix, homes=homes)
         made.append(fleet)
         return fleet
 
@@ -474,8 +483,8 @@ def ssh_fleet(ssh_fleet_factory) -> SSHFleet:
 def make_ssh_fleet(ssh_fleet_factory) -> Iterator[Callable[..., SSHFleet]]:
     mine: list[SSHFleet] = []
 
-    def make(n: int = 3, prefix: str = "h") -> SSHFleet:
-        fleet = ssh_fleet_factory(n, prefix)
+    def make(n: int = 3, prefix: str = "h", homes: bool = False) -> SSHFleet:
+        fleet = ssh_fleet_factory(n, prefix, homes)
         mine.append(fleet)
         return fleet
 

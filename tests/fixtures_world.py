@@ -106,11 +106,12 @@ def _config_sections(github_url: str, root: Path, fleet: Any, clone_url: str) ->
 @pytest.fixture
 def make_world(make_ssh_fleet, github_server, github_token, git_remote_factory,
                tmp_path) -> Iterator[Callable[..., World]]:
-    """make_world(hosts=3, specialties={name: [...]}, max_tasks=2, **config_sections)."""
+    """make_world(hosts=3, specialties={name: [...]}, max_tasks=2, **config_sections);
+    homes=True gives each host a HOME of its own (tests/fixtures_ssh.py)."""
     def make(hosts: int = 3, specialties: dict[str, list[str]] | None = None,
-             max_tasks: int = 2, files: dict[str, str] | None = None,
+             max_tasks: int = 2, files: dict[str, str] | None = None, homes: bool = False,
              **sections: Any) -> World:
-        fleet = make_ssh_fleet(hosts)
+        fleet = make_ssh_fleet(hosts, homes=homes)
         remote = git_remote_factory(files)
         github_server.add_repo(REPO, clone_url=remote.url, default_branch=remote.default_branch)
         for user, perm in (("alice", "write"), ("mallory", "read")):

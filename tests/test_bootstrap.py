@@ -25,9 +25,11 @@ import pytest
 
 from orchestrator.app import App
 from orchestrator.config.settings import Settings
+from orchestrator.core import shell
 from orchestrator.core.models import Host
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.fleet import bootstrap as bs
+from orchestrator.fleet import checks as ck
 
 IS_ROOT = os.geteuid() == 0
 FAKE_VERSION = "2.1.197 (Claude Code)"
@@ -128,7 +130,7 @@ def test_cli_mixed_fleet_json_exit_code_and_failed_hosts(setup):
     assert hosts["b2"]["ok"] is False
     assert missing["agent"]["ok"] is False
     assert "not found" in missing["agent"]["detail"]
-    assert "agent:" in missing["agent"]["fix"] and "absolute path" in missing["agent"]["fix"]
+    assert "agent:" in missing["agent"]["fix"] and "~/.local/bin" in missing["agent"]["fix"]
     assert missing["workspace"]["ok"] is True
 
     blocked = checks_of(hosts["b3"])
@@ -245,7 +247,7 @@ def test_unreachable_host_is_reported_and_keeps_its_verdict(setup):
                             "specialties": ["backend"], "workspace_root": str(tmp / "wsd")}
     (tmp / "hosts.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
     bs.record_reports(tmp / "state", [bs.HostReport(
-        "dead", [bs.CheckResult("agent", "fail", "claude not found")], at="earlier")])
+        "dead", [ck.CheckResult("agent", "fail", "claude not found")], at="earlier")])
 
     proc = run_orch(tmp, "bootstrap", "--json", "b1", "dead")
     assert proc.returncode == 1
@@ -279,14 +281,14 @@ def test_parse_output_verdicts_noise_and_missing_parts():
     fixes = {"a": "fix a", "b": "fix b", "c": "fix c", "d": "fix d", "e": "fix e"}
     lines = [
         "Welcome to host!",                       # login noise before the script
-        bs.BEGIN,
+        ck.BEGIN,
         "::start:: a", "::check:: a ok first", "::check:: a info second", "::exit:: a 0",
         "::start:: b", "some output", "::check:: x ok spoofed", "::exit:: b 3",
         "::start:: c", "::exit:: c 0",
         "::start:: d", "::check:: d skip nothing to do", "::check:: d fail broken", "::exit:: d 0",
         "::start:: e", "::check:: e ok half",
     ]
-    results, error = bs.parse_output(lines, list(fixes), fixes, finished=False)
+    results, error = ck.parse_output(lines, list(fixes), fixes, finished=False)
     got = {r.name: r for r in results}
     assert (got["a"].status, got["a"].detail, got["a"].fix) == ("info", "first; second", None)
     assert got["b"].status == "fail" and got["b"].detail.startswith("exit 3: some output")
@@ -296,27 +298,36 @@ def test_parse_output_verdicts_noise_and_missing_parts():
     assert got["e"].status == "ok"                # its verdict arrived before the cut
     assert error is None                          # finished=False: the caller says why
 
-    results, error = bs.parse_output(lines[:4], ["a", "b"], fixes)
+    results, error = ck.parse_output(lines[:4], ["a", "b"], fixes)
     assert [r.status for r in results] == ["ok", "fail"]
     assert results[1].detail == "did not run"
     assert error == "the bootstrap script stopped before its end"
 
-    results, error = bs.parse_output(["sh: not found"], ["a"], fixes)
+    results, error = ck.parse_output(["sh: not found"], ["a"], fixes)
     assert error == "the bootstrap script did not run"
 
 
-def test_unquoted_value_in_a_playbook_is_refused(tmp_path):
+def test_every_value_is_quoted_even_without_a_filter(tmp_path):
+    """One policy for both playbooks (job/engine.py): a bare `{{ value }}` is quoted, so a
+    playbook author who forgets `| q` still cannot hand sh an inventory value as code."""
     pb = tmp_path / "bootstrap.yml"
-    pb.write_text("- name: bad\n  run: ls {{ workspace_root }}\n  fix: x\n")
-    playbook = bs.load_playbook(pb)
-    host = Host(name="h", address="h", workspace_root="~/w")
-    with pytest.raises(UsageError, match="unquoted"):
-        bs.render_script(playbook, host, Settings(), [])
-    pb.write_text("- name: ok\n  run: ls {{ workspace_root | path }} {{ host | q }} "
-                  "{{ 5 * 2 }}\n  fix: for {{ host }}\n")
-    script, fixes = bs.render_script(bs.load_playbook(pb), host, Settings(), [])
-    assert "ls \"$HOME\"/w h 10" in script.replace("'\"'\"'", "'")
-    assert fixes == {"ok": "for h"}
+    host = Host(name="h;touch /tmp/x", address="h", workspace_root="~/w $(id)")
+    pb.write_text("- name: ok\n  run: ls {{ workspace_root }} {{ workspace_root | path }} "
+                  "{{ host | q }} {{ 5 * 2 }} {{ 'echo; true' | raw }}\n  fix: for {{ host }}\n")
+    script, fixes = ck.render_script(ck.load_playbook(pb), host, Settings(), [])
+    [check] = ck.render_checks(ck.load_playbook(pb), host, Settings(), [])
+    assert shell.quote(check.snippet) in script
+    line = next(l for l in check.snippet.splitlines() if l.startswith("ls "))
+    assert line == "ls '~/w $(id)' \"$HOME\"/'w $(id)' 'h;touch /tmp/x' 10 echo; true"
+    assert fixes == {"ok": "for h;touch /tmp/x"}
+
+
+def test_render_errors_name_the_file_and_line(tmp_path):
+    pb = tmp_path / "bootstrap.yml"
+    pb.write_text("checks:\n  - name: a\n    run: |\n      true\n  - name: b\n    run: |\n"
+                  "      echo {{ no_such_value }}\n")
+    with pytest.raises(ConfigError, match=r"bootstrap.yml:7: check b: .*no_such_value"):
+        ck.render_script(ck.load_playbook(pb), Host(name="h", address="h"), Settings(), [])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -324,34 +335,46 @@ def test_unquoted_value_in_a_playbook_is_refused(tmp_path):
     ("- {name: 'two words', run: 'true'}", "short token"),
     ("- {name: a, run: 'true'}\n- {name: a, run: 'true'}", "duplicate"),
     ("- {name: a}", "expected a sh snippet"),
-    ("checks: [\n", "not valid YAML"),
+    ("checks: [\n", "invalid YAML"),
     ("just text", "expected a list of checks"),
 ])
 def test_playbook_mistakes_name_the_file(tmp_path, text, message):
     pb = tmp_path / "bootstrap.yml"
     pb.write_text(text)
     with pytest.raises(ConfigError, match=message) as info:
-        bs.load_playbook(pb)
+        ck.load_playbook(pb)
     assert str(pb) in str(info.value)
 
 
 def test_shipped_playbook_loads():
-    playbook = bs.load_playbook(bs.playbook_path(Settings()))
+    playbook = ck.load_playbook(ck.playbook_path(Settings()))
     assert [c.name for c in playbook.checks] == [
         "git", "agent", "node", "root", "workspace", "disk", "repo", "git-identity"]
     assert playbook.vars["min_free_mb"] == 1024
     assert all(c.fix for c in playbook.checks)
 
 
-def test_repo_targets_from_options_and_config():
+def test_repo_targets_from_options_and_config(github_server, github_forge):
+    """The URL of a repo is the one dispatch clones (forge/clone.py): repo_urls, else the
+    forge's clone_url (here the GitHub-style server's, for a GitHub Enterprise-like URL)."""
+    github_server.add_repo("octo/api", clone_url="https://ghe.example.com/octo/api.git")
     s = Settings()
     s.repos = ["octo/api", "octo/web"]
     s.repo_urls = {"octo/web": "git@github.com:octo/web.git"}
-    assert [(t.label, t.url) for t in bs.repo_targets(s)] == [
-        ("octo/api", "https://github.com/octo/api.git"),
+    asked: list[str] = []
+
+    def forge():
+        asked.append("forge")
+        return github_forge
+
+    assert [(t.label, t.url) for t in bs.repo_targets(s, forge=forge)] == [
+        ("octo/api", "https://ghe.example.com/octo/api.git"),
         ("octo/web", "git@github.com:octo/web.git")]
-    s.github.url = "https://ghe.example.com/api/v3"
-    assert bs.repo_targets(s, ["a/b"])[0].url == "https://ghe.example.com/a/b.git"
+    asked.clear()
+    assert bs.repo_targets(s, ["octo/web"], forge=forge)[0].url == "git@github.com:octo/web.git"
+    assert asked == []                    # repo_urls answered: no forge (and no token) needed
+    with pytest.raises(UsageError, match="not found"):
+        bs.repo_targets(s, ["octo/nope"], forge=forge)
     t = bs.repo_targets(s, clone_urls=["https://x:s3cret@example.com/a.git"])[0]
     assert t.label == "https://example.com/a.git"
     assert "s3cret" not in bs.redact("fatal: https://x:s3cret@example.com/a.git gone", [t])
@@ -365,15 +388,15 @@ def test_repo_targets_from_options_and_config():
 def test_failed_hosts_state_file(tmp_path):
     assert bs.failed_hosts(tmp_path) == {}                     # never bootstrapped
     bs.record_reports(tmp_path, [
-        bs.HostReport("a", [bs.CheckResult("git", "ok", "git version 2"),
-                            bs.CheckResult("agent", "fail", "claude not found"),
-                            bs.CheckResult("disk", "fail", "10 MB free")], at="t1"),
-        bs.HostReport("b", [bs.CheckResult("git", "ok", "")], at="t1"),
+        bs.HostReport("a", [ck.CheckResult("git", "ok", "git version 2"),
+                            ck.CheckResult("agent", "fail", "claude not found"),
+                            ck.CheckResult("disk", "fail", "10 MB free")], at="t1"),
+        bs.HostReport("b", [ck.CheckResult("git", "ok", "")], at="t1"),
         bs.HostReport("c", [], error="x", error_kind="refused", at="t1"),
     ])
     assert bs.failed_hosts(tmp_path) == {
         "a": "bootstrap failed: agent: claude not found (and 1 more)"}
-    bs.record_reports(tmp_path, [bs.HostReport("a", [bs.CheckResult("git", "ok", "")], at="t2")])
+    bs.record_reports(tmp_path, [bs.HostReport("a", [ck.CheckResult("git", "ok", "")], at="t2")])
     assert bs.failed_hosts(tmp_path) == {}
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / "bootstrap.json").write_text("{not json")
@@ -387,7 +410,7 @@ def test_failed_hosts_feed_the_scheduler(tmp_path):
     hosts = [Host(name=n, address=n, specialties=("backend",)) for n in ("a", "b")]
     facts = [HostFacts(name=n, address=n, reachable=True, load1=0.1, cpus=4, running_tasks=0)
              for n in ("a", "b")]
-    bs.record_reports(tmp_path, [bs.HostReport("a", [bs.CheckResult("git", "fail", "no git")])])
+    bs.record_reports(tmp_path, [bs.HostReport("a", [ck.CheckResult("git", "fail", "no git")])])
     placement = place("backend", "label", hosts, facts, unhealthy=bs.failed_hosts(tmp_path))
     assert placement.host == "b"
     verdict = next(v for v in placement.verdicts if v.host == "a")
@@ -396,7 +419,7 @@ def test_failed_hosts_feed_the_scheduler(tmp_path):
 
 def _record_one(args: tuple[str, str]) -> None:
     state_dir, name = args
-    bs.record_reports(Path(state_dir), [bs.HostReport(name, [bs.CheckResult("git", "fail", name)])])
+    bs.record_reports(Path(state_dir), [bs.HostReport(name, [ck.CheckResult("git", "fail", name)])])
 
 
 def test_concurrent_writers_keep_every_host(tmp_path):
@@ -415,3 +438,38 @@ def test_disk_minimum_is_a_playbook_var(setup):
     assert bs.failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: disk: ")
     proc = run_orch(tmp, "bootstrap", "--var", "min_fre_mb=1", "b1")
     assert proc.returncode == 2 and "unknown playbook var min_fre_mb" in proc.stderr
+
+
+def test_workspace_must_be_owned_by_the_login_user_and_private(setup, tmp_path):
+    """Issue 8 item 9: every task's job.sh and checkout live in workspace_root; another
+    user who can write it could swap a job.sh between its upload and its start."""
+    tmp = setup["tmp"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o770)
+    extra = {"b1": {"agent": str(setup["agent"]), "workspace_root": str(shared)},
+             "b2": {"agent": str(setup["agent"]), "workspace_root": str(group)},
+             "b3": {"agent": str(setup["agent"]), "workspace_root": str(tmp_path / "mine")}}
+    if IS_ROOT:
+        other = tmp_path / "other"
+        other.mkdir(mode=0o755)
+        os.chown(other, 65534, 65534)          # nobody's
+        extra["b3"]["workspace_root"] = str(other)
+    setup["fleet"].write_inventory(tmp / "hosts.yml", extra=extra)
+    reports = {r.host: {c.name: c for c in r.checks}
+               for r in asyncio.run(bs.run_bootstrap(app_for(tmp)))}
+    ws = {h: reports[h]["workspace"] for h in reports}
+    assert ws["b1"].status == "fail" and "writable by its group or by everyone (mode 777)" in ws["b1"].detail
+    assert ws["b2"].status == "fail" and "(mode 770)" in ws["b2"].detail
+    assert "chmod go-w" in (ws["b1"].fix or "")
+    if IS_ROOT:
+        assert ws["b3"].status == "fail" and "owned by uid 65534" in ws["b3"].detail
+    else:
+        assert ws["b3"].status == "ok" and "mode 7" in ws["b3"].detail
+    shared.chmod(0o700)
+    reports = asyncio.run(bs.run_bootstrap(app_for(tmp), ["b1"]))
+    workspace = {c.name: c for c in reports[0].checks}["workspace"]
+    assert workspace.status == "ok" and "mode 700" in workspace.detail

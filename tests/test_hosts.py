@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -56,10 +57,28 @@ def test_parse_full_output():
 
 
 def test_parse_missing_agent_is_a_note():
-    out = f"{facts.BEGIN}\ncpus=2\nagent_missing=1\npath=/usr/bin:/bin\n{facts.END}\n"
+    looked = "PATH (/usr/bin:/bin), /home/dev/.local/bin, /home/dev/.claude/local, /usr/bin"
+    out = f"{facts.BEGIN}\ncpus=2\nagent_missing=1\nagent_looked={looked}\n{facts.END}\n"
     f = facts.parse_probe(out, HOST, agent="claude")
-    assert f.reachable and f.error is None and f.agent_version is None
-    assert f.notes == ["agent 'claude' not found on the host's PATH (/usr/bin:/bin)"]
+    assert f.reachable and f.error is None and f.agent_version is None and f.agent_path is None
+    assert f.notes == [f"agent 'claude' not found (looked in: {looked})"]
+
+
+def test_parse_agent_path_and_where_it_was_found():
+    out = (f"{facts.BEGIN}\nagent_path=/home/dev/.local/bin/claude\nagent_found_by=/home/dev/.local/bin\n"
+           f"agent_key=/home/dev/.local/bin/claude:123:1700000000:42\nagent_rc=0\n"
+           f"agent_version=2.1.197 (Claude Code)\n{facts.END}\n")
+    f = facts.parse_probe(out, HOST, agent="claude")
+    assert (f.agent_path, f.agent_version, f.agent_version_cached) == \
+        ("/home/dev/.local/bin/claude", "2.1.197 (Claude Code)", False)
+    assert f.agent_key == "/home/dev/.local/bin/claude:123:1700000000:42"
+    assert f.notes == ["agent 'claude' is /home/dev/.local/bin/claude (not on the SSH session's "
+                       "PATH; found in /home/dev/.local/bin)"]
+    on_path = out.replace("agent_found_by=/home/dev/.local/bin", "agent_found_by=PATH")
+    assert facts.parse_probe(on_path, HOST).notes == []
+    cached = out.replace("agent_rc=0\nagent_version=2.1.197 (Claude Code)\n", "agent_cached=1\n")
+    f = facts.parse_probe(cached, HOST)
+    assert f.agent_version_cached and f.agent_version is None     # probe() fills it in
 
 
 @pytest.mark.parametrize("rc,text,expect", [
@@ -106,10 +125,11 @@ def test_unreachable_facts():
 
 def test_script_quotes_workspace_and_agent():
     hostile = Host(name="x", address="y", workspace_root="/tmp/a b'$(touch /tmp/pwn)",
-                   agent="~/bin/my agent`id`")
-    script = facts.probe_script(hostile, Settings())
+                   agent="'~/bin/my agent`id`' --x=$(id)")
+    script = facts.probe_script(hostile, Settings(), cached_key="k'$(id)")
     assert "ws='/tmp/a b'\"'\"'$(touch /tmp/pwn)'" in script
-    assert "agent=\"$HOME\"/'bin/my agent`id`'" in script
+    assert "\nset -- '~/bin/my agent`id`' '--x=$(id)'\n" in script
+    assert "\ncached='k'\"'\"'$(id)'\n" in script
     assert "ws=\"$HOME\"/orch-work" in facts.probe_script(HOST, Settings())
 
 
@@ -123,7 +143,7 @@ def test_script_runs_under_dash_with_hostile_paths(tmp_path):
     agent.write_text("#!/bin/sh\necho 1.0.0\n")
     agent.chmod(0o755)
     host = Host(name="l", address="localhost", connection="local",
-                workspace_root=str(weird), agent=str(agent))
+                workspace_root=str(weird), agent=shlex.quote(str(agent)))   # one word: quoted
     f = asyncio.run(facts.probe(LocalConnection(host), host, Settings(), timeout=20))
     assert f.error is None, f
     assert f.running_task_ids == ["abcd0001"] and f.agent_version == "1.0.0"

@@ -6,6 +6,8 @@ stand-in agent in the agent's place. Each limit the job enforces is driven to it
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import shlex
 import subprocess
 import time
@@ -21,6 +23,7 @@ from orchestrator.job.playbook import JobSpec, render_job
 from orchestrator.transport.local import LocalConnection
 from tests.helpers_job import (
     IS_ROOT,
+    STANDIN,
     assert_log_well_formed,
     group_alive,
     init_event,
@@ -69,7 +72,9 @@ def test_happy_path_pushes_the_branch_with_the_change(conn, tmp_path, git_remote
     # the status file is exactly the contract's keys
     keys = [line.split("=", 1)[0] for line in (ws / "status").read_text().splitlines()]
     assert keys == ["state", "step", "pgid", "started_at", "updated_at", "finished_at",
-                    "exit_code", "error", "tests", "commit", "branch", "turns", "cost_usd"]
+                    "exit_code", "error", "error_kind", "tests", "commit", "branch", "turns",
+                    "cost_usd"]
+    assert st.error_kind is None
 
 
 def test_second_task_reuses_the_mirror_and_a_plain_clone_works(conn, tmp_path, git_remote):
@@ -112,6 +117,7 @@ def test_never_fix_fails_and_pushes_nothing(conn, tmp_path, git_remote):
     st, log = run_job(conn, spec, issue)
     assert st.state == "failed"
     assert "tests still failing after 1 fix attempt" in st.error
+    assert st.error_kind == "tests_failed"
     assert st.tests == "failed" and st.commit is None
     assert not git_remote.has_branch(spec.branch)
     assert "::orch:: step commit" not in log
@@ -121,6 +127,7 @@ def test_no_change_is_a_failure(conn, tmp_path, git_remote):
     issue = make_issue("Nothing for the stand-in to do here.")
     st, _ = run_job(conn, make_spec(tmp_path, git_remote.url, issue), issue)
     assert st.state == "failed" and st.error == "the agent made no changes"
+    assert st.error_kind == "no_changes"
 
 
 def test_push_refused_is_a_failure_with_the_reason(conn, tmp_path, git_remote):
@@ -130,6 +137,7 @@ def test_push_refused_is_a_failure_with_the_reason(conn, tmp_path, git_remote):
     st, log = run_job(conn, spec, issue)
     assert st.state == "failed"
     assert st.error.startswith("push refused") and "protected: no pushes today" in st.error
+    assert st.error_kind == "push_failed"
     assert st.commit                                    # committed locally, never pushed
     assert not git_remote.has_branch(spec.branch)
 
@@ -154,6 +162,7 @@ def test_missing_agent_is_reported(conn, tmp_path, git_remote):
     spec = make_spec(tmp_path, git_remote.url, issue, agent_command="/nonexistent/claude")
     st, _ = run_job(conn, spec, issue)
     assert st.state == "failed" and "agent command is not found" in st.error
+    assert st.error_kind == "agent_missing"
 
 
 # --------------------------------------------------------------------------- guards
@@ -165,6 +174,7 @@ def test_timeout_stops_the_whole_process_group(conn, tmp_path, git_remote):
     t0 = time.monotonic()
     st, log = run_job(conn, spec, issue)
     assert st.state == "failed" and st.error.startswith("timeout")
+    assert st.error_kind == "timeout"
     assert time.monotonic() - t0 < 30
     agent = init_event(log)
     assert agent["pgid"] == agent["pid"] != st.pgid    # the agent ran in its own session
@@ -188,6 +198,7 @@ def test_loop_is_stopped_at_max_turns(conn, tmp_path, git_remote):
     st, log = run_job(conn, spec, issue)
     assert st.state == "failed" and "max turns" in st.error
     assert "was stopped" in st.error
+    assert st.error_kind == "max_turns"
     assert not group_alive(init_event(log)["pgid"])
 
 
@@ -195,12 +206,14 @@ def test_cli_max_turns_and_reported_turns(conn, tmp_path, git_remote):
     issue = make_issue("orch-standin: write a.txt x\norch-standin: turns 10\n")
     st, _ = run_job(conn, make_spec(tmp_path, git_remote.url, issue, max_turns=3), issue)
     assert st.state == "failed" and "max turns" in st.error and "error_max_turns" in st.error
+    assert st.error_kind == "max_turns"
 
     issue = make_issue("orch-standin: write a.txt x\norch-standin: report-turns 50\n")
     spec = make_spec(tmp_path, git_remote.url, issue, max_turns=5,
                      workspace=str(tmp_path / "work" / "t2"))
     st, _ = run_job(conn, spec, issue)
     assert st.state == "failed" and "max turns" in st.error and "50" in st.error
+    assert st.error_kind == "max_turns"
 
 
 def test_an_agent_lingering_after_its_result_is_stopped_not_failed(conn, tmp_path, git_remote):
@@ -217,6 +230,7 @@ def test_overspend_fails_on_cost(conn, tmp_path, git_remote):
     spec = make_spec(tmp_path, git_remote.url, issue, max_cost_usd=5.0)
     st, _ = run_job(conn, spec, issue)
     assert st.state == "failed" and "cost" in st.error
+    assert st.error_kind == "budget"
     assert st.cost_usd == 12.5
     assert not git_remote.has_branch(spec.branch)
 
@@ -226,6 +240,7 @@ def test_budget_flag_reaches_the_agent(conn, tmp_path, git_remote):
     spec = make_spec(tmp_path, git_remote.url, issue, max_cost_usd=0.001)
     st, _ = run_job(conn, spec, issue)
     assert st.state == "failed" and "cost limit" in st.error and "error_max_budget_usd" in st.error
+    assert st.error_kind == "budget"
 
 
 def test_is_error_result_is_a_failure(conn, tmp_path, git_remote):
@@ -233,6 +248,7 @@ def test_is_error_result_is_a_failure(conn, tmp_path, git_remote):
     st, _ = run_job(conn, make_spec(tmp_path, git_remote.url, issue), issue)
     assert st.state == "failed"
     assert "reported an error" in st.error and "API Error: 500" in st.error
+    assert st.error_kind == "agent_error"
 
 
 def test_crash_without_result_fails_with_the_log_tail(conn, tmp_path, git_remote):
@@ -241,6 +257,7 @@ def test_crash_without_result_fails_with_the_log_tail(conn, tmp_path, git_remote
     assert st.state == "failed"
     assert "without a result (exit 3)" in st.error
     assert "crashing as instructed" in st.error
+    assert st.error_kind == "no_result"
     assert_log_well_formed(log)
     assert '"text":"cut sho\n' in log                  # the cut line was ended by the job
 
@@ -252,6 +269,7 @@ def test_root_without_allow_root_is_refused(conn, tmp_path, git_remote):
     st, log = run_job(conn, spec, issue)
     assert st.state == "failed" and st.step == "prepare"
     assert "agent.allow_root" in st.error
+    assert st.error_kind == "root_refused"
     assert not (Path(spec.workspace) / "repo").exists()
 
 
@@ -371,6 +389,7 @@ def test_kill_stops_the_job_and_marks_it_cancelled(conn, tmp_path, git_remote):
 
     pgid, agent, after, again = asyncio.run(go())
     assert after.state == "cancelled" and not after.alive
+    assert after.error_kind == "cancelled"
     assert after.branch == spec.branch and after.finished_at
     assert not group_alive(pgid) and not group_alive(agent["pgid"])
     assert again is False
@@ -439,7 +458,95 @@ def test_result_fields_in_sh():
             '"result":"text with \\"quotes\\"","total_cost_usd":1.5e-07,"usage":{"num_turns":9}}')
     script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
                                 commit_message="m"))
-    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_num num_turns \"$l\"; "
-                            "json_num total_cost_usd \"$l\"; json_str subtype \"$l\"")
+    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_field num_turns \"$l\"; "
+                            "json_field total_cost_usd \"$l\"; json_field subtype \"$l\"")
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
     assert out[:3] == ["41", "1.5e-07", "error_max_turns"]   # top level, not usage's
+
+
+# --------------------------------------------------------------------------- how the agent is called
+
+
+@pytest.mark.parametrize("style", ["spaced", "reordered"])
+def test_an_agent_printing_spaced_or_reordered_json_works(conn, tmp_path, git_remote, style):
+    """Issue 9 item 5: the result is recognised by its structure. Before, a spaced or
+    reordered stream ended every run with "the agent ended without a result"."""
+    issue = make_issue("orch-standin: write docs/hello.txt hi\norch-standin: fail-first\n"
+                       "orch-standin: cost 0.25\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, agent_command=f"{STANDIN} --json-style {style}")
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    assert '{"type" : "result"' in log if style == "spaced" else '"type":"result"}' in log
+    # two runs (the first and one fix), their turns and costs summed from the results
+    assert (st.tests, st.turns, st.cost_usd) == ("passed", 5, 0.5)
+    assert git_remote.read(spec.branch, "docs/hello.txt") == "hi\n"
+
+
+def test_the_prompt_reaches_the_agent_on_stdin_never_in_argv(conn, tmp_path, git_remote):
+    """Issue 16 item 2: the agent's argv holds flags only, and what it read on stdin is
+    prompt.md byte for byte (fails if the prompt moves into argv with stdin /dev/null)."""
+    phrase = "a-phrase-only-the-prompt-has-" + uuid.uuid4().hex[:8]
+    issue = make_issue(f"{phrase}\n\norch-standin: write a.txt x\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, model="m1", max_cost_usd=2.0)
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    init = init_event(log)
+    prompt = (Path(spec.workspace) / "prompt.md").read_bytes()
+    assert phrase.encode() in prompt
+    assert init["stdin_bytes"] == len(prompt) > 0
+    assert init["stdin_sha256"] == hashlib.sha256(prompt).hexdigest()
+    argv = init["argv"]
+    assert not any(phrase in a or "orch-standin:" in a for a in argv), argv
+    assert argv[:4] == ["-p", "--output-format", "stream-json", "--verbose"]
+    flags = [a for a in argv if a.startswith("-")]
+    values = [a for a in argv if not a.startswith("-")]
+    assert values == ["stream-json", "40", "m1", "bypassPermissions", "2", "user"], argv
+    assert "--strict-mcp-config" in flags
+
+
+def test_a_repository_mcp_server_never_starts(conn, tmp_path, git_remote_factory):
+    """Issue 8 item 9: the agent runs with --strict-mcp-config, so a .mcp.json in the
+    repository (its servers would start without a prompt in -p mode) starts nothing."""
+    marker = tmp_path / f"mcp-started-{uuid.uuid4().hex[:8]}"
+    mcp = {"mcpServers": {"evil": {"command": "sh", "args": ["-c", f"touch {marker}"]}}}
+    rem = git_remote_factory({"README.md": "hi\n", ".mcp.json": json.dumps(mcp)})
+    issue = make_issue("orch-standin: write a.txt x\n")
+    st, log = run_job(conn, make_spec(tmp_path, rem.url, issue), issue)
+    assert st.state == "succeeded", log
+    assert init_event(log)["mcp_servers"] == []
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- error_kind
+
+
+def test_every_error_kind_the_job_writes_is_a_known_word():
+    """job.sh's `fail REASON KIND` and finish's kinds are all in remote.ERROR_KINDS (the
+    vocabulary metrics, poll and reports rely on; docs/CONTRACTS.md lists it)."""
+    import re
+
+    from orchestrator.config.resources import playbooks_dir
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    text = (playbooks_dir() / "dispatch.yml").read_text() + script
+    used = set(re.findall(r'\bfail "[^\n]*" ([a-z_]+)\b', text))
+    used |= set(re.findall(r"ERROR_KIND=\$?\{?(?:3:-)?([a-z_]+)", text))
+    used |= set(re.findall(r"t_kind=([a-z_]+)", text)) | {"cancelled"}
+    assert used >= {"timeout", "max_turns", "budget", "agent_error", "no_result", "tests_failed",
+                    "clone_failed", "push_failed", "no_changes", "agent_missing", "job_error"}
+    assert used <= set(remote.ERROR_KINDS), used - set(remote.ERROR_KINDS)
+    contracts = (Path(__file__).resolve().parents[1] / "docs/CONTRACTS.md").read_text()
+    assert all(f"`{k}`" in contracts for k in remote.ERROR_KINDS)
+
+
+def test_status_files_without_error_kind_still_parse():
+    """A status file written by the job.sh of an earlier orch (no error_kind key)."""
+    old = ("state=failed\nstep=tests\npgid=4242\nstarted_at=1\nupdated_at=2\nfinished_at=3\n"
+           "exit_code=1\nerror=tests still failing\ntests=failed\ncommit=\nbranch=orch/1-x\n"
+           "turns=3\ncost_usd=0.01\n")
+    st = remote.parse_status(old)
+    assert st is not None and st.state == "failed" and st.error_kind is None
+    assert st.error == "tests still failing" and st.turns == 3
+    new = old.replace("tests=failed", "error_kind=tests_failed\ntests=failed")
+    assert remote.parse_status(new).error_kind == "tests_failed"
+    assert remote.parse_status(old.replace("tests=failed", "error_kind=\ntests=failed")).error_kind is None

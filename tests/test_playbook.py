@@ -66,9 +66,12 @@ def test_agent_env_and_command_words_are_quoted():
     script = render_job(s)
     assert words_after(script, "'FOO=", 1) == [f"FOO={HOSTILE}"]
     assert words_after(script, "'BAR_2=", 1) == ["BAR_2=x y"]
-    assert words_after(script, "\"$@\" '/opt/my agent/claude'", 4) == \
-        ["$@", "/opt/my agent/claude", "--flag", "-p"]
+    # the program is resolved on the host (AGENT_PATH, core/agentpath.py); its arguments follow
+    assert words_after(script, '"$@" "$AGENT_PATH"', 4) == ["$@", "$AGENT_PATH", "--flag", "-p"]
     assert assigned(script, "AGENT_PROGRAM") == "/opt/my agent/claude"
+    script = render_job(spec(agent_command="npx '@anthropic-ai/claude-code' $(id)"))
+    assert words_after(script, '"$@" "$AGENT_PATH"', 5) == \
+        ["$@", "$AGENT_PATH", "@anthropic-ai/claude-code", "$(id)", "-p"]
 
 
 def test_agent_is_invoked_as_spec_says():
@@ -76,7 +79,7 @@ def test_agent_is_invoked_as_spec_says():
     assert ('-p --output-format stream-json --verbose --max-turns "$MAX_TURNS"') in script
     assert '--model "$MODEL"' in script and '--permission-mode "$PERMISSION_MODE"' in script
     assert '--max-budget-usd "$a_budget"' in script
-    assert "--setting-sources user" in script
+    assert "--setting-sources user --strict-mcp-config" in script
     assert "DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1" in script
     assert '< "$g_in"' in script                    # the prompt goes on stdin
     assert assigned(script, "MAX_TURNS") == "12"
@@ -205,7 +208,7 @@ def test_template_errors_name_file_and_line(tmp_path):
     ("steps:\n  - {name: a, run: x}\n  - {name: a, run: y}\n", "unique"),
     ("steps:\n  - {name: 'a b', run: x}\n", "unique simple word"),
     ("steps:\n  - {name: a, run: x, when: y}\n", "unknown key"),
-    ("steps: [\n", "not valid YAML"),
+    ("steps: [\n", "invalid YAML"),
     ("prelude: [1]\nsteps: []\n", "must be text"),
 ])
 def test_bad_playbooks(tmp_path, text, message):
@@ -214,5 +217,5 @@ def test_bad_playbooks(tmp_path, text, message):
 
 
 def test_missing_playbook(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="file not found"):
         render_job(spec(), tmp_path / "nope.yml")

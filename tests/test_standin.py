@@ -203,3 +203,40 @@ def test_text_and_json_output(tmp_path):
     assert run(["-p"], "orch-standin: write a x", cwd=tmp_path).stdout.startswith("Stand-in run")
     data = json.loads(run(["-p", "--output-format", "json"], "hi", cwd=tmp_path).stdout)
     assert data["type"] == "result" and data["is_error"] is False
+
+
+@pytest.mark.parametrize("style", sa.JSON_STYLES)
+def test_json_styles_carry_the_same_events(tmp_path, style):
+    p = run([*HEADLESS, "--json-style", style], "orch-standin: write a.txt x\n", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert [json.loads(l)["type"] for l in lines] == ["system", "assistant", "user", "assistant", "result"]
+    if style == "spaced":
+        assert all(l.startswith('{"type" : "') for l in lines)
+    if style == "reordered":
+        assert lines[-1].endswith('"type":"result"}')
+    assert result_of(p.stdout).num_turns == 2
+
+
+def test_init_says_what_came_on_stdin_and_in_argv(tmp_path):
+    prompt = "hello on stdin\n"
+    p = run([*HEADLESS, "--max-turns", "3"], prompt, cwd=tmp_path)
+    init = json.loads(p.stdout.splitlines()[0])
+    assert init["argv"] == [*HEADLESS, "--max-turns", "3"]
+    assert init["stdin_bytes"] == len(prompt)
+    p = subprocess.run([sys.executable, "-m", "orchestrator.demo.standin_agent", *HEADLESS, prompt],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "IS_SANDBOX": "1"}, timeout=30)
+    init = json.loads(p.stdout.splitlines()[0])
+    assert init["stdin_bytes"] == 0 and init["argv"][-1] == prompt
+
+
+def test_project_mcp_servers_start_unless_strict(tmp_path):
+    marker = tmp_path / "started"
+    (tmp_path / ".mcp.json").write_text(json.dumps(
+        {"mcpServers": {"m": {"command": "sh", "args": ["-c", f"touch {marker}"]}}}))
+    p = run([*HEADLESS, "--strict-mcp-config"], "hi", cwd=tmp_path)
+    assert json.loads(p.stdout.splitlines()[0])["mcp_servers"] == [] and not marker.exists()
+    p = run(HEADLESS, "hi", cwd=tmp_path)
+    assert json.loads(p.stdout.splitlines()[0])["mcp_servers"] == [{"name": "m", "status": "connected"}]
+    assert marker.exists()

@@ -51,6 +51,9 @@ def test_commit_tests_turns_and_branch_are_checked():
     assert (bad.commit, bad.tests, bad.turns, bad.updated_at) == (None, None, None, None)
     other = remote.validate_status(bad, branch="orch/1-x")
     assert other.state == "failed" and "not the task's branch orch/1-x" in (other.error or "")
+    assert other.error_kind == "job_error"
+    odd = remote.parse_status("state=failed\nerror_kind=[x](https://evil)\n")
+    assert odd.error_kind is None and odd.problems
     assert remote.validate_status(other, branch="orch/1-x") == other        # idempotent
 
 

@@ -53,6 +53,9 @@ class HostFacts:
     running_tasks: int | None = None
     running_task_ids: list[str] = field(default_factory=list)
     agent_version: str | None = None
+    agent_path: str | None = None     # what the agent command resolved to (core/agentpath.py)
+    agent_key: str | None = None      # path:size:mtime:inode of that file, for the version cache
+    agent_version_cached: bool = False  # agent_version is the cache's, the binary unchanged
     bootstrap_ok: bool | None = None  # None: never bootstrapped / unknown
     probe_seconds: float | None = None
     notes: list[str] = field(default_factory=list)  # non-fatal findings (e.g. agent missing)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import unicodedata
 
 
 def quote(value: object) -> str:
@@ -34,8 +35,15 @@ _SLUG_BAD = re.compile(r"[^a-z0-9]+")
 
 
 def slug(text: str, limit: int = 40) -> str:
-    """A branch-safe slug: lowercase ASCII letters, digits and single dashes, never empty."""
-    s = _SLUG_BAD.sub("-", text.lower()).strip("-")
+    """A branch-safe slug: lowercase ASCII letters, digits and single dashes, never empty.
+
+    Accented letters keep their base letter ("Café" -> "cafe", by Unicode decomposition);
+    anything else that is not a letter or digit separates words.
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    ascii_text = "".join(c if c.isascii() else "" if unicodedata.combining(c) else " "
+                         for c in decomposed)
+    s = _SLUG_BAD.sub("-", ascii_text.lower()).strip("-")
     s = s[:limit].rstrip("-")
     return s or "issue"
 

@@ -37,6 +37,20 @@ directory (the checkout) and may not leave it. Nothing from the prompt is ever e
 
 In a fix run only fail-first/never-fix act; the file directives belong to the first run.
 With no directive at all it changes nothing and says so.
+
+Beyond the CLI, for the tests that pin how orch calls it:
+  --json-style compact|spaced|reordered
+                         how each event is written: compact (the CLI's own `{"type":"x",...}`),
+                         spaced (`{"type" : "x" , ...}`, as a wrapper re-serialising it might)
+                         or reordered (top-level keys reversed: "type" last)
+  the init event         carries `argv` (its arguments) and `stdin_bytes` / `stdin_sha256`
+                         (what it read on standard input), so a test can tell where the
+                         prompt came from
+  .mcp.json              like the CLI, the project's MCP servers (`mcpServers` in the
+                         working directory's .mcp.json) are started, unless
+                         --strict-mcp-config is given (then only --mcp-config counts, and
+                         the stand-in takes none): each server's command is run once, as
+                         the CLI would spawn it, which is what a hostile repository wants
 """
 
 from __future__ import annotations
@@ -123,17 +137,29 @@ def parse_directives(prompt: str) -> Plan:
     return plan
 
 
-class Emitter:
-    """stream-json on stdout, one compact JSON object per line, flushed at once."""
+JSON_STYLES = ("compact", "spaced", "reordered")
 
-    def __init__(self, session_id: str, stream: bool) -> None:
+
+def dump_event(event: dict[str, Any], style: str = "compact") -> str:
+    """One event as one line of JSON in `style` (see --json-style): the same data each way."""
+    if style == "reordered":
+        event = dict(reversed(list(event.items())))
+    separators = (" , ", " : ") if style == "spaced" else (",", ":")
+    return json.dumps(event, ensure_ascii=False, separators=separators)
+
+
+class Emitter:
+    """stream-json on stdout, one JSON object per line (compact by default), flushed at once."""
+
+    def __init__(self, session_id: str, stream: bool, style: str = "compact") -> None:
         self.session_id = session_id
         self.stream = stream
+        self.style = style
         self.tool_n = 0
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.stream:
-            line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+            line = dump_event(event, self.style) + "\n"
             sys.stdout.buffer.write(line.encode("utf-8", "surrogateescape"))
             sys.stdout.flush()
 
@@ -213,14 +239,42 @@ def test_left_failing_by_the_standin():
 '''
 
 
+def start_mcp_servers(strict: bool) -> list[dict[str, str]]:
+    """The project's .mcp.json servers, started as the CLI starts them (see the docstring);
+    none with --strict-mcp-config. Returns the init event's `mcp_servers`."""
+    if strict:
+        return []
+    try:
+        config = json.loads(Path(".mcp.json").read_text(encoding="utf-8"))
+        servers = config.get("mcpServers") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    started = []
+    for name, server in servers.items() if isinstance(servers, dict) else ():
+        command = server.get("command") if isinstance(server, dict) else None
+        if not isinstance(command, str):
+            continue
+        args = [str(a) for a in server.get("args") or []]
+        try:
+            subprocess.run([command, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
+            started.append({"name": str(name), "status": "connected"})
+        except (OSError, subprocess.SubprocessError):
+            started.append({"name": str(name), "status": "failed"})
+    return started
+
+
 class Run:
-    def __init__(self, opts: argparse.Namespace, prompt: str) -> None:
+    def __init__(self, opts: argparse.Namespace, prompt: str, stdin: bytes = b"",
+                 argv: list[str] | None = None) -> None:
         self.opts = opts
         self.plan = parse_directives(prompt)
         self.fix = prompt.startswith(FIX_PROMPT_TAG)
+        self.stdin = stdin
+        self.argv = list(argv or [])
         digest = hashlib.sha256(prompt.encode("utf-8", "surrogateescape")).hexdigest()
         self.out = Emitter(str(uuid.uuid5(uuid.NAMESPACE_URL, "orch-standin:" + digest)),
-                           opts.output_format == "stream-json")
+                           opts.output_format == "stream-json", opts.json_style)
         self.turns = 0
         self.started = time.monotonic()
         self.notes: list[str] = []
@@ -253,11 +307,13 @@ class Run:
 
     def main(self) -> int:
         o = self.out
+        mcp = start_mcp_servers(self.opts.strict_mcp_config)
         o.emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": o.session_id,
-                "tools": ["Bash", "Edit", "Read", "Write"], "mcp_servers": [], "model": MODEL,
+                "tools": ["Bash", "Edit", "Read", "Write"], "mcp_servers": mcp, "model": MODEL,
                 "permissionMode": self.opts.permission_mode or "default", "apiKeySource": "none",
                 "claude_code_version": VERSION, "pid": os.getpid(), "pgid": os.getpgid(0),
-                "stand_in": True})
+                "stand_in": True, "argv": self.argv, "stdin_bytes": len(self.stdin),
+                "stdin_sha256": hashlib.sha256(self.stdin).hexdigest()})
         for problem in self.plan.problems:
             o.text(f"(stand-in) ignoring a directive: {problem}")
         flags = self.plan.flags
@@ -336,7 +392,7 @@ class Run:
         if self.out.stream:
             self.out.emit(event)
         elif self.opts.output_format == "json":
-            print(json.dumps(event))
+            print(dump_event(event, self.opts.json_style))
         else:
             print(text or subtype)
         while "linger" in self.plan.flags:
@@ -365,6 +421,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--setting-sources")
     p.add_argument("--session-id")
     p.add_argument("--allowedTools", "--allowed-tools", dest="allowed_tools")
+    p.add_argument("--strict-mcp-config", action="store_true")
+    p.add_argument("--mcp-config", action="append")
+    p.add_argument("--json-style", choices=JSON_STYLES, default="compact",
+                   help="stand-in only: how events are serialised (see the module docstring)")
     p.add_argument("-v", "--version", action="store_true")
     return p
 
@@ -390,15 +450,15 @@ def main(argv: list[str] | None = None) -> int:
     # Like node, start with default signal handling even if the parent ignored SIGINT.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    stdin = "" if sys.stdin is None or sys.stdin.isatty() else \
-        sys.stdin.buffer.read().decode("utf-8", "replace")
+    raw = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+    stdin = raw.decode("utf-8", "replace")
     prompt = "\n".join(p for p in (opts.prompt, stdin) if p)
     if not prompt.strip():
         sys.stderr.write("Error: Input must be provided either through stdin or as a prompt "
                          "argument when using --print\n")
         return 1
     try:
-        return Run(opts, prompt).main()
+        return Run(opts, prompt, raw, list(sys.argv[1:] if argv is None else argv)).main()
     except KeyboardInterrupt:
         return 130
 

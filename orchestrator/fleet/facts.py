@@ -18,10 +18,11 @@ import time
 from typing import Any
 
 from ..config.settings import Settings
-from ..core import shell
+from ..core import agentpath, shell
 from ..core.models import Host, HostFacts
 from ..errors import HostUnreachable
 from ..transport.base import Connection
+from .agent_cache import Cached
 
 BEGIN = "--orch-probe-v1--"
 END = "--orch-probe-end--"
@@ -33,12 +34,13 @@ _TASK_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCRIPT = r"""{
 LC_ALL=C; export LC_ALL
 ws=__WS__
-agent=__AGENT__
+cached=__CACHED_KEY__
 nl='
 '
+__FIND_AGENT__
 echo '__BEGIN__'
 if [ -r /proc/loadavg ]; then
-  read l1 rest < /proc/loadavg && echo "load1=$l1"
+  read -r l1 _ < /proc/loadavg && echo "load1=$l1"
 else
   l1=$(sysctl -n vm.loadavg 2>/dev/null | tr -d '{}' | awk '{print $1}')
   [ -n "$l1" ] && echo "load1=$l1"
@@ -64,7 +66,9 @@ done
 [ -d "$ws" ] && echo "workspace_exists=1" || echo "workspace_exists=0"
 out=$(df -Pk -- "$d" 2>/dev/null)
 case $out in
-  *"$nl"*) set -f; set -- ${out#*"$nl"}; set +f
+  *"$nl"*) set -f
+           # shellcheck disable=SC2086  # split df's second line into its fields (no globbing)
+           set -- ${out#*"$nl"}; set +f
            [ $# -ge 4 ] && echo "disk_free_kb=$4" ;;
 esac
 for s in "$ws"/*/status; do
@@ -78,17 +82,29 @@ for s in "$ws"/*/status; do
   t=${s%/status}; t=${t##*/}
   if kill -s 0 -- "-$pgid" 2>/dev/null; then echo "task=$t"; else echo "stale_task=$t"; fi
 done
-if command -v "$agent" >/dev/null 2>&1; then
-  if command -v timeout >/dev/null 2>&1; then
-    v=$(timeout __AGENT_TIMEOUT__ "$agent" --version 2>&1 < /dev/null)
+__AGENT_WORDS__
+if orch_find_agent "$1"; then
+  shift
+  printf 'agent_path=%s\n' "$AGENT_PATH"
+  printf 'agent_found_by=%s\n' "$AGENT_FOUND_BY"
+  # What identifies the installed binary (symlinks followed: the native installer
+  # updates by pointing ~/.local/bin/claude at a new file): --version only when it changed.
+  k=$(stat -L -c '%s:%Y:%i' -- "$AGENT_PATH" 2>/dev/null) && k="$AGENT_PATH:$k" || k=
+  printf 'agent_key=%s\n' "$k"
+  if [ -n "$k" ] && [ "$k" = "$cached" ]; then
+    echo "agent_cached=1"
   else
-    v=$("$agent" --version 2>&1 < /dev/null)
+    if command -v timeout >/dev/null 2>&1; then
+      v=$(timeout __AGENT_TIMEOUT__ "$AGENT_PATH" "$@" --version 2>&1 < /dev/null)
+    else
+      v=$("$AGENT_PATH" "$@" --version 2>&1 < /dev/null)
+    fi
+    echo "agent_rc=$?"
+    printf 'agent_version=%s\n' "${v%%"$nl"*}"
   fi
-  echo "agent_rc=$?"
-  printf 'agent_version=%s\n' "${v%%"$nl"*}"
 else
   echo "agent_missing=1"
-  printf 'path=%s\n' "$PATH"
+  printf 'agent_looked=%s\n' "$AGENT_LOOKED"
 fi
 echo '__END__'
 } < /dev/null
@@ -96,13 +112,18 @@ echo '__END__'
 
 
 def agent_of(host: Host, settings: Settings) -> str:
+    """The agent command in force for `host`: its own `agent:`, else agent.command."""
     return host.agent or settings.agent.command
 
 
-def probe_script(host: Host, settings: Settings) -> str:
-    """The probe for one host; workspace_root and agent reach sh only quoted."""
+def probe_script(host: Host, settings: Settings, cached_key: str | None = None) -> str:
+    """The probe for one host; workspace_root, the agent's words and the cached key reach
+    sh only quoted. `cached_key` is the agent_key of the last probe whose version orch
+    still has (fleet/agent_cache.py): the same key means the same binary, no --version."""
     return (_SCRIPT.replace("__WS__", shell.path(host.workspace_root))
-            .replace("__AGENT__", shell.path(agent_of(host, settings)))
+            .replace("__CACHED_KEY__", shell.quote(cached_key or ""))
+            .replace("__FIND_AGENT__", agentpath.FIND_AGENT_SH)
+            .replace("__AGENT_WORDS__", agentpath.set_words_sh(agent_of(host, settings)))
             .replace("__AGENT_TIMEOUT__", str(AGENT_VERSION_TIMEOUT))
             .replace("__BEGIN__", BEGIN).replace("__END__", END))
 
@@ -172,9 +193,17 @@ def parse_probe(output: str, host: Host, agent: str = "claude") -> HostFacts:
     if stale:
         notes.append("status says running but the process group is gone: " + ", ".join(stale))
     if values.get("agent_missing") == "1":
-        path = values.get("path", "")
-        path = path if len(path) <= 160 else path[:157] + "..."
-        notes.append(f"agent {agent!r} not found on the host's PATH ({path})")
+        looked = values.get("agent_looked", "") or values.get("path", "")
+        looked = looked if len(looked) <= 400 else looked[:397] + "..."
+        notes.append(f"agent {agent!r} not found (looked in: {looked})")
+    facts.agent_path = values.get("agent_path") or None
+    facts.agent_key = values.get("agent_key") or None
+    found_by = values.get("agent_found_by", "")
+    if facts.agent_path and found_by not in ("", "path", "PATH"):
+        notes.append(f"agent {agent!r} is {facts.agent_path} (not on the SSH session's PATH; "
+                     f"found in {'npm prefix -g' if found_by == 'npm' else found_by})")
+    if values.get("agent_cached") == "1":
+        facts.agent_version_cached = True    # the caller fills in the version it has
     elif "agent_rc" in values:
         rc = _int(values["agent_rc"])
         text = values.get("agent_version", "").strip()
@@ -218,13 +247,17 @@ def unreachable(host: Host, exc: HostUnreachable, seconds: float | None = None) 
 
 
 async def probe(conn: Connection, host: Host, settings: Settings, *,
-                timeout: float | None = None) -> HostFacts:
+                timeout: float | None = None, cached: Cached | None = None) -> HostFacts:
     """Run the probe on an open connection. HostUnreachable propagates (the link
-    dropped); a probe that fails or outlasts `timeout` is reported in the facts."""
+    dropped); a probe that fails or outlasts `timeout` is reported in the facts.
+
+    `cached`: what the version cache has for this host (fleet/agent_cache.py); when the
+    host's agent binary is unchanged its version is taken from there, no --version run.
+    """
     started = time.monotonic()
     try:
-        result = await conn.run(PROBE_COMMAND, input=probe_script(host, settings),
-                                timeout=timeout)
+        result = await conn.run(PROBE_COMMAND, timeout=timeout,
+                                input=probe_script(host, settings, cached.key if cached else None))
     except TimeoutError:
         facts = _base(host)
         facts.error_kind = "probe"
@@ -232,6 +265,12 @@ async def probe(conn: Connection, host: Host, settings: Settings, *,
         facts.probe_seconds = time.monotonic() - started
         return facts
     facts = parse_probe(result.stdout, host, agent_of(host, settings))
+    if facts.agent_version_cached:
+        if cached is not None and facts.agent_key == cached.key:
+            facts.agent_version = cached.version
+        else:   # cannot happen unless the host echoes a key it was not given
+            facts.agent_version_cached = False
+            facts.notes.append("the agent's version is not known (the probe skipped --version)")
     if facts.error and result.stderr.strip():
         facts.error += f" (exit {result.exit_status}: {result.stderr.strip()[:300]})"
     facts.probe_seconds = time.monotonic() - started

@@ -22,16 +22,20 @@ from ..errors import HostUnreachable, UsageError
 from ..transport import connect
 from ..transport.base import Connection
 from . import facts as facts_mod
+from .agent_cache import AgentVersionCache
 
 
 class Fleet:
     """`async with Fleet(hosts, settings) as fleet:` ... every connection closed at exit."""
 
-    def __init__(self, hosts: Iterable[Host], settings: Settings) -> None:
+    def __init__(self, hosts: Iterable[Host], settings: Settings, *,
+                 version_cache: AgentVersionCache | None = None) -> None:
         self.hosts: dict[str, Host] = {}
         for h in hosts:
             self.hosts[h.name] = h
         self.settings = settings
+        # Agent versions known from earlier probes (None: every probe runs --version).
+        self.version_cache = version_cache
         self._attempts: dict[str, asyncio.Future[Connection]] = {}
 
     async def __aenter__(self) -> Fleet:
@@ -70,10 +74,12 @@ class Fleet:
         """Facts for one host; an unreachable host is reported, never raised."""
         host = self.host(name)
         started = time.monotonic()
+        cache = self.version_cache
+        cached = cache.lookup(name, facts_mod.agent_of(host, self.settings)) if cache else None
         try:
             conn = await self.connection(name)
             # The probe itself is bounded too: a wedged host must not hold up the report.
-            result = await facts_mod.probe(conn, host, self.settings,
+            result = await facts_mod.probe(conn, host, self.settings, cached=cached,
                                            timeout=max(self.settings.ssh.connect_timeout, 10.0))
         except HostUnreachable as exc:
             return facts_mod.unreachable(host, exc, time.monotonic() - started)
@@ -86,7 +92,11 @@ class Fleet:
         chosen = list(names) if names is not None else list(self.hosts)
         for n in chosen:
             self.host(n)  # unknown names fail before any connection is made
-        return list(await asyncio.gather(*(self.probe_one(n) for n in chosen)))
+        found = list(await asyncio.gather(*(self.probe_one(n) for n in chosen)))
+        if self.version_cache is not None:
+            self.version_cache.record(
+                (f, facts_mod.agent_of(self.hosts[f.name], self.settings)) for f in found)
+        return found
 
     async def close(self) -> None:
         attempts, self._attempts = list(self._attempts.values()), {}

@@ -13,19 +13,16 @@ import hashlib
 import math
 import posixpath
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import yaml
-
 from ..config.settings import Settings
-from ..core import shell
+from ..core import agentpath, shell
 from ..core.prompts import TEST_OUTPUT_MARKER
 from ..errors import ConfigError, UsageError
+from . import engine
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -49,7 +46,7 @@ class JobSpec:
     branch: str
     commit_message: str
     base_branch: str | None = None
-    agent_command: str = "claude"        # shlex-split: "python3 -m x" works
+    agent_command: str = "claude"        # split into words: "python3 -m x" works (core/agentpath.py)
     max_turns: int = 40
     model: str | None = None
     permission_mode: str | None = "bypassPermissions"
@@ -81,33 +78,6 @@ class JobSpec:
                    git_author=settings.git.author)
 
 
-class ShellText(str):
-    """Text that is already valid shell (the output of q, path, raw): not quoted again."""
-
-
-def _q(value: Any) -> ShellText:
-    """None is the empty string; NUL is dropped (no shell variable can hold one)."""
-    return ShellText("''" if value is None else shell.quote(str(value).replace("\0", "")))
-
-
-def _path(value: Any) -> ShellText:
-    return ShellText("''" if value is None or value == "" else shell.path(str(value)))
-
-
-def _finalize(value: Any) -> str:
-    return value if isinstance(value, ShellText) else _q(value)
-
-
-def make_environment() -> jinja2.Environment:
-    """Strict undefined, no HTML escaping, every output shell-quoted unless marked."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
-                             keep_trailing_newline=True, finalize=_finalize)
-    env.filters["q"] = _q
-    env.filters["path"] = _path
-    env.filters["raw"] = lambda v: ShellText(str(v))
-    return env
-
-
 def parse_author(author: str) -> tuple[str, str]:
     """"Name <email>" -> (name, email)."""
     m = _AUTHOR.match(author or "")
@@ -135,8 +105,7 @@ def _check(spec: JobSpec) -> None:
     for name in spec.agent_env:
         if not _ENV_NAME.match(name):
             raise UsageError(f"agent.env: {name!r} is not a valid environment variable name")
-    if not shlex.split(spec.agent_command or ""):
-        raise UsageError("agent.command is empty")
+    agentpath.words(spec.agent_command)      # an empty or unsplittable command is refused
     if spec.max_turns < 1 or spec.max_fix_attempts < 0:
         raise UsageError("max_turns must be >= 1 and max_fix_attempts >= 0")
     if not spec.clone_url:
@@ -157,7 +126,9 @@ def job_values(spec: JobSpec) -> dict[str, Any]:
     name, email = parse_author(spec.git_author)
     return {
         "mirror": mirror_path(spec.workspace, spec.clone_url) if spec.use_mirror else "",
-        "agent_words": shlex.split(spec.agent_command),
+        "agent_program": agentpath.words(spec.agent_command)[0],
+        "agent_args": agentpath.words(spec.agent_command)[1:],
+        "find_agent_sh": agentpath.FIND_AGENT_SH,
         "author_name": name,
         "author_email": email,
         "agent_timeout": max(1, math.ceil(spec.agent_timeout)),
@@ -189,26 +160,17 @@ class Playbook:
 def load_playbook(path: Path) -> Playbook:
     """Read and validate a playbook's shape; errors name the file and line."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read the playbook: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                          line=mark.line + 1 if mark else None) from None
+    data = engine.load_document(Path(path))
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise ConfigError(where, "expected a mapping with `prelude:` (text) and `steps:` (a list)")
-    lines = _value_lines(node)
     prelude = data.get("prelude") or ""
     if not isinstance(prelude, str):
-        raise ConfigError(where, "must be text (a `|` block)", key="prelude", line=lines.get("prelude"))
+        raise ConfigError(where, "must be text (a `|` block)", key="prelude",
+                          line=engine.key_line(data, "prelude"))
     steps: list[Step] = []
     seen: set[str] = set()
     for i, item in enumerate(data["steps"]):
-        line = lines.get(("steps", i))
+        line = engine.key_line(data["steps"], i)
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
                 or not isinstance(item.get("run"), str):
             raise ConfigError(where, "each step needs `name:` and `run:` (text)",
@@ -222,38 +184,13 @@ def load_playbook(path: Path) -> Playbook:
             raise ConfigError(where, f"unknown key(s) {', '.join(sorted(unknown))}",
                               key=f"steps[{i}]", line=line)
         seen.add(name)
-        steps.append(Step(name, item["run"], lines.get(("steps", i, "run"))))
-    return Playbook(where, prelude, tuple(steps), lines.get("prelude"))
+        steps.append(Step(name, str(item["run"]), engine.body_line(item, "run")))
+    return Playbook(where, str(prelude), tuple(steps), engine.body_line(data, "prelude"))
 
 
-def _value_lines(node: Any) -> dict[Any, int]:
-    """1-based first lines of the prelude text and of each step and step body."""
-    out: dict[Any, int] = {}
-    if not isinstance(node, yaml.MappingNode):
-        return out
-    for key, value in node.value:
-        if key.value == "prelude":
-            out["prelude"] = value.start_mark.line + 2   # a `|` block starts on the next line
-        if key.value == "steps" and isinstance(value, yaml.SequenceNode):
-            for i, item in enumerate(value.value):
-                out[("steps", i)] = item.start_mark.line + 1
-                if isinstance(item, yaml.MappingNode):
-                    for k, v in item.value:
-                        if k.value == "run":
-                            out[("steps", i, "run")] = v.start_mark.line + 2
-    return out
-
-
-def _render(env: jinja2.Environment, pb: Playbook, what: str, source: str, line: int | None,
-            ctx: dict[str, Any]) -> str:
-    try:
-        return env.from_string(source).render(ctx)
-    except jinja2.TemplateSyntaxError as exc:
-        at = (line + exc.lineno - 1) if line and exc.lineno else line
-        raise ConfigError(pb.path, f"{what}: {exc.message}", line=at) from None
-    except jinja2.UndefinedError as exc:
-        raise ConfigError(pb.path, f"{what}: {exc.message}", line=line,
-                          hint="templates see `spec` (JobSpec fields) and `job` (derived values)") from None
+def _render(pb: Playbook, what: str, source: str, line: int | None, ctx: dict[str, Any]) -> str:
+    return engine.render(engine.shell_environment(), source, ctx, file=pb.path, what=what,
+                         line=line, hint="templates see `spec` (JobSpec fields) and `job` (derived values)")
 
 
 def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
@@ -267,22 +204,22 @@ def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
         from ..config.resources import playbooks_dir
         playbook_path = playbooks_dir() / DEFAULT_PLAYBOOK
     pb = load_playbook(Path(playbook_path))
-    env = make_environment()
     ctx = {"spec": spec, "job": job_values(spec)}
     out = ["#!/bin/sh",
+           "# shellcheck disable=SC2317  # steps run by name (run_step), handlers by trap",
            f"# job.sh for orch task {_comment(spec.task_id)}: rendered from {_comment(pb.path)}.",
            "# Edit the playbook, not this file. Run: setsid sh job.sh >> job.log 2>&1 < /dev/null",
            "",
-           _render(env, pb, "prelude", pb.prelude, pb.prelude_line, ctx).rstrip("\n"),
+           _render(pb, "prelude", pb.prelude, pb.prelude_line, ctx).rstrip("\n"),
            ""]
     calls = []
     for i, step in enumerate(pb.steps, 1):
-        body = _render(env, pb, f"step {step.name}", step.run, step.line, ctx).rstrip("\n")
+        body = _render(pb, f"step {step.name}", step.run, step.line, ctx).rstrip("\n")
         out += [f"# ---- step {step.name} " + "-" * max(0, 70 - len(step.name)),
                 f"orch_step_{i}() {{", body or ":", "}", ""]
         calls.append(f"  run_step {shell.quote(step.name)} orch_step_{i}")
     out += [_RUNNER, "orch_main() {", _MAIN_START.rstrip("\n"), *calls,
-            '  fail "the playbook ended without a report step (finish succeeded)"', "}", "",
+            '  fail "the playbook ended without a report step (finish succeeded)" job_error', "}", "",
             'orch_main "$@"', ""]
     return "\n".join(out)
 
@@ -297,7 +234,7 @@ run_step() {
   STEP=$1
   status_write
   mark step "$1"
-  if [ -d "$REPO/.git" ]; then cd "$REPO"; else cd "$WS"; fi || fail "cannot enter the workspace"
+  if [ -d "$REPO/.git" ]; then cd "$REPO"; else cd "$WS"; fi || fail "cannot enter the workspace" job_error
   "$2"
   r_rc=$?
   [ "$r_rc" -eq 0 ] || fail "step $1 failed (exit $r_rc): $(last_lines 2)"

@@ -21,6 +21,12 @@ from ..errors import HostUnreachable, UsageError, WorkError
 from ..transport.base import CommandResult, Connection
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+# The status file's `error_kind=`: why a job did not succeed, one fixed word, written by
+# job.sh (playbooks/dispatch.yml) and by kill(); docs/CONTRACTS.md says what each means.
+ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "no_result", "agent_missing",
+               "tests_failed", "tests_timeout", "tests_error", "clone_failed", "branch_failed",
+               "no_changes", "commit_failed", "push_failed", "cancelled", "git_missing",
+               "root_refused", "step_failed", "job_error")
 WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.pgid",
                    "fix-prompt.run.md", "test-tail.txt", "commit-msg.txt", "push.out", ".upload")
 _FOLLOW_TAG = "@@orch-follow"
@@ -61,6 +67,8 @@ class JobStatus:
     finished_at: int | None = None
     exit_code: int | None = None
     error: str | None = None
+    error_kind: str | None = None    # one of ERROR_KINDS; None on success and in status files
+                                     # written before the key existed
     tests: str | None = None
     commit: str | None = None
     branch: str | None = None
@@ -110,7 +118,8 @@ def parse_status(text: str, alive: bool = False) -> JobStatus | None:
         state=raw["state"], alive=alive, step=raw.get("step") or None, pgid=_int(raw.get("pgid")),
         started_at=_int(raw.get("started_at")), updated_at=_int(raw.get("updated_at")),
         finished_at=_int(raw.get("finished_at")), exit_code=_int(raw.get("exit_code")),
-        error=raw.get("error") or None, tests=raw.get("tests") or None,
+        error=raw.get("error") or None, error_kind=raw.get("error_kind") or None,
+        tests=raw.get("tests") or None,
         commit=raw.get("commit") or None, branch=raw.get("branch") or None,
         turns=_int(raw.get("turns")), cost_usd=_float(raw.get("cost_usd")), raw=raw))
 
@@ -121,9 +130,10 @@ def validate_status(status: JobStatus, *, branch: str | None = None) -> JobStatu
     Costs are finite and in [0, MAX_COST_USD] (NaN is unknown, None; out of range is
     clamped), so state.json never holds NaN/Infinity and a host cannot subtract from the
     daily budget; turns and times are in range; `commit` is a full hex SHA; `tests` one
-    of TEST_RESULTS; `error` is cut to ERROR_LIMIT. With `branch` (the task's), a status
-    naming another branch is not believed: a success becomes a failure saying why.
-    What was refused or corrected is listed in `problems`.
+    of TEST_RESULTS; `error_kind` one of ERROR_KINDS; `error` is cut to ERROR_LIMIT. With
+    `branch` (the task's), a status naming another branch is not believed: a success
+    becomes a failure (job_error) saying why. What was refused or corrected is listed in
+    `problems`.
     """
     problems: list[str] = list(status.problems)
     changes: dict[str, object] = {}
@@ -150,12 +160,14 @@ def validate_status(status: JobStatus, *, branch: str | None = None) -> JobStatu
         refuse("commit", "is not a full commit SHA")
     if status.tests is not None and status.tests not in TEST_RESULTS:
         refuse("tests", "is not one of " + ", ".join(TEST_RESULTS))
+    if status.error_kind is not None and status.error_kind not in ERROR_KINDS:
+        refuse("error_kind", "is not one of ERROR_KINDS")
     if status.error is not None and len(status.error) > ERROR_LIMIT:
         changes["error"] = status.error[:ERROR_LIMIT] + "…"
     if branch and status.branch and status.branch != branch:
         problems.append(f"branch={status.branch[:80]!r} is not the task's branch {branch}")
         if status.state == "succeeded":
-            changes.update(state="failed", error=(
+            changes.update(state="failed", error_kind="job_error", error=(
                 f"the job's status names branch {status.branch[:80]!r}, not the task's "
                 f"branch {branch}: its outcome is not trusted"))
     if not changes and len(problems) == len(status.problems):
@@ -420,9 +432,9 @@ if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ]; then
   if [ -s job.log ] && [ -n "$(tail -c 1 job.log)" ]; then echo >> job.log; fi
   printf '::orch:: done cancelled (killed by orch)\\n' >> job.log
   now=$(date +%s)
-  {{ grep -v -E '^(state|updated_at|finished_at|exit_code|error)=' status
+  {{ grep -v -E '^(state|updated_at|finished_at|exit_code|error|error_kind)=' status
     echo state=cancelled; echo "updated_at=$now"; echo "finished_at=$now"; echo exit_code=130
-    echo "error=cancelled by orch: the job's process group was stopped"
+    echo "error=cancelled by orch: the job's process group was stopped"; echo error_kind=cancelled
   }} > status.kill.tmp && mv -f status.kill.tmp status
 fi
 rm -f child.pgid

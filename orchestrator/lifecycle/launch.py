@@ -22,6 +22,7 @@ from ..core.trust import local_refusals
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
+from ..forge.clone import clone_url as forge_clone_url
 from ..job import remote
 from ..job.playbook import JobSpec, render_job
 from . import claims
@@ -99,9 +100,7 @@ async def start_job(app: App, fleet: Fleet, forge: Forge, task: Task, issue: Iss
         branch = task.branch
         if not branch:          # reserve() gives every task its branch before a start
             raise WorkError(f"task {task.id} has no branch: it was never reserved")
-        clone_url = s.repo_urls.get(task.repo)
-        if not clone_url:
-            clone_url = await asyncio.to_thread(forge.clone_url, task.repo)
+        clone_url = await asyncio.to_thread(forge_clone_url, s, task.repo, lambda: forge)
         base = await asyncio.to_thread(forge.default_branch, task.repo)
         spec = job_spec(app, task, issue, clone_url, base)
         job_sh = render_job(spec, playbooks_dir(s) / "dispatch.yml")

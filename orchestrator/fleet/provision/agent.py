@@ -13,7 +13,7 @@ import json
 import posixpath
 from pathlib import Path
 
-from ...core import shell
+from ...core import agentpath, shell
 from ..facts import agent_of
 from .step import INSTALL_TIMEOUT, Outcome, StepContext, changed, failed, first_line, key_values, ok, tail
 
@@ -21,31 +21,11 @@ VERSION_TIMEOUT = 20.0       # seconds for `<agent> --version`
 
 
 def agent_lookup_script(agent: str) -> str:
-    """sh that prints the path the host's agent command runs, or exits 1.
-
-    This is issue 15's ONE rule (a leading ~ is the login user's home; a bare name not
-    on the PATH is looked for in ~/.local/bin, ~/.claude/local and npm's global prefix;
-    only the first word of a multi-word command is a file). The remote-job work is
-    making it a named shell piece shared by the probe, bootstrap and the job; until it
-    lands here, this function is the only place provision encodes the rule, so joining
-    the two is one edit.
-    """
-    words = agent.split()
-    word = words[0] if words else agent
-    return f"""a={shell.path(word)}
-case $a in
-  */*) if [ -f "$a" ] && [ -x "$a" ]; then printf '%s\\n' "$a"; exit 0; fi; exit 1 ;;
-esac
-if p=$(command -v "$a" 2>/dev/null); then
-  case $p in /*) printf '%s\\n' "$p"; exit 0 ;; esac
-fi
-for d in "$HOME/.local/bin" "$HOME/.claude/local"; do
-  if [ -f "$d/$a" ] && [ -x "$d/$a" ]; then printf '%s\\n' "$d/$a"; exit 0; fi
-done
-if command -v npm >/dev/null 2>&1 && g=$(npm prefix -g 2>/dev/null) && [ -x "$g/bin/$a" ]; then
-  printf '%s\\n' "$g/bin/$a"; exit 0
-fi
-exit 1"""
+    """sh that prints the path the host's agent command runs, or exits 1: issue 15's one
+    rule, core/agentpath.py's orch_find_agent, the same shell code the probe, bootstrap
+    and the job run (so provision can never disagree with them about a host)."""
+    return (agentpath.FIND_AGENT_SH + agentpath.set_words_sh(agent) + "\n"
+            'orch_find_agent "$1" || exit 1\nprintf \'%s\\n\' "$AGENT_PATH"\n')
 
 
 def _version(ctx: StepContext, path: str) -> tuple[bool, str]:

@@ -170,7 +170,7 @@ def _check_bootstrap(app: App, hosts: Iterable[Host]) -> None:
     """Load bootstrap's playbook and render it for every host now: its mistakes are bad
     input too. (Which repositories it checks is bootstrap's business, decided when it
     runs: finding their URLs may need the forge.)"""
-    from ..bootstrap import load_playbook, playbook_path, render_script
+    from ..checks import load_playbook, playbook_path, render_script
     settings = app.settings
     playbook = load_playbook(playbook_path(settings))
     for h in hosts:

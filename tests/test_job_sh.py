@@ -1,0 +1,170 @@
+"""The library of job.sh (the prelude of playbooks/dispatch.yml), driven directly under dash.
+
+Each test renders the real job.sh, replaces its last line (`orch_main "$@"`) by a few
+lines that call the functions under test, and runs it with dash, the /bin/sh of Debian
+hosts. No host, no agent: the functions are what is tested.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.job.playbook import JobSpec, render_job
+
+DASH = shutil.which("dash")
+pytestmark = pytest.mark.skipif(DASH is None, reason="dash is the hosts' /bin/sh; not installed")
+
+
+def job_library(ws: Path, **spec_values) -> str:
+    """job.sh without its call to orch_main, its workspace at `ws`."""
+    values = dict(task_id="t1", workspace=str(ws), clone_url="u", branch="b", commit_message="m")
+    values.update(spec_values)
+    script = render_job(JobSpec(**values))
+    assert script.rstrip().endswith('orch_main "$@"')
+    return script.rstrip()[:-len('orch_main "$@"')]
+
+
+def run_dash(script: str, *, timeout: float = 60, cwd: Path | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DASH, "-c", script], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live processes of a process group (zombies are dead: this VM's init reaps lazily)."""
+    out = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(pgid)], capture_output=True,
+                         text=True)
+    return [line.strip() for line in out.stdout.splitlines()
+            if line.strip() and not line.split()[1].startswith("Z")]
+
+
+# --------------------------------------------------------------------------- the watchdog
+
+
+@pytest.mark.integration      # a thousand job runs' worth of processes: not the fast tier
+def test_a_guarded_command_that_exits_at_once_never_waits_for_the_watchdog(tmp_path):
+    """Issue 16 item 1: the stop of the watchdog must not depend on a trap it may not have
+    installed yet. Under the job's own TERM trap (as in a real job), 1000 guarded runs of
+    `true` each end well within a second; before the fix one in a few dozen lost the
+    stop and hung for the whole limit (here 30 s, the test's `tests.timeout`)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    harness = """
+LOG="$WS/job.log"; : > "$LOG"
+trap 'on_signal TERM' TERM
+i=0
+while [ "$i" -lt 1000 ]; do
+  t0=$(date +%s%N)
+  guarded tests 30 1 /dev/null true
+  t1=$(date +%s%N)
+  [ "$GUARD_RC" -eq 0 ] || { echo "run $i: rc $GUARD_RC"; exit 1; }
+  if [ $((t1 - t0)) -ge 1000000000 ]; then echo "run $i took $(((t1 - t0) / 1000000)) ms"; exit 1; fi
+  i=$((i + 1))
+done
+trap - TERM
+echo "all $i fast"
+"""
+    proc = subprocess.Popen([DASH, "-c", job_library(ws) + harness], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    left = group_members(proc.pid)      # right away: an orphaned `sleep 1` would still be there
+    assert out.strip().endswith("all 1000 fast"), out[-2000:] + err[-2000:]
+    assert not (ws / "status").exists(), "no signal reached the job: it must not have finished"
+    assert left == [], f"the stopped watchdogs left processes in the job's group: {left}"
+
+
+# --------------------------------------------------------------------------- JSON as JSON
+
+RESULT_COMPACT = ('{"type":"result","subtype":"success","is_error":false,"num_turns":3,'
+                  '"total_cost_usd":0.0126,"result":"done: \\"quoted\\" \\\\ \\u00e9\\ud83d\\ude00 ok"}')
+RESULT_SPACED = ('{ "type" : "result", "subtype": "success", "is_error" : false, "num_turns" : 3 ,'
+                 ' "total_cost_usd": 0.0126, "result": "done: \\"quoted\\" \\\\ \\u00e9\\ud83d\\ude00 ok" }')
+RESULT_REORDERED = ('{"result":"done: \\"quoted\\" \\\\ \\u00e9\\ud83d\\ude00 ok","usage":{"type":"x",'
+                    '"num_turns":99},"total_cost_usd":1.26e-2,"num_turns":3,"is_error":false,'
+                    '"subtype":"success","type":"result"}\r')
+RESULT_TEXT = 'done: "quoted" \\ \u00e9\U0001F600 ok'
+
+NOT_RESULTS = [
+    # the pattern inside a string value (escaped there), at the top level and nested
+    '{"type":"assistant","message":{"content":[{"type":"text","text":"{\\"type\\":\\"result\\"}"}]}}',
+    '{"type":"user","note":"\\"type\\":\\"result\\",\\"is_error\\":false"}',
+    # a nested object whose type is result
+    '{"type":"assistant","message":{"type":"result","is_error":false}}',
+    '{"message":{"type":"result"},"type":"system"}',
+    # not one complete JSON object
+    '{"type":"result","is_error":false,"num_turns":3,',
+    '{"type":"result","is_error":false} {"type":"user"}',
+    '{"type":"result","is_error":nope}',
+    '["type","result"]',
+    'plain text "type":"result"',
+    '::orch:: note "type": "result"',
+    '{"type":"result\\u0000x"}',
+    '{"type":["result"]}',
+]
+
+
+def sh_lines(script_tail: str, tmp_path: Path, *, stdin_lines: list[str] | None = None) -> list[str]:
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    feed = tmp_path / "feed.txt"
+    feed.write_bytes(("\n".join(stdin_lines or []) + "\n").encode("utf-8"))
+    proc = run_dash(job_library(ws) + f"\nFEED={shlex.quote(str(feed))}\n" + script_tail)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("\n")[:-1]
+
+
+@pytest.mark.parametrize("line", [RESULT_COMPACT, RESULT_SPACED, RESULT_REORDERED],
+                         ids=["compact", "spaced", "reordered"])
+def test_the_result_event_is_read_whatever_its_whitespace_and_key_order(tmp_path, line):
+    out = sh_lines(f"""l={shlex.quote(line)}
+json_count result < "$FEED"; json_lines result < "$FEED" | wc -l
+for k in type subtype is_error num_turns total_cost_usd result usage missing; do
+  v=$(json_field "$k" "$l") && printf '%s=%s\\n' "$k" "$v" || printf '%s absent\\n' "$k"
+done
+""", tmp_path, stdin_lines=[line, *NOT_RESULTS])
+    assert out[0] == "1" and out[1].strip() == "1"
+    fields = dict(x.split("=", 1) for x in out[2:] if "=" in x)
+    assert fields["type"] == "result" and fields["subtype"] == "success"
+    assert fields["is_error"] == "false" and fields["num_turns"] == "3"
+    assert float(fields["total_cost_usd"]) == 0.0126
+    assert fields["result"] == RESULT_TEXT
+    assert "missing absent" in out
+    if line is RESULT_REORDERED:
+        assert fields["usage"] == '{"type":"x","num_turns":99}'      # as JSON text
+
+
+def test_lookalikes_are_not_results(tmp_path):
+    out = sh_lines('json_count result < "$FEED"; json_count user < "$FEED"\n'
+                   'json_lines result < "$FEED"', tmp_path, stdin_lines=NOT_RESULTS)
+    assert out[0] == "0", out
+    assert out[1] == "1"          # the one well-formed user event
+    assert out[2:] == []
+
+
+def test_fields_of_odd_but_valid_json(tmp_path):
+    cases = {
+        '{"a":1,"a":2}': ("a", "2"),                         # the last of a duplicate key
+        '{"a":{"b":[1,{"c":"}"}]},"d":"x"}': ("d", "x"),     # a brace inside a nested string
+        '{"a":"line\\nbreak\\ttab"}': ("a", "line break tab"),
+        '{"a":-1.5e+3}': ("a", "-1.5e+3"),
+        '{"a":null}': ("a", "null"),
+        '  {"a":"\\/x"}  ': ("a", "/x"),
+        '{"k":"v","a":[]}': ("a", "[]"),
+    }
+    script = "".join(f"json_field {shlex.quote(k)} {shlex.quote(line)}; echo \"rc=$?\"\n"
+                     for line, (k, _) in cases.items())
+    out = sh_lines(script, tmp_path)
+    got = [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+    assert got == [(v, "rc=0") for _, v in cases.values()]
+    bad = sh_lines("json_field a '{\"a\":01}'; echo \"rc=$?\"; json_field a '{\"a\" 1}'; echo \"rc=$?\"",
+                   tmp_path)
+    assert bad == ["rc=1", "rc=1"]
