@@ -53,9 +53,10 @@ lint: test-deps lint-deps
 	$(BIN)/python scripts/import_cycles.py orchestrator
 	shellcheck .ci/run scripts/*.sh
 
-## make bench: fan-out benchmark of `orch hosts` against Ansible, ssh and bare asyncssh
+## make bench: orch beside its peers (fan-out), the store at 0/20k/100k tasks, dispatch
+## overhead, live-log latency: one run, one table (bench/README.md); BENCH_ARGS=--quick
 bench: install
-	$(BIN)/python bench/hosts_fanout.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

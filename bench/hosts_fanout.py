@@ -48,16 +48,22 @@ sys.path.insert(0, str(REPO))
 from tests.fixtures_ssh import SSHFleet, _make_root  # noqa: E402  (the test suite's fleet)
 
 ANSIBLE_VENV = BENCH / ".venv-ansible"
+PYINFRA_VENV = BENCH / ".venv-pyinfra"
+PSSH_VENV = BENCH / ".venv-pssh"
 RESULTS = BENCH / "results"
 BENCH_USER = "orchbench"
 TICK = os.sysconf("SC_CLK_TCK")
 LOADAVG = re.compile(r"\d+\.\d+ \d+\.\d+ \d+\.\d+ \d+/\d+ \d+")
-ALL_TOOLS = ("orch", "orch-probe", "ansible", "ssh", "floor", "floor-probe", "ssh-c25519")
+ALL_TOOLS = ("orch", "orch-probe", "ansible", "ansible-raw", "pyinfra", "pssh", "ssh", "floor",
+             "floor-probe", "ssh-c25519")
 DEFAULT_TOOLS = ALL_TOOLS
 LABELS = {
     "orch": "orch hosts --json",
     "orch-probe": "  Fleet.probe() in-process",
     "ansible": "ansible -m command -f N",
+    "ansible-raw": "ansible -m raw, CP warm",
+    "pyinfra": "pyinfra exec",
+    "pssh": "parallel-ssh (no hostkey check)",
     "ssh": "ssh x N (parallel)",
     "ssh-c25519": "  ssh x N, curve25519 kex",
     "floor": "bare asyncssh (floor)",
@@ -71,15 +77,30 @@ def log(msg: str) -> None:
 
 # -- setup ---------------------------------------------------------------------------------
 
+PEERS = {"ansible": ("ansible-core", "ansible"), "pyinfra": ("pyinfra", "pyinfra"),
+         "pssh": ("parallel-ssh", "python")}
+
+
+def ensure_peer(name: str) -> Path:
+    """A peer tool in bench/.venv-NAME (created on first run; never a project dependency):
+    the path of its command."""
+    package, command = PEERS[name]
+    venv = BENCH / f".venv-{name}"
+    exe = venv / "bin" / command
+    if not (venv / "bin" / "pip").exists() or not _installed(venv, package):
+        log(f"installing {package} into {venv} (first run only)")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", package], check=True)
+    return exe
+
+
+def _installed(venv: Path, package: str) -> bool:
+    return subprocess.run([str(venv / "bin" / "pip"), "show", "-q", package],
+                          capture_output=True).returncode == 0
+
+
 def ensure_ansible() -> Path:
-    """ansible-core in bench/.venv-ansible (created on first run; never a project dependency)."""
-    ansible = ANSIBLE_VENV / "bin" / "ansible"
-    if not ansible.exists():
-        log(f"installing ansible-core into {ANSIBLE_VENV} (first run only)")
-        subprocess.run([sys.executable, "-m", "venv", str(ANSIBLE_VENV)], check=True)
-        subprocess.run([str(ANSIBLE_VENV / "bin" / "pip"), "install", "-q", "ansible-core"],
-                       check=True)
-    return ansible
+    return ensure_peer("ansible")
 
 
 def ensure_bench_user() -> str:
@@ -162,6 +183,12 @@ class Setup:
             "[all:vars]\n"
             f"ansible_ssh_common_args=-F {f.ssh_config} -o StrictHostKeyChecking=yes\n"
             "[fleet]\n" + "".join(f"{name}\n" for name in names))
+        (d / "pyinfra_inventory.py").write_text("hosts = " + repr([
+            (h.name, {"ssh_hostname": h.address, "ssh_port": h.port, "ssh_user": f.user,
+                      "ssh_key": str(f.client_key), "ssh_known_hosts_file": str(f.known_hosts),
+                      "ssh_strict_host_key_checking": "yes", "ssh_allow_agent": False,
+                      "ssh_look_for_keys": False})
+            for h in f.hosts[:n]]) + "\n")
         (d / "targets.json").write_text(json.dumps({
             "known_hosts": str(f.known_hosts), "client_key": str(f.client_key), "user": f.user,
             "hosts": [[h.name, h.address, h.port] for h in f.hosts[:n]]}))
@@ -185,7 +212,8 @@ class Setup:
 
 
 FILES = {"inventory": "hosts.yml", "config": "orch.yml", "ansible": "ansible.ini",
-         "targets": "targets.json", "targets_probe": "targets-probe.json"}
+         "targets": "targets.json", "targets_probe": "targets-probe.json",
+         "pyinfra": "pyinfra_inventory.py"}
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -353,6 +381,76 @@ def t_ansible(setup: Setup, n: int) -> Result:
                            stderr=subprocess.DEVNULL, timeout=10)
 
 
+def _ansible_env(setup: Setup, cp_dir: Path) -> dict[str, str]:
+    env = dict(setup.env)
+    env.update({
+        "ANSIBLE_HOME": str(setup.root / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(setup.root / "ansible-home" / "tmp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp_dir),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_CONFIG": str(setup.root / "ansible.cfg"),  # empty: Ansible's defaults
+    })
+    return env
+
+
+def t_ansible_raw(setup: Setup, n: int) -> Result:
+    """`-m raw` (no Python module shipped, no interpreter discovery) over ControlPersist
+    masters opened by an untimed run just before: the best case of Ansible's SSH, the
+    timed run reuses the N open connections. The masters are ended afterwards, so that
+    their open sessions neither load nor delay the next tool's run."""
+    fs = setup.files(n)
+    cp_dir = setup.root / "ansible-cp-warm"
+    shutil.rmtree(cp_dir, ignore_errors=True)
+    cp_dir.mkdir()
+    cmd = [str(ANSIBLE_VENV / "bin" / "ansible"), "all", "-i", str(fs["ansible"]),
+           "-m", "raw", "-a", "cat /proc/loadavg", "-f", str(n), "-o"]
+
+    def check(p):
+        done = sum(1 for line in p.stdout.splitlines() if LOADAVG.search(line))
+        return done == n and p.returncode == 0, f"{done}/{n} hosts"
+
+    env = _ansible_env(setup, cp_dir)
+    try:
+        subprocess.run(cmd, env=env, cwd=setup.root, capture_output=True,
+                       stdin=subprocess.DEVNULL)       # opens the masters, untimed
+        return run_process(cmd, env, setup.root, check)
+    finally:
+        end_ansible_masters(setup)
+
+
+def end_ansible_masters(setup: Setup) -> None:
+    for cp_dir in setup.root.glob("ansible-cp*"):
+        for sock in cp_dir.iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
+
+
+def t_pyinfra(setup: Setup, n: int) -> Result:
+    fs = setup.files(n)
+    cmd = [str(PYINFRA_VENV / "bin" / "pyinfra"), str(fs["pyinfra"]), "exec", "--parallel",
+           str(n), "-y", "--", "cat", "/proc/loadavg"]
+
+    def check(p):
+        done = count_loadavg(p.stdout + p.stderr)
+        return done == n and p.returncode == 0, f"{done}/{n} hosts"
+
+    return run_process(cmd, setup.env, setup.root, check)
+
+
+def t_pssh(setup: Setup, n: int) -> Result:
+    fs = setup.files(n)
+    cmd = [str(PSSH_VENV / "bin" / "python"), str(BENCH / "pssh_floor.py"), str(fs["targets"])]
+
+    def check(p):
+        done = count_loadavg(p.stdout)
+        return done == n and p.returncode == 0, f"{done}/{n} hosts"
+
+    return run_process(cmd, setup.env, setup.root, check)
+
+
 def _t_ssh(setup: Setup, n: int, extra: list[str]) -> Result:
     opts = " ".join(["-o BatchMode=yes -o StrictHostKeyChecking=yes", *extra])
     script = f'cfg=$1; shift; for h do ssh -F "$cfg" {opts} "$h" cat /proc/loadavg & done; wait'
@@ -396,7 +494,8 @@ def t_floor_probe(setup: Setup, n: int) -> Result:
     return run_process(cmd, setup.env, setup.root, check)
 
 
-TOOLS = {"orch": t_orch, "orch-alt": t_orch_alt, "orch-probe": t_orch_probe, "ansible": t_ansible, "ssh": t_ssh,
+TOOLS = {"orch": t_orch, "orch-alt": t_orch_alt, "orch-probe": t_orch_probe, "ansible": t_ansible,
+         "ansible-raw": t_ansible_raw, "pyinfra": t_pyinfra, "pssh": t_pssh, "ssh": t_ssh,
          "ssh-c25519": t_ssh_c25519, "floor": t_floor, "floor-probe": t_floor_probe}
 
 
@@ -528,6 +627,45 @@ def print_table(rows: list[dict]) -> None:
 
 # -- main ----------------------------------------------------------------------------------
 
+def prepare_tools(tools: list[str]) -> None:
+    """Install the peers these tools need (each in its own venv, first run only)."""
+    if "ansible" in tools or "ansible-raw" in tools:
+        ensure_peer("ansible")
+    for peer in ("pyinfra", "pssh"):
+        if peer in tools:
+            ensure_peer(peer)
+
+
+def run_fanout(setup: Setup, ns: list[int], tools: list[str], runs: int,
+               warmup: int) -> list[dict]:
+    """Every sample: each N, `warmup` untimed rounds, then `runs` rounds in a rotating
+    tool order (slow drift of the machine spreads over every tool)."""
+    samples: list[dict] = []
+    try:
+        for n in ns:
+            for _w in range(warmup):
+                for tool in tools:
+                    r = measure(setup, tool, n)
+                    log(f"N={n} warm-up {tool}: {r.wall:.3f}s {'ok' if r.ok else 'FAILED'}"
+                        + ("" if r.ok else f" ({r.detail})"))
+            for i in range(runs):
+                order = tools[i % len(tools):] + tools[:i % len(tools)]
+                line = []
+                for tool in order:
+                    r = measure(setup, tool, n)
+                    samples.append({"group": f"hosts N={n}", "tool": tool, "n": n, "run": i,
+                                    "wall": r.wall, "client_cpu": r.client_cpu,
+                                    "server_cpu": r.server_cpu, "ok": r.ok, "detail": r.detail,
+                                    "load": loadavg()})
+                    line.append(f"{tool} {r.wall:.2f}" + ("" if r.ok else " FAILED"))
+                    if not r.ok:
+                        log(f"  {tool} failed: {r.detail}")
+                log(f"N={n} run {i + 1}/{runs}: " + ", ".join(line))
+    finally:
+        end_ansible_masters(setup)
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", default="10,50", help="comma-separated N values (default 10,50)")
@@ -565,8 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     if max(ns) > 200:
         ap.error("at most 200 hosts (127.0.1.10-254)")
 
-    if "ansible" in tools:
-        ensure_ansible()
+    prepare_tools(tools)
     user = None
     if args.login_user == "bench":
         if os.geteuid() != 0:
@@ -578,28 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     load_start = loadavg()
     log(f"starting {max(ns)} sshd hosts (login user {user or 'self'}), load {load_start}")
     setup = Setup(max(ns), user, args.agent)
-    samples: list[dict] = []
     try:
         kex = negotiated_kex(setup)
         log(f"key exchange: OpenSSH {kex['openssh']}, asyncssh {kex['asyncssh']}")
-        for n in ns:
-            for _w in range(args.warmup):
-                for tool in tools:
-                    r = measure(setup, tool, n)
-                    log(f"N={n} warm-up {tool}: {r.wall:.3f}s {'ok' if r.ok else 'FAILED'}"
-                        + ("" if r.ok else f" ({r.detail})"))
-            for i in range(args.runs):
-                order = tools[i % len(tools):] + tools[:i % len(tools)]
-                line = []
-                for tool in order:
-                    r = measure(setup, tool, n)
-                    samples.append({"tool": tool, "n": n, "run": i, "wall": r.wall,
-                                    "client_cpu": r.client_cpu, "server_cpu": r.server_cpu,
-                                    "ok": r.ok, "detail": r.detail, "load": loadavg()})
-                    line.append(f"{tool} {r.wall:.2f}" + ("" if r.ok else " FAILED"))
-                    if not r.ok:
-                        log(f"  {tool} failed: {r.detail}")
-                log(f"N={n} run {i + 1}/{args.runs}: " + ", ".join(line))
+        samples = run_fanout(setup, ns, tools, args.runs, args.warmup)
     finally:
         setup.close(args.keep)
 

@@ -79,6 +79,8 @@ def test_render_parses_and_has_every_family() -> None:
         "orch_agent_current_tasks": "gauge",
         "orch_host_up": "gauge",
         "orch_host_load1": "gauge",
+        "orch_host_cpus": "gauge",
+        "orch_host_slots": "gauge",
         "orch_claude_code_errors": "counter",
         "orch_daily_spend_usd": "gauge",
     }

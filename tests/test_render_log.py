@@ -97,3 +97,27 @@ def test_plain_mode_to_a_file():
     printer.line("Cloning into 'repo'...")
     assert buf.getvalue() == "── clone " + "─" * 35 + "\nCloning into 'repo'...\n"
     assert printer.step == "clone"
+
+
+def test_off_a_terminal_the_fast_path_writes_what_rich_would() -> None:
+    """`orch logs -f | ...` skips rich's per-line cost: the bytes must stay rich's."""
+    hostile = [j({"type": "assistant", "message": {"content": [{"type": "text", "text":
+               "héllo ✓ 🚀 [bold]x[/] \x1b[31mred\ttab   "}]}}), "一二三四五六七八九十" * 30, ""]
+    rich_out = io.StringIO()
+    console = Console(file=rich_out, highlight=False, soft_wrap=True)
+    reference = LogPrinter(console=console)
+    for line in LOG + hostile:
+        for text in reference.render(line):
+            console.print(text)
+    fast_out = io.StringIO()
+    printer = LogPrinter(console=Console(file=fast_out, highlight=False, soft_wrap=True))
+    assert not printer.console.is_terminal
+    for line in LOG + hostile:
+        printer.line(line)
+    assert fast_out.getvalue() == rich_out.getvalue()
+    # On a terminal it is still rich, with its styles.
+    tty_out = io.StringIO()
+    tty = LogPrinter(console=Console(file=tty_out, highlight=False, soft_wrap=True,
+                                     force_terminal=True, color_system="standard"))
+    tty.line("::orch:: tests passed")
+    assert "\x1b[" in tty_out.getvalue() and "tests passed" in tty_out.getvalue()

@@ -17,7 +17,6 @@ import pytest
 from orchestrator.core.models import TASK_STATUSES, Task
 from orchestrator.errors import UsageError, WorkError
 from orchestrator.store import DuplicateTask, InvalidTransition, StateCorrupt, Store, StoreBusy, TaskNotFound
-from orchestrator.store import filestore as store_mod
 
 REPO = "acme/widgets"
 
@@ -380,13 +379,13 @@ def test_failed_replace_leaves_previous_state(store: Store, monkeypatch) -> None
             raise OSError("simulated crash before rename")
         return real_replace(src, dst, *a, **kw)
 
-    monkeypatch.setattr(store_mod.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated"):
         store.create(REPO, 2, "b", "backend")
     assert store.path.read_bytes() == before
     assert [x.id for x in store.list()] == [t.id]
     assert not list(store.state_dir.glob(".state.json.*.tmp"))   # temp file cleaned up
-    monkeypatch.setattr(store_mod.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     store.create(REPO, 2, "b", "backend")
     assert len(store.list()) == 2
 

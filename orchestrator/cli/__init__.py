@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bootstrap": ("orchestrator.cli.bootstrap:bootstrap", "Check (and prepare) what hosts need to run jobs."),
     "provision": ("orchestrator.cli.provision:provision", "Install git, the agent, the workspace; then bootstrap."),
     "metrics": ("orchestrator.cli.metrics:metrics", "Prometheus text exposition of tasks and hosts."),
+    "top": ("orchestrator.cli.top:top", "The fleet and its work at a glance, live (--once: one frame)."),
     "cron": ("orchestrator.cli.cron:cron", "Install, show or remove the crontab line for `orch poll`."),
     "demo": ("orchestrator.cli.demo:demo", "Watch an issue become a branch on this machine, offline."),
 }

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 @click.pass_obj
 def metrics(app: App, textfile: str | None, no_probe: bool) -> None:
     """Print tasks by status, durations, per-host running tasks and load, agent errors."""
-    from ..ops.metrics import render, write_textfile
+    from ..ops.metrics import day_start, render_tally, write_textfile
     facts = [] if no_probe else asyncio.run(_probe(app))
-    text = render(app.store.list(), facts)
+    text = render_tally(app.store.tally(day_start()), facts)
     target = textfile or app.settings.metrics.textfile
     if target:
         write_textfile(target, text)

@@ -22,14 +22,13 @@ def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
     was done but errors were.
     """
     from ..lifecycle.poll import poll_pass
-    from ..ops.metrics import render as render_metrics
-    from ..ops.metrics import write_textfile
+    from ..ops.metrics import day_start, render_tally, write_textfile
     from ..render import err_console, print_json, text
     from ..render.poll import summary
     result = asyncio.run(poll_pass(app, list(repos)))
     if app.settings.metrics.textfile and not result.busy:
         write_textfile(app.settings.metrics.textfile,
-                       render_metrics(app.store.list(), result.facts))
+                       render_tally(app.store.tally(day_start()), result.facts))
     if as_json:
         print_json(result.to_json())
     else:

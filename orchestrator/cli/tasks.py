@@ -13,17 +13,20 @@ from ..core.models import TASK_STATUSES
 @click.command()
 @click.option("--status", type=click.Choice(TASK_STATUSES), help="Only tasks in this status.")
 @click.option("--repo", metavar="OWNER/NAME", help="Only tasks of this repository.")
+@click.option("--all", "everything", is_flag=True,
+              help="Every task ever, the archived ones too (default: live and recent).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def tasks(app: App, status: str | None, repo: str | None, as_json: bool) -> None:
-    """The task table, newest first."""
+def tasks(app: App, status: str | None, repo: str | None, everything: bool,
+          as_json: bool) -> None:
+    """The task table, newest first: live and recent tasks (--all: every task)."""
     from ..render import print_json
     from ..render import tasks as render
-    found = app.store.list(status=status, repo=repo)
+    found = app.store.list(status=status, repo=repo, archived=everything)
     if as_json:
         print_json([render.task_json(t) for t in found])
     else:
-        render.task_table(found)
+        render.task_table(found, archived=0 if everything else app.store.archived_count())
 
 
 @click.command()

@@ -70,17 +70,35 @@ class Fleet:
         if attempt is not None:
             await _close_attempt(attempt)
 
-    async def probe_one(self, name: str) -> HostFacts:
-        """Facts for one host; an unreachable host is reported, never raised."""
+    async def probe_one(self, name: str, *, timeout: float | None = None) -> HostFacts:
+        """Facts for one host; an unreachable host is reported, never raised.
+
+        The connect is bounded by ssh.connect_timeout. With `timeout`, the probe on the
+        open connection is bounded by it as a whole (a live view, `orch top`, re-probing
+        over a kept connection). Without, the probe script gets connect_timeout, at least
+        10 s, and opening its session as long again (a host under heavy load is slow to
+        fork a session; that is not a hung host).
+        """
         host = self.host(name)
         started = time.monotonic()
         cache = self.version_cache
         cached = cache.lookup(name, facts_mod.agent_of(host, self.settings)) if cache else None
+        if timeout is None:
+            script = max(self.settings.ssh.connect_timeout, 10.0)
+            whole = 2 * script
+        else:
+            script = whole = timeout
         try:
             conn = await self.connection(name)
             # The probe itself is bounded too: a wedged host must not hold up the report.
-            result = await facts_mod.probe(conn, host, self.settings, cached=cached,
-                                           timeout=max(self.settings.ssh.connect_timeout, 10.0))
+            # Bounded here as a whole, session open included: over a link whose host hangs,
+            # the channel open itself never completes.
+            result = await asyncio.wait_for(
+                facts_mod.probe(conn, host, self.settings, cached=cached, timeout=script), whole)
+        except TimeoutError:
+            exc = HostUnreachable(name, "timeout", f"no answer on the open connection to "
+                                                   f"{host.address} within {whole:g}s")
+            return facts_mod.unreachable(host, exc, time.monotonic() - started)
         except HostUnreachable as exc:
             return facts_mod.unreachable(host, exc, time.monotonic() - started)
         result.probe_seconds = time.monotonic() - started

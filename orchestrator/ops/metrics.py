@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from ..atomic import replace_file
 from ..core.models import TASK_STATUSES, HostFacts, Task
+from ..core.tally import TaskTally, tally
 from ..errors import UsageError
 
 # Agent runs take minutes to hours (agent.timeout defaults to 45m).
@@ -71,76 +72,54 @@ def error_type(error: str | None) -> str:
     return head if head in generic else "other"
 
 
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-def duration_seconds(task: Task) -> float | None:
-    """Wall time of a finished task's last run, or None if unknown."""
-    start, end = _time(task.started_at), _time(task.finished_at)
-    if start is None or end is None or end < start:
-        return None
-    return (end - start).total_seconds()
-
-
 def daily_spend(tasks: Iterable[Task], now: datetime | None = None) -> float:
     """USD spent by tasks finished (or lost) since 00:00 UTC today: the fleet budget's basis.
 
-    Same rule as Store.spent_since, so the metric matches what poll enforces.
+    Same rule as Store.spent_since (core.tally), so the metric matches what poll enforces.
     """
+    return tally(tasks, day_start(now)).spent
+
+
+def day_start(now: datetime | None = None) -> datetime:
+    """00:00 UTC of `now`'s day (default: today): where the daily spend starts."""
     now = now or datetime.now(UTC)
-    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    total = 0.0
-    for t in tasks:
-        stamp = _time(t.finished_at or (t.started_at if t.status == "lost" else None))
-        if t.cost_usd and stamp is not None and stamp >= midnight:
-            total += float(t.cost_usd)
-    return total
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 class _Snapshot(Collector):
-    """Yields the metric families of one snapshot of tasks and host facts."""
+    """Yields the metric families of one tally of tasks (Store.tally) and host facts."""
 
-    def __init__(self, tasks: list[Task], facts: list[HostFacts], now: datetime | None) -> None:
-        self.tasks = tasks
+    def __init__(self, counts: TaskTally, facts: list[HostFacts]) -> None:
+        self.counts = counts
         self.facts = facts
-        self.now = now
 
     def collect(self) -> Iterator[Metric]:
-        tasks, facts = self.tasks, self.facts
+        counts, facts = self.counts, self.facts
 
-        durations = [d for t in tasks if t.status in COMPLETED_STATUSES
-                     if (d := duration_seconds(t)) is not None]
-        buckets = [(_le(b), float(sum(1 for d in durations if d <= b))) for b in DURATION_BUCKETS]
-        buckets.append(("+Inf", float(len(durations))))
+        durations = [(d, n) for (status, d), n in counts.durations.items()
+                     if status in COMPLETED_STATUSES]
+        buckets = [(_le(b), float(sum(n for d, n in durations if d <= b)))
+                   for b in DURATION_BUCKETS]
+        buckets.append(("+Inf", float(sum(n for _, n in durations))))
         yield HistogramMetricFamily(
             "orch_task_execution_seconds",
             "Wall time of finished tasks (succeeded, failed, cancelled), start to finish.",
-            buckets=buckets, sum_value=float(sum(durations)))
+            buckets=buckets, sum_value=float(sum(d * n for d, n in durations)))
 
         completed = CounterMetricFamily(
             "orch_tasks_completed", "Tasks that reached a final status, by status.",
             labels=["status"])
         for status in COMPLETED_STATUSES:
-            completed.add_metric([status], sum(1 for t in tasks if t.status == status))
+            completed.add_metric([status], counts.count(status))
         yield completed
 
         by_status = GaugeMetricFamily("orch_tasks", "Tasks in the store, by current status.",
                                       labels=["status"])
         for status in TASK_STATUSES:
-            by_status.add_metric([status], sum(1 for t in tasks if t.status == status))
+            by_status.add_metric([status], counts.count(status))
         yield by_status
 
-        stored: dict[str, int] = {}
-        for t in tasks:
-            if t.status == "running" and t.host:
-                stored[t.host] = stored.get(t.host, 0) + 1
+        stored = counts.running_by_host
         current = GaugeMetricFamily(
             "orch_agent_current_tasks",
             "Tasks running per host: max(jobs the host reports, tasks the store started there).",
@@ -155,27 +134,36 @@ class _Snapshot(Collector):
                                labels=["host"])
         load = GaugeMetricFamily("orch_host_load1", "1-minute load average of the host.",
                                  labels=["host"])
+        cpus = GaugeMetricFamily("orch_host_cpus", "CPUs of the host (load per CPU: load1 / cpus).",
+                                 labels=["host"])
+        slots = GaugeMetricFamily("orch_host_slots",
+                                  "Task slots of the host (its max_tasks; 0 when drained).",
+                                  labels=["host"])
         for f in facts:
             up.add_metric([f.name], 1 if f.reachable else 0)
             if f.load1 is not None:
                 load.add_metric([f.name], f.load1)
+            if f.cpus:
+                cpus.add_metric([f.name], f.cpus)
+            slots.add_metric([f.name], f.max_tasks if f.enabled else 0)
         yield up
         yield load
+        yield cpus
+        yield slots
 
         errors = CounterMetricFamily(
             "orch_claude_code_errors", "Failed tasks by the kind of failure.",
             labels=["error_type"])
         kinds = dict.fromkeys(ERROR_TYPES, 0)
-        for t in tasks:
-            if t.status == "failed":
-                kinds[error_type(t.error)] += 1
+        for error, n in counts.failed_errors.items():
+            kinds[error_type(error)] += n
         for kind, n in kinds.items():
             errors.add_metric([kind], n)
         yield errors
 
         yield GaugeMetricFamily("orch_daily_spend_usd",
                                 "USD spent by tasks finished since 00:00 UTC today.",
-                                value=daily_spend(tasks, self.now))
+                                value=counts.spent)
 
 
 def _le(bound: float) -> str:
@@ -185,9 +173,16 @@ def _le(bound: float) -> str:
 def render(tasks: Iterable[Task], facts: Iterable[HostFacts] | Mapping[str, HostFacts] = (),
            now: datetime | None = None) -> str:
     """The Prometheus text exposition for `tasks` and the probe results `facts`."""
+    return render_tally(tally(tasks, day_start(now)), facts)
+
+
+def render_tally(counts: TaskTally,
+                 facts: Iterable[HostFacts] | Mapping[str, HostFacts] = ()) -> str:
+    """The exposition for a tally of tasks (`Store.tally(day_start())`: every task, the
+    archived ones counted by the archive) and the probe results `facts`."""
     fact_list = list(facts.values()) if isinstance(facts, Mapping) else list(facts)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(list(tasks), fact_list, now))
+    registry.register(_Snapshot(counts, fact_list))
     return generate_latest(registry).decode("utf-8")
 
 

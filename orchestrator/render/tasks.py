@@ -46,9 +46,13 @@ def _status(status: str) -> Text:
     return text((status, STATUS_STYLE.get(status, "white")))
 
 
-def task_table(tasks: list[Task]) -> None:
+def task_table(tasks: list[Task], archived: int = 0) -> None:
+    """`archived`: how many older tasks the view leaves out (said under the table)."""
+    more = (f"{archived} older finished task{'s' if archived != 1 else ''} archived: "
+            f"`orch tasks --all` lists them, `orch show ID` shows one") if archived else ""
     if not tasks:
-        console.print("no tasks")
+        console.print("no tasks" + (f" in the live and recent view; {more}" if more else ""),
+                      markup=False, highlight=False)
         return
     table = Table(show_edge=False, header_style="bold")
     for col in ("id", "issue", "status", "host", "specialty", "att", "cost", "pr / error"):
@@ -60,6 +64,8 @@ def task_table(tasks: list[Task]) -> None:
                       text(t.host or ""), text(t.specialty), str(t.attempts), cost,
                       text(tail[:80]))
     console.print(table)
+    if more:
+        console.print(more, markup=False, highlight=False)
 
 
 def task_detail(task: Task, extra: dict[str, Any] | None = None) -> None:

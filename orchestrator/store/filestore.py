@@ -1,115 +1,63 @@
-"""Task state: TinyDB in `<state_dir>/state.json`, guarded by a cross-process file lock.
+"""Task state: live and recent tasks in TinyDB (`<state_dir>/state.json`), finished ones in
+the archive (`archive.sqlite`), guarded by one cross-process file lock.
 
 This is the only module that changes a task's status, and only through named
 transitions (`start`, `succeed`, `fail`, `cancel`, `mark_lost`, `requeue`) that refuse
 the impossible ones and append to `task.history`. Every other module asks the store.
+docs/state.md tells the whole story; in short:
 
-Why it is built this way
 - Any number of `orch` processes (cron passes overlapping a person's `orch dispatch`)
-  share the file, so every read-modify-write holds `filelock.FileLock(state.lock)`: a
+  share the state, so every read-modify-write holds `filelock.FileLock(state.lock)`: a
   real `flock(2)` that the kernel releases when a process dies, so a crash never leaves
   a stale lock behind. `with store.locked():` lets a caller make a multi-step decision
-  atomically ("no live task for the issue, host has a slot, create the task");
-  the lock is re-entrant within a process, so store methods can be called inside it.
-- Writes go to a temporary file in the same directory, are fsynced, and replace the
-  state with `os.replace`, so a reader (which takes no lock) sees either the old or the
-  new file, never half of one, and a writer killed mid-write leaves the old state intact.
-  The previous version is kept as `state.json.bak` (a hard link to the replaced file,
-  so it costs no copy).
-- A file that does not parse is reported (`StateCorrupt`, exit 2) and never reset:
-  losing the record of running jobs would make orch dispatch an issue twice.
+  atomically ("no live task for the issue, host has a slot, create the task"); the lock
+  is re-entrant within a process, so store methods can be called inside it. Everything
+  written inside the outermost `locked()` reaches the file in one atomic write when it
+  ends (hotfile.py), so one decision is one write, and durable as a whole.
+- The hot file holds every task that is live, lost, or not yet reported to its forge,
+  plus the newest `keep_recent` finished, reported ones: what `orch tasks` shows. Older
+  finished, reported tasks move to the archive, `archive_batch` at a time, as part of an
+  ordinary write: the archive commits first, then the hot file is replaced without them.
+  So the cost of a dispatch, a poll pass or `orch tasks` does not grow with history.
+  A state.json of the previous version (every task in it) is archived the same way on
+  first use, by whichever process gets there first.
+- Readers take no lock. They read the hot file, then the archive; a task on its way to
+  the archive is in the archive before it leaves the hot file, so a reader always finds
+  it (a task in both is read from the hot file, which is the truth for what it holds).
 """
 
 from __future__ import annotations
 
 import builtins  # Store.list shadows `list` in the class body: annotations there say builtins.list
-import json
-import os
-import time
+import copy
+import heapq
 import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
-from tinydb.storages import Storage
 from tinydb.table import Document
 
-from ..atomic import replace_file
-from ..core.models import LIVE_STATUSES, TASK_STATUSES, Task
-from ..errors import UsageError, WorkError
+from ..core.models import FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
+from ..core.tally import TaskTally, tally
+from ..errors import UsageError
 from ..private import FILE_MODE, private_dir
+from .archive import Archive
+from .errors import DuplicateTask, InvalidTransition, StateCorrupt, StoreBusy, TaskNotFound
+from .hotfile import HotStorage, Tables
 
 STATE_FILE = "state.json"
-BACKUP_SUFFIX = ".bak"
 LOCK_FILE = "state.lock"
 TABLE = "tasks"
 DEFAULT_LOCK_TIMEOUT = 60.0   # seconds; every critical section is local and short
-
-
-# --------------------------------------------------------------------------- errors
-
-class StateCorrupt(UsageError):
-    """state.json does not parse: reported, never reset (exit 2)."""
-
-    def __init__(self, path: Path, detail: str) -> None:
-        backup = path.with_name(path.name + BACKUP_SUFFIX)
-        if backup.is_file():
-            hint = (f"restore the last good version with `cp {backup} {path}`, or move the "
-                    f"broken file aside (`mv {path} {path}.broken`) to start with no tasks")
-        else:
-            hint = (f"move the broken file aside (`mv {path} {path}.broken`) to start "
-                    f"with no tasks, or repair it by hand")
-        super().__init__(f"{path}: the state file is corrupt ({detail}); it was NOT reset "
-                         f"and nothing was changed", hint=hint)
-        self.path = path
-
-
-class StoreBusy(WorkError):
-    """Another orch process held the state lock for longer than we were willing to wait."""
-
-    def __init__(self, lock_path: Path, timeout: float) -> None:
-        super().__init__(f"{lock_path}: the task state is locked by another orch process "
-                         f"(waited {timeout:g}s)",
-                         hint="another `orch` command is running; try again when it is done")
-        self.lock_path = lock_path
-
-
-class TaskNotFound(UsageError):
-    """No task, or more than one, matches an id prefix."""
-
-
-class DuplicateTask(UsageError):
-    """The issue already has a live (queued or running) task."""
-
-    def __init__(self, live: Task) -> None:
-        super().__init__(f"{live.repo}#{live.issue} already has a live task: {live.id} "
-                         f"({live.status}{' on ' + live.host if live.host else ''})",
-                         hint=f"follow it with `orch logs {live.id} -f`, or `orch cancel {live.id}`")
-        self.task_id = live.id
-        self.live = live
-
-
-class InvalidTransition(UsageError):
-    """A status change that makes no sense for the task's current status."""
-
-    def __init__(self, task: Task, action: str, allowed: tuple[str, ...],
-                 detail: str | None = None) -> None:
-        msg = detail or (f"task {task.id} is {task.status}; only {_either(allowed)} task "
-                         f"can be {action}")
-        super().__init__(msg)
-        self.task_id = task.id
-        self.status = task.status
-
-
-def _either(statuses: tuple[str, ...]) -> str:
-    """('queued', 'running', 'lost') -> 'a queued, running or lost'."""
-    words = list(statuses)
-    text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-    return ("an " if text[0] in "aeiou" else "a ") + text
+KEEP_RECENT = 50      # finished, reported tasks the hot file keeps (the default view)
+ARCHIVE_BATCH = 50    # ... and how many more it may hold before they move, all at once
+COMPACT_WAIT = 10.0   # seconds a reader waits to archive an old state (else reads it all)
 
 
 # --------------------------------------------------------------------------- time
@@ -125,93 +73,6 @@ def parse_time(value: str | datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
-# --------------------------------------------------------------------------- storage
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that replaces the whole file atomically and refuses to read garbage.
-
-    Unlike TinyDB's JSONStorage it keeps no file handle open: each read opens the file
-    anew, so it always sees the latest replaced version.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.backup = self.path.with_name(self.path.name + BACKUP_SUFFIX)
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        if not raw.strip():
-            # An empty file is a fresh start unless there was state before it.
-            if self.backup.exists():
-                raise StateCorrupt(self.path, "the file is empty but a backup exists")
-            return None
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise StateCorrupt(self.path, f"not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
-            raise StateCorrupt(self.path, "expected a JSON object of tables")
-        return data
-
-    def write(self, data: dict[str, Any]) -> None:
-        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)
-        directory = self.path.parent
-        replace_file(self.path, text, mode=0o600, before_replace=self._backup_current)
-        _fsync_dir(directory)
-        _remove_stale_temps(directory, self.path.name)
-
-    def _backup_current(self) -> None:
-        """Keep the version about to be replaced as state.json.bak.
-
-        TinyDB always reads (and we validate) the file just before writing it, under the
-        lock, so the current file is known good. It is never modified in place, so a hard
-        link preserves it exactly; copying is the fallback where links are unsupported.
-        """
-        if not self.path.exists():
-            return
-        tmp = self.backup.with_name(f".{self.backup.name}.{os.getpid()}.tmp")
-        try:
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(self.path, tmp)
-            except OSError:
-                tmp.write_bytes(self.path.read_bytes())
-            os.replace(tmp, self.backup)
-        except OSError:
-            tmp.unlink(missing_ok=True)   # a missing backup must not block the state write
-
-    def close(self) -> None:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX: the directory entry lives in the directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temps(directory: Path, name: str, older_than: float = 60.0) -> None:
-    """Temp files left by a writer killed mid-write; harmless, but tidy them up."""
-    cutoff = time.time() - older_than
-    for p in directory.glob(f".{name}*.tmp"):
-        try:
-            if p.stat().st_mtime < cutoff:
-                p.unlink()
-        except OSError:
-            pass
-
-
 # --------------------------------------------------------------------------- store
 
 _TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -225,26 +86,43 @@ _TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 _PARTICIPLE = {"start": "started", "succeed": "marked succeeded", "fail": "marked failed",
                "cancel": "cancelled", "mark_lost": "marked lost", "requeue": "queued again"}
-_FINISHED = ("succeeded", "failed", "cancelled")
 _NOT_UPDATABLE = {"id", "status", "history"}
 _FIELDS = set(Task.__dataclass_fields__)
+
+
+def archivable(doc: dict[str, Any]) -> bool:
+    """A finished task whose forge has heard the outcome and that no process holds:
+    nothing will change it again but a person's `orch retry`."""
+    return (doc.get("status") in FINISHED_STATUSES and bool(doc.get("finalized"))
+            and not doc.get("claimed_by"))
+
+
+@dataclass(frozen=True)
+class _Found:
+    seq: int           # record number: creation order across hot file and archive
+    task: Task
+    archived: bool     # only in the archive (not in the hot file)
 
 
 class Store:
     """The task table. Every method that writes takes the lock; reads need none."""
 
-    def __init__(self, state_dir: Path | str) -> None:
+    def __init__(self, state_dir: Path | str, *, keep_recent: int = KEEP_RECENT,
+                 archive_batch: int = ARCHIVE_BATCH) -> None:
         self.state_dir = Path(state_dir).expanduser()
         private_dir(self.state_dir)
         self.state_dir = self.state_dir.resolve()   # one lock singleton per real directory
         self.path = self.state_dir / STATE_FILE
         self.lock_path = self.state_dir / LOCK_FILE
+        self.keep_recent, self.archive_batch = keep_recent, archive_batch
         # is_singleton: every Store on the same directory in this process shares one lock
         # object, so nesting them re-enters instead of deadlocking on our own flock.
         self._lock = FileLock(str(self.lock_path), is_singleton=True, mode=FILE_MODE)
-        self._db = TinyDB(str(self.path), storage=AtomicJSONStorage)
+        self._db = TinyDB(str(self.path), storage=HotStorage)
+        self._hot: HotStorage = self._db.storage   # type: ignore[assignment]
         # cache_size=0: other processes change the file, so a query cache would go stale.
         self._table = self._db.table(TABLE, cache_size=0)
+        self.archive = Archive(self.state_dir)
 
     # ----------------------------------------------------------------- locking
     @contextmanager
@@ -253,64 +131,151 @@ class Store:
 
         Re-entrant within a thread (store methods called inside take it again for free).
         Raises StoreBusy after `timeout` seconds. Keep the body short and local: no SSH
-        or GitHub calls while holding it, or every other orch process waits.
+        or GitHub calls while holding it, or every other orch process waits. What the
+        body writes is durable when the outermost `locked()` returns (or raises).
         """
         try:
             self._lock.acquire(timeout=timeout)
         except Timeout:
             raise StoreBusy(self.lock_path, timeout) from None
         try:
-            yield self
+            self._hot.begin()
+            try:
+                yield self
+            finally:
+                self._hot.end(self._archive_step)
         finally:
             self._lock.release()
 
-    # ----------------------------------------------------------------- reads
-    def _all(self) -> list[Task]:
-        """Every task, oldest first (TinyDB doc ids grow with each insert)."""
-        docs = sorted(self._table.all(), key=lambda d: d.doc_id)
-        tasks = []
-        for doc in docs:
+    # ----------------------------------------------------------------- the hot file
+    def _records(self) -> list[tuple[int, Task]]:
+        """Every task of the hot file with its record number, oldest first."""
+        docs = self._table.all()
+        if not self._hot.in_section and self._overdue(docs) and self._compact():
+            docs = self._table.all()
+        copy_nested = self._hot.in_section   # section data is shared: hand out copies
+        out = []
+        for doc in sorted(docs, key=lambda d: d.doc_id):
+            data = {k: copy.deepcopy(v) if copy_nested and isinstance(v, list | dict) else v
+                    for k, v in doc.items()}
             try:
-                tasks.append(Task.from_json(dict(doc)))
+                out.append((doc.doc_id, Task.from_json(data)))
             except TypeError as exc:
                 raise StateCorrupt(self.path, f"record {doc.doc_id} is not a task: {exc}") from None
-        return tasks
+        return out
 
-    def get(self, id_or_prefix: str) -> Task:
-        """The task whose id is, or uniquely starts with, `id_or_prefix`."""
+    def _all(self) -> list[Task]:
+        return [t for _, t in self._records()]
+
+    def _overdue(self, docs: list[Document]) -> bool:
+        """More finished, reported tasks in the hot file than it keeps between batches."""
+        limit = self.keep_recent + self.archive_batch
+        return len(docs) > limit and sum(1 for d in docs if archivable(d)) > limit
+
+    def _compact(self) -> bool:
+        """Archive what is overdue now (a state written by an older orch) rather than read
+        it all on every command. False if another process holds the lock for long (it
+        will archive it itself at its next write) or the state dir is read-only."""
+        try:
+            with self.locked(timeout=COMPACT_WAIT):
+                self._hot.touch()
+        except (StoreBusy, OSError):
+            return False
+        return True
+
+    def _archive_step(self, data: Tables) -> Tables:
+        """Run on every write of the hot file (under the lock): move the oldest finished,
+        reported tasks beyond `keep_recent` to the archive once `archive_batch` more have
+        gathered. The archive commits before the hot file is replaced without them."""
+        tasks = data.get(TABLE) or {}
+        done = [(int(k), d) for k, d in tasks.items() if archivable(d)]
+        if len(done) <= self.keep_recent + self.archive_batch:
+            return data
+        done.sort(key=lambda kd: (str(kd[1].get("finished_at") or ""), kd[0]))
+        moving = done[:len(done) - self.keep_recent]
+        self.archive.put(moving)
+        for seq, _ in moving:
+            del tasks[str(seq)]
+        return data
+
+    # ----------------------------------------------------------------- reads
+    def _find(self, id_or_prefix: str) -> _Found:
         key = (id_or_prefix or "").strip().lower()
         if not key:
             raise TaskNotFound("a task id is required", hint="see `orch tasks`")
-        tasks = self._all()
-        for t in tasks:
+        records = self._records()
+        for seq, t in records:
             if t.id == key:
-                return t
-        matches = [t for t in tasks if t.id.startswith(key)]
+                return _Found(seq, t, archived=False)
+        hot_ids = {t.id for _, t in records}
+        exact = self.archive.get(key)
+        if exact is not None:
+            return _Found(exact[0], Task.from_json(exact[1]), archived=True)
+        matches = [_Found(seq, t, False) for seq, t in records if t.id.startswith(key)]
+        matches += [_Found(seq, Task.from_json(d), True)
+                    for seq, d in self.archive.with_prefix(key, limit=len(hot_ids) + 11)
+                    if d.get("id") not in hot_ids]
         if len(matches) == 1:
             return matches[0]
         if not matches:
             raise TaskNotFound(f"no task matches {id_or_prefix!r}", hint="see `orch tasks`")
-        listed = ", ".join(f"{t.id} ({t.repo}#{t.issue}, {t.status})" for t in matches[:10])
-        more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+        matches.sort(key=lambda f: f.task.id)
+        listed = ", ".join(f"{f.task.id} ({f.task.repo}#{f.task.issue}, {f.task.status})"
+                           for f in matches[:10])
+        more = f" and more ({len(matches) - 10}+)" if len(matches) > 10 else ""
         raise TaskNotFound(f"task id prefix {id_or_prefix!r} is ambiguous: {listed}{more}",
                            hint="give more characters of the id")
 
-    def list(self, status: str | None = None, repo: str | None = None) -> list[Task]:
-        """Tasks newest first, optionally only one status and/or one repo."""
+    def get(self, id_or_prefix: str) -> Task:
+        """The task whose id is, or uniquely starts with, `id_or_prefix` (archived too)."""
+        return self._find(id_or_prefix).task
+
+    def list(self, status: str | None = None, repo: str | None = None, *,
+             archived: bool = False) -> builtins.list[Task]:
+        """Tasks newest first, optionally only one status and/or one repo.
+
+        The live and recent ones (the hot file: every queued, running and lost task is
+        there); `archived=True` adds every archived task (`orch tasks --all`).
+        """
         if status is not None and status not in TASK_STATUSES:
             raise UsageError(f"unknown task status {status!r} "
                              f"(known: {', '.join(TASK_STATUSES)})")
-        tasks = [t for t in reversed(self._all())
-                 if (status is None or t.status == status) and (repo is None or t.repo == repo)]
-        return tasks
+        records = self._records()
+
+        def wanted(t: Task) -> bool:
+            return (status is None or t.status == status) and (repo is None or t.repo == repo)
+
+        hot = [(seq, t) for seq, t in reversed(records) if wanted(t)]
+        if not archived:
+            return [t for _, t in hot]
+        hot_ids = {t.id for _, t in records}
+        old = ((seq, Task.from_json(d)) for seq, d in self.archive.newest_first(status, repo)
+               if d.get("id") not in hot_ids)
+        return [t for _, t in heapq.merge(hot, old, key=lambda st: -st[0])]
+
+    def archived_count(self) -> int:
+        """Tasks only the archive holds (what `orch tasks` leaves out)."""
+        if not self.archive.exists():
+            return 0
+        return self.archive.count() - len(self.archive.ids(t.id for t in self._all()))
 
     def for_issue(self, repo: str, issue: int) -> builtins.list[Task]:
-        """Every task ever made for one issue, newest first."""
-        return [t for t in reversed(self._all()) if t.repo == repo and t.issue == int(issue)]
+        """Every task ever made for one issue, newest first (archived ones too)."""
+        records = self._records()
+        hot = [(seq, t) for seq, t in reversed(records) if t.repo == repo and t.issue == int(issue)]
+        if not self.archive.exists():
+            return [t for _, t in hot]
+        hot_ids = {t.id for _, t in records}
+        old = [(seq, Task.from_json(d)) for seq, d in self.archive.for_issue(repo, issue)
+               if d.get("id") not in hot_ids]
+        return [t for _, t in heapq.merge(hot, old, key=lambda st: -st[0])]
 
     def live_for(self, repo: str, issue: int) -> Task | None:
-        """The issue's queued or running task, if any (there is at most one)."""
-        return next((t for t in self.for_issue(repo, issue) if t.status in LIVE_STATUSES), None)
+        """The issue's queued or running task, if any (there is at most one; live tasks are
+        never archived, so the hot file alone answers)."""
+        return next((t for t in reversed(self._all())
+                     if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES),
+                    None)
 
     def running_on(self, host: str) -> builtins.list[Task]:
         """Tasks the store believes are running on `host`."""
@@ -328,12 +293,19 @@ class Store:
                 ids.setdefault(t.host, []).append(t.id)
         return ids
 
+    def tally(self, since: str | datetime) -> TaskTally:
+        """Counts over every task, archived ones included, and the USD spent since `since`
+        (core.tally's rules): what metrics and the daily budget read."""
+        start = parse_time(since)
+        hot = self._all()
+        out = tally(hot, start)
+        if self.archive.exists():
+            out = out.add(self.archive.tally(start, skip=[t.id for t in hot]))
+        return out
+
     def counts_by_status(self) -> dict[str, int]:
         """Number of tasks in every status (all statuses present, zero included)."""
-        counts = dict.fromkeys(TASK_STATUSES, 0)
-        for t in self._all():
-            counts[t.status] = counts.get(t.status, 0) + 1
-        return counts
+        return self.tally(datetime.now(UTC)).statuses()
 
     def spent_since(self, since: str | datetime) -> float:
         """USD spent by tasks that finished at or after `since` (the daily fleet budget).
@@ -341,12 +313,11 @@ class Store:
         Lost tasks count too: their agent ran (and cost) even if it never finished.
         """
         start = parse_time(since)
-        total = 0.0
-        for t in self._all():
-            stamp = t.finished_at or (t.started_at if t.status == "lost" else None)
-            if t.cost_usd and stamp and parse_time(stamp) >= start:
-                total += float(t.cost_usd)
-        return total
+        hot = self._all()
+        spent = tally(hot, start).spent
+        if self.archive.exists():
+            spent += self.archive.spent_since(start, skip=[t.id for t in hot])
+        return spent
 
     # ----------------------------------------------------------------- writes
     def create(self, repo: str, issue: int, title: str, specialty: str,
@@ -359,18 +330,23 @@ class Store:
             docs = self._table.all()
             existing = {d.get("id") for d in docs}
             task_id = uuid.uuid4().hex[:8]
-            while task_id in existing:
+            while task_id in existing or self.archive.get(task_id) is not None:
                 task_id = uuid.uuid4().hex[:8]
             now = now_iso()
             task = Task(id=task_id, repo=repo, issue=int(issue), title=title,
                         specialty=specialty, forge=forge, created_at=now,
                         history=[{"at": now, "from": None, "to": "queued",
                                   "reason": f"created (specialty {specialty})"}])
-            # An explicit doc id from the file as read now, under the lock: TinyDB's own
-            # next-id counter is cached per process and would collide with other writers.
-            doc_id = max((d.doc_id for d in docs), default=0) + 1
-            self._table.insert(Document(task.to_json(), doc_id=doc_id))
+            self._table.insert(Document(task.to_json(), doc_id=self._next_seq(docs)))
             return task
+
+    def _next_seq(self, docs: builtins.list[Document]) -> int:
+        """A record number above every one used, in the hot file or the archive (so that
+        numbers keep telling creation order). From the files as read now, under the lock:
+        TinyDB's own next-id counter is cached per process and would collide with other
+        writers."""
+        archived = self.archive.max_seq() if self.archive.exists() else 0
+        return max(max((d.doc_id for d in docs), default=0), archived) + 1
 
     def update(self, task_id: str, **fields: Any) -> Task:
         """Change non-status fields (pr_url, cost_usd, pid, ...); status needs a transition."""
@@ -382,10 +358,13 @@ class Store:
         if unknown:
             raise TypeError(f"Task has no field(s) {', '.join(unknown)}")
         with self.locked():
-            task = self.get(task_id)
+            found = self._find(task_id)
+            task = found.task
+            if all(getattr(task, k) == v for k, v in fields.items()):
+                return task          # nothing changes: no write
             for k, v in fields.items():
                 setattr(task, k, v)
-            self._save(task)
+            self._save(found, task)
             return task
 
     def start(self, task_id: str, host: str, branch: str, workspace: str,
@@ -420,7 +399,8 @@ class Store:
         task that has used them up is refused, and the caller fails it for good.
         `reset_attempts` (for `orch retry`, a person's decision) starts the count again.
         The previous host, pid and workspace move into the history entry, so the stale
-        job can still be found and killed if its host comes back.
+        job can still be found and killed if its host comes back. An archived task comes
+        back to the hot file.
         """
         with self.locked():
             task = self.get(task_id)
@@ -456,7 +436,8 @@ class Store:
         if unknown:
             raise TypeError(f"Task has no field(s) {', '.join(unknown)}")
         with self.locked():
-            task = self.get(task_id)
+            found = self._find(task_id)
+            task = found.task
             if task.status not in allowed:
                 raise InvalidTransition(task, _PARTICIPLE[action], allowed)
             now = now_iso()
@@ -471,15 +452,23 @@ class Store:
                 entry["previous"] = _previous
             if _attempt:
                 task.attempts += 1
-            if target in _FINISHED:
+            if target in FINISHED_STATUSES:
                 task.finished_at = now
             task.status = target
             task.history = [*task.history, entry]
-            self._save(task)
+            self._save(found, task)
             return task
 
-    def _save(self, task: Task) -> None:
-        """Write one task back (caller holds the lock)."""
+    def _save(self, found: _Found, task: Task) -> None:
+        """Write one task back (caller holds the lock). An archived task returns to the hot
+        file under its record number; its archive row stays as a stale copy (so a reader
+        that read the hot file just before still finds it) until it is archived again."""
+        if found.archived:
+            taken = {d.doc_id for d in self._table.all()}
+            seq = found.seq if found.seq and found.seq not in taken else self._next_seq(
+                self._table.all())
+            self._table.insert(Document(task.to_json(), doc_id=seq))
+            return
         n = self._table.update(_replace_with(task.to_json()), Query().id == task.id)
         if not n:
             raise TaskNotFound(f"task {task.id} vanished from {self.path}")
