@@ -103,3 +103,41 @@ def test_a_line_longer_than_the_local_stream_limit_does_not_end_logs_follow(tmp_
     lines = asyncio.run(follow())
     assert lines[0] == "::orch:: step agent" and lines[-1] == "::orch:: done succeeded"
     assert sum(len(x) for x in lines[1:-1]) >= 16 * 1024 * 1024
+
+
+def test_follow_survives_the_log_vanishing_while_it_follows(tmp_path):
+    """A finalize elsewhere removes the workspace while `orch logs -f` / a following
+    `orch dispatch` reads it: the trailer then has no size; that must end the follow with
+    the lines read, not a ValueError traceback."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    from orchestrator.core.models import Host
+    from orchestrator.job import remote
+    from orchestrator.transport.local import LocalConnection
+
+    ws = tmp_path / "work" / "abcd1234"
+    ws.mkdir(parents=True)
+    job = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (ws / "status").write_text(f"state=running\npgid={job.pid}\n")
+        (ws / "job.log").write_text("::orch:: step agent\n\xff\xfe not utf-8 \n")
+        conn = LocalConnection(Host(name="local", address="localhost", connection="local"))
+        seen: list[str] = []
+
+        def vanish() -> None:           # once following, the workspace goes, the job ends
+            (ws / "job.log").unlink()
+            os.killpg(job.pid, signal.SIGKILL)
+
+        async def follow() -> None:
+            async for _, line in remote.follow(conn, str(ws)):
+                seen.append(line)
+                if len(seen) == 2:
+                    threading.Timer(0.5, vanish).start()
+        asyncio.run(asyncio.wait_for(follow(), 30))
+        assert seen[0] == "::orch:: step agent" and len(seen) == 2
+    finally:
+        job.kill()
+        job.wait()

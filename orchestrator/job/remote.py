@@ -378,10 +378,12 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         m = _GREP_LINE.match(raw)
         if m is None:
             if raw.startswith(f"{_FOLLOW_TAG} start "):
-                base = int(raw.rsplit(" ", 1)[1])
+                base = _tag_number(raw, base)
             elif raw.startswith(f"{_FOLLOW_TAG} end "):
-                size = int(raw.rsplit(" ", 1)[1])
-                if pending is not None:
+                # No number when job.log vanished meanwhile (the workspace removed by a
+                # finalize elsewhere): the best estimate below stands.
+                size = _tag_number(raw, None)
+                if pending is not None and size is not None:
                     yield size, pending[1]
                     pending = None
             elif raw.startswith(f"{_FOLLOW_TAG} missing"):
@@ -398,6 +400,13 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         yield start + len(text.encode("utf-8")) + 1, text
     if pending is not None:        # the stream ended without the trailer: best estimate
         yield pending[0] + len(pending[1].encode("utf-8")) + 1, pending[1]
+
+
+def _tag_number(raw: str, default: int | None) -> int | None:
+    """The number ending a follow tag line, or `default` when there is none (what the
+    host sent is untrusted: it must never stop `orch logs -f` with a traceback)."""
+    word = raw.rsplit(" ", 1)[-1]
+    return int(word) if word.isdigit() and len(word) < 20 else default
 
 
 async def kill(conn: Connection, workspace: str, *, grace: float = 3.0) -> bool:
