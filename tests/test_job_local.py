@@ -111,6 +111,21 @@ def test_fix_loop_succeeds_after_one_fix(conn, tmp_path, git_remote):
     assert "::orch::" not in fix_prompt
 
 
+def test_the_status_names_the_fix_run_under_way(conn, tmp_path, git_remote):
+    # `orch top` shows the status file's step: each agent run records the step it ran in
+    # (a wrapper reads ../status before handing over to the stand-in).
+    steps = tmp_path / "steps.txt"
+    wrapper = tmp_path / "agent.sh"
+    wrapper.write_text(f"#!/bin/sh\nsed -n 's/^step=//p' ../status >> {shlex.quote(str(steps))}\n"
+                       f"exec {STANDIN} \"$@\"\n")
+    wrapper.chmod(0o755)
+    issue = make_issue("orch-standin: write feature.txt done\norch-standin: fail-first\n")
+    spec = make_spec(tmp_path, git_remote.url, issue, agent_command=shlex.quote(str(wrapper)))
+    st, log = run_job(conn, spec, issue)
+    assert st.state == "succeeded", log
+    assert steps.read_text().splitlines() == ["agent", "fix 1"]
+
+
 def test_never_fix_fails_and_pushes_nothing(conn, tmp_path, git_remote):
     issue = make_issue("orch-standin: write feature.txt done\norch-standin: never-fix\n")
     spec = make_spec(tmp_path, git_remote.url, issue, max_fix_attempts=1)
