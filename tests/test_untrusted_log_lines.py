@@ -130,6 +130,7 @@ def test_follow_survives_the_log_vanishing_while_it_follows(tmp_path):
         def vanish() -> None:           # once following, the workspace goes, the job ends
             (ws / "job.log").unlink()
             os.killpg(job.pid, signal.SIGKILL)
+            job.wait()                  # reaped: a zombie still answers kill -0 (tail --pid)
 
         async def follow() -> None:
             async for _, line in remote.follow(conn, str(ws)):

@@ -378,11 +378,12 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         m = _GREP_LINE.match(raw)
         if m is None:
             if raw.startswith(f"{_FOLLOW_TAG} start "):
-                base = _tag_number(raw, base)
+                n = _tag_number(raw)
+                base = base if n is None else n
             elif raw.startswith(f"{_FOLLOW_TAG} end "):
                 # No number when job.log vanished meanwhile (the workspace removed by a
                 # finalize elsewhere): the best estimate below stands.
-                size = _tag_number(raw, None)
+                size = _tag_number(raw)
                 if pending is not None and size is not None:
                     yield size, pending[1]
                     pending = None
@@ -402,11 +403,11 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         yield pending[0] + len(pending[1].encode("utf-8")) + 1, pending[1]
 
 
-def _tag_number(raw: str, default: int | None) -> int | None:
-    """The number ending a follow tag line, or `default` when there is none (what the
-    host sent is untrusted: it must never stop `orch logs -f` with a traceback)."""
+def _tag_number(raw: str) -> int | None:
+    """The number ending a follow tag line, or None when there is none (what the host
+    sent is untrusted: it must never stop `orch logs -f` with a traceback)."""
     word = raw.rsplit(" ", 1)[-1]
-    return int(word) if word.isdigit() and len(word) < 20 else default
+    return int(word) if word.isascii() and word.isdigit() and len(word) < 20 else None
 
 
 async def kill(conn: Connection, workspace: str, *, grace: float = 3.0) -> bool:
