@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, overload
 from .config.settings import Settings
 from .core.models import SPECIALTIES, Host
 from .errors import UsageError
+from .private import private_dir
 
 if TYPE_CHECKING:
     from .forge.base import Forge
@@ -77,9 +78,7 @@ class App:
         raw = self._state_arg or os.environ.get("ORCH_HOME") or self.settings.state_dir \
             or "~/.local/state/orch"
         # Absolute: the local host's workspace lives here and its jobs run from $HOME.
-        p = Path(raw).expanduser().absolute()
-        p.mkdir(parents=True, exist_ok=True)
-        return p
+        return private_dir(Path(raw).expanduser().absolute())
 
     @cached_property
     def inventory_path(self) -> Path | None:
@@ -115,9 +114,7 @@ class App:
 
     def task_log_path(self, task_id: str) -> Path:
         """Where orch keeps its own copy of a task's job log (the workspace may be gone)."""
-        d = self.state_dir / "logs"
-        d.mkdir(parents=True, exist_ok=True)
-        return d / f"{task_id}.log"
+        return private_dir(self.state_dir / "logs") / f"{task_id}.log"
 
     @cached_property
     def store(self) -> Store:

@@ -40,6 +40,13 @@ Fault injection (consumed by the next matching requests, in order)::
 path below /api/v3). A delayed request is still carried out after its delay, like a slow real
 server whose client gave up.
 
+Who did what (orch's trust checks read it): ``add_issue`` records a ``labeled`` event per
+label (by ``labeled_by``, default the author); ``label_issue``, ``edit_issue`` (body edits
+and title renames) and ``edit_comment`` record what a given user did, when; the REST calls
+orch makes record events by the token's user (``server.user``, who has ``write`` on every
+repository, like orch's bot account). GitHub's GraphQL API answers at ``/api/graphql``
+(tests/ghgraphql.py: the fields orch asks, parsed and validated as GitHub does).
+
 Pull requests share the issue number sequence and appear in the issue list with a
 ``pull_request`` key, as on GitHub. ``GET /pulls?head=branch`` without ``owner:`` ignores the
 filter, as GitHub does. When a repository's clone_url is a local git repository, creating a
@@ -66,7 +73,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from tests.ghgraphql import GraphQLError, execute
+
 API_PREFIX = "/api/v3"
+GRAPHQL_PATH = "/api/graphql"        # GitHub Enterprise's; github.com's is /graphql
 DEFAULT_TOKEN = "ghs_testtoken_0123456789abcdef"
 SECONDARY_RATE_LIMIT_MESSAGE = ("You have exceeded a secondary rate limit. "
                                 "Please wait a few minutes before you try again.")
@@ -217,7 +227,8 @@ class GitHubServer:
         with self._lock:
             self._repos[full_name] = _Repo(
                 full_name=full_name, id=self._new_id(), default_branch=default_branch,
-                clone_url=clone_url or f"{self.web_url}/{full_name}.git", private=private)
+                clone_url=clone_url or f"{self.web_url}/{full_name}.git", private=private,
+                permissions={self.user: "write"})
         return full_name
 
     def set_clone_url(self, repo: str, clone_url: str) -> None:
@@ -227,8 +238,9 @@ class GitHubServer:
     def add_issue(self, repo: str, title: str, body: str = "", *, labels: list[str] | tuple = (),
                   user: str = "alice", state: str = "open", created_at: datetime | str | None = None,
                   number: int | None = None, comments: list[str] | tuple = (),
-                  pull_request: bool = False) -> int:
-        """Add an issue (or, with pull_request=True, an issue-list entry that is a PR)."""
+                  pull_request: bool = False, labeled_by: str | None = None) -> int:
+        """Add an issue (or, with pull_request=True, an issue-list entry that is a PR);
+        each label is a `labeled` event by `labeled_by` (default: the author)."""
         with self._lock:
             r = self._repo(repo)
             n = number if number is not None else self._next_number(r)
@@ -242,6 +254,9 @@ class GitHubServer:
                 "id": self._new_id(), "number": n, "title": title, "body": body,
                 "labels": list(dict.fromkeys(labels)), "user": user, "state": state,
                 "created_at": created, "updated_at": created, "pull_request": pull_request,
+                "edits": [], "events": [{"kind": "labeled", "actor": labeled_by or user,
+                                         "at": created, "label": name}
+                                        for name in dict.fromkeys(labels)],
             }
             r.comments.setdefault(n, [])
             for text in comments:
@@ -253,6 +268,30 @@ class GitHubServer:
             r = self._repo(repo)
             self._issue(r, number)
             return self._add_comment(r, number, body, user)["id"]
+
+    def label_issue(self, repo: str, number: int, label: str, *, by: str,
+                    at: datetime | str | None = None) -> None:
+        """`by` adds `label` to the issue (a `labeled` event, as the web UI makes)."""
+        with self._lock:
+            r = self._repo(repo)
+            i = self._issue(r, number)
+            self._ensure_label(r, label)
+            if label not in i["labels"]:
+                i["labels"].append(label)
+            i["events"].append({"kind": "labeled", "actor": by, "at": _when(at), "label": label})
+
+    def edit_issue(self, repo: str, number: int, *, by: str, body: str | None = None,
+                   title: str | None = None, at: datetime | str | None = None) -> None:
+        """`by` edits the body (a userContentEdit) and/or renames the issue (an event)."""
+        with self._lock:
+            i = self._issue(self._repo(repo), number)
+            self._edit(i, by, _when(at), body=body, title=title)
+
+    def edit_comment(self, repo: str, comment_id: int, body: str, *, by: str,
+                     at: datetime | str | None = None) -> None:
+        with self._lock:
+            c = self._find_comment(self._repo(repo), str(comment_id))
+            c.update(body=body, editor=by, edited_at=_when(at), updated_at=_when(at))
 
     def set_permission(self, repo: str, login: str, permission: str) -> None:
         """Role of `login` on `repo`: none/read/triage/write/maintain/admin (unknown: none)."""
@@ -353,9 +392,28 @@ class GitHubServer:
     def _add_comment(self, r: _Repo, number: int, body: str, user: str) -> dict[str, Any]:
         now = _ts(datetime.now(UTC))
         c = {"id": self._new_id(), "body": body, "user": user, "created_at": now,
-             "updated_at": now, "issue": number}
+             "updated_at": now, "issue": number, "editor": None, "edited_at": None}
         r.comments.setdefault(number, []).append(c)
         return c
+
+    def _edit(self, i: dict[str, Any], by: str, at: str, *, body: str | None = None,
+              title: str | None = None) -> None:
+        if body is not None and body != i["body"]:
+            if not i["edits"]:                   # GitHub keeps the original as the first entry
+                i["edits"].append({"editor": i["user"], "at": i["created_at"]})
+            i["body"] = body
+            i["edits"].append({"editor": by, "at": at})
+        if title is not None and title != i["title"]:
+            i["events"].append({"kind": "renamed", "actor": by, "at": at,
+                                "from": i["title"], "to": title})
+            i["title"] = title
+        i["updated_at"] = at
+
+    def _labeled(self, i: dict[str, Any], names: list[str], by: str) -> None:
+        now = _ts(datetime.now(UTC))
+        for name in names:
+            if name not in i["labels"]:
+                i["events"].append({"kind": "labeled", "actor": by, "at": now, "label": name})
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -515,11 +573,13 @@ class GitHubServer:
         r = self._lookup(name)
         i = self._lookup_issue(r, number)
         b = b or {}
-        for key in ("title", "body", "state"):
-            if key in b:
-                i[key] = b[key]
+        self._edit(i, self.user, _ts(datetime.now(UTC)), body=b.get("body"), title=b.get("title"))
+        if "state" in b:
+            i["state"] = b["state"]
         if "labels" in b:
-            i["labels"] = list(dict.fromkeys(str(x) for x in b["labels"]))
+            names = list(dict.fromkeys(str(x) for x in b["labels"]))
+            self._labeled(i, names, self.user)
+            i["labels"] = names
             for name_ in i["labels"]:
                 self._ensure_label(r, name_)
         i["updated_at"] = _ts(datetime.now(UTC))
@@ -549,8 +609,8 @@ class GitHubServer:
         c = self._find_comment(r, cid)
         if not isinstance(b, dict) or not isinstance(b.get("body"), str):
             raise _HTTPError(422, "Validation Failed")
-        c["body"] = b["body"]
-        c["updated_at"] = _ts(datetime.now(UTC))
+        now = _ts(datetime.now(UTC))
+        c.update(body=b["body"], updated_at=now, editor=self.user, edited_at=now)
         return 200, self._comment_json(r, c), {}
 
     def h_permission(self, q, b, name, login):
@@ -652,6 +712,7 @@ class GitHubServer:
         names = [x["name"] if isinstance(x, dict) else str(x) for x in names]
         for x in names:                          # GitHub creates unknown labels on the fly
             self._ensure_label(r, x)
+        self._labeled(i, names, self.user)
         i["labels"] = list(dict.fromkeys(([] if replace else i["labels"]) + names))
         return 200, [self._label_json(r, r.labels[x]) for x in i["labels"]], {}
 
@@ -664,7 +725,42 @@ class GitHubServer:
         if label not in i["labels"]:
             raise _HTTPError(404, "Label does not exist")
         i["labels"].remove(label)
+        i["events"].append({"kind": "unlabeled", "actor": self.user,
+                            "at": _ts(datetime.now(UTC)), "label": label})
         return 200, [self._label_json(r, r.labels[x]) for x in i["labels"]], {}
+
+    # GraphQL (POST /api/graphql): Query.repository -> the state above, as GitHub shapes it.
+
+    def graphql(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return 200, {"errors": [{"message": "A query attribute must be specified and "
+                                                "must be a string."}]}, {}
+        return 200, execute(body["query"], body.get("variables") or {},
+                            {"repository": ("Repository", self._gql_repository)}), {}
+
+    def _gql_repository(self, _root: Any, args: dict[str, Any], path: list[Any]) -> Any:
+        name = f"{args.get('owner')}/{args.get('name')}"
+        r = self._repos.get(name)
+        if r is None:
+            raise GraphQLError(f"Could not resolve to a Repository with the name '{name}'.",
+                               path, "NOT_FOUND")
+        return {"full_name": r.full_name, "__issue": lambda n: self._gql_issue(r, n)}
+
+    def _gql_issue(self, r: _Repo, number: Any) -> dict[str, Any] | None:
+        i = r.issues.get(number) if isinstance(number, int) else None
+        if i is None or i["pull_request"]:
+            return None
+        kinds = {"labeled": "LabeledEvent", "unlabeled": "UnlabeledEvent",
+                 "renamed": "RenamedTitleEvent"}
+        owner = r.full_name.split("/")[0]
+
+        def association(login: str) -> str:   # what GitHub derives from the repo's people
+            return "OWNER" if login == owner else "COLLABORATOR" if login in r.permissions \
+                else "NONE"
+        comments = [{**c, "association": association(c["user"])}
+                    for c in r.comments.get(number, [])]
+        return {**i, "__comments": comments,
+                "__events": [{**e, "__typename": kinds[e["kind"]]} for e in i["events"]]}
 
 
 _R = r"/repos/([^/]+/[^/]+)"
@@ -761,6 +857,9 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, value = auth.partition(" ")
         if scheme.lower() not in ("token", "bearer") or value.strip() != gh.token:
             return _error_payload(401, "Bad credentials")
+        if raw_path == GRAPHQL_PATH and method == "POST":
+            with gh._lock:
+                return gh.graphql(body)
         if not raw_path.startswith(API_PREFIX + "/"):
             return _error_payload(404, "Not Found")
         try:
@@ -807,6 +906,13 @@ def _error_payload(status: int, message: str | None = None,
     if errors:
         payload["errors"] = errors
     return status, payload, {}
+
+
+def _when(at: datetime | str | None) -> str:
+    """A time for an event: as given (a datetime or GitHub's string), else now."""
+    if isinstance(at, str):
+        return at
+    return _ts(at or datetime.now(UTC))
 
 
 def _check_full_name(full_name: str) -> None:

@@ -117,7 +117,7 @@ def test_never_fixed_fails_without_pr_and_says_why(make_world):
     assert w.github.pulls(w.repo) == []
     assert "orch:failed" in w.github.labels(w.repo, n)
     [comment] = w.github.comments(w.repo, n)
-    assert "could not finish" in comment["body"] and "last lines of the log" in comment["body"]
+    assert "could not finish" in comment["body"] and "what the log says" in comment["body"]
     assert not w.remote.has_branch(data["branch"])
     assert Path(data["workspace"]).is_dir(), "kept after failure"
 

@@ -64,11 +64,15 @@ def test_get_issue_full(gh, github_forge):
     assert issue.labels == ("orch", "backend")
     assert issue.author == "alice" and issue.state == "open" and not issue.is_pull_request
     assert issue.clone_url == "/srv/git/app.git"
-    assert issue.comments == ("c2", "c3", "c4", "c5", "c6")        # the last five, oldest first
+    # every comment (up to COMMENTS_SCANNED), oldest first, with its author: trust decides
+    assert [(c.body, c.author) for c in issue.comments] == [(f"c{i}", "alice") for i in range(7)]
+    assert [(e.kind, e.actor, e.label) for e in issue.events] == [
+        ("labeled", "alice", "orch"), ("labeled", "alice", "backend")]
     assert issue.created_at == "2024-01-01T00:01:00Z"
     assert issue.url == f"{gh.web_url}/{REPO}/issues/{n}"
     assert github_forge.default_branch(REPO) == "trunk"
-    assert gh.count("GET", f"/repos/{REPO}") == 3               # repo, issue, comments: once each
+    assert gh.count("GET", f"/repos/{REPO}") == 2               # repo, issue: once each
+    assert gh.count("POST", "/api/graphql") == 1                # who wrote what: one query
     assert not any("Authorization" in q.headers or "authorization" in q.headers
                    for q in gh.requests)
 

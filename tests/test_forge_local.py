@@ -207,7 +207,8 @@ def test_comments_and_labels_are_recorded(forge, repo):
     forge.set_labels(r, 1, add=["orch:done"], remove=["orch:running"])
     issue = forge.get_issue(r, 1)
     assert issue.labels == ("backend", "orch:done")
-    assert issue.comments == ("finished", "retried")
+    assert [(c.body, c.author) for c in issue.comments] == [("finished", "orch"), ("retried", "orch")]
+    assert forge.login() == "orch"                  # orch's own: they never reach the prompt
     act = forge.activity(r, 1)
     assert [c["body"] for c in act["comments"]] == ["finished", "retried"]
     assert list((forge.state_dir / "forge").glob("*.json"))

@@ -36,7 +36,8 @@ def test_failure_comment_fences_the_log_tail_and_says_how_to_retry():
     assert "tests still failing" in body
     assert "orch retry ab12cd34" in body
     fence = "````"
-    assert f"{fence}\n{tail}\n{fence}" in body
+    assert f"{fence}text\n{report.plain(tail)}\n{fence}" in body
+    assert "@\u2060everyone" in body                   # the mention is defused too
 
 
 def test_titles_are_single_line_and_bounded():

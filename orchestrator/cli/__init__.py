@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ..core.text import clean
 from ..errors import OrchError
 
 # name -> "module:attribute"; the help line is repeated here so --help imports nothing.
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = cli.main(args=argv, prog_name="orch", standalone_mode=False)
     except OrchError as exc:
-        click.echo(f"orch: {exc}", err=True)
+        # The message may quote a host, GitHub or an issue: never live terminal controls.
+        click.echo(f"orch: {clean(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("orch: aborted", err=True)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..app import App
+from ..core.text import clean
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,7 +48,7 @@ def _missing(ctx: click.Context, exc: UsageError, job: PollJob, as_json: bool, a
                     "crontab_available": False, "expected": job.line, "log": str(job.log),
                     "systemd": units})
     else:
-        click.echo(f"orch: {exc}", err=True)
+        click.echo(f"orch: {clean(str(exc))}", err=True)
         if action == "remove":
             click.echo("if you added it by hand, delete the line ending with the marker:")
         else:

@@ -36,20 +36,20 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     Exit 0 when the task succeeded, 1 otherwise.
     """
     from ..demo.run import run_demo
-    from ..render import console, err_console, print_json
+    from ..render import console, err_console, notice, print_json, text
     from ..render.log import LogPrinter
 
     out = err_console if as_json else console
 
     def say(msg: str) -> None:
-        out.print(f"[bold cyan]orch demo[/]: {msg}", markup=True, highlight=False, soft_wrap=True)
+        out.print(text(("orch demo", "bold cyan"), ": ", msg), soft_wrap=True)
 
     printer = LogPrinter()
     result = asyncio.run(run_demo(
         app, agent=agent, directory=directory, keep=keep, fix_loop=fix_loop,
         state_dir=app.state_dir_given, say=say,
         on_line=None if as_json else printer.line,
-        on_notice=lambda msg: err_console.print(f"[yellow]orch[/]: {msg}")))
+        on_notice=notice))
     ctx = click.get_current_context()
     if as_json:
         print_json(result.to_json())
@@ -64,7 +64,7 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
 def _summary(result: DemoResult, orch: str) -> None:
     from rich.rule import Rule
 
-    from ..render import console
+    from ..render import console, text
     from ..render import tasks as render
 
     task = result.task
@@ -72,16 +72,17 @@ def _summary(result: DemoResult, orch: str) -> None:
     console.print(Rule("orch demo: the outcome"))
     where = result.world.origin
     if result.branch_in_origin:
-        console.print(f"[bold]branch[/]   {task.branch} (commit {(result.branch_commit or '')[:12]}, "
-                      f"pushed to {where})", markup=True, highlight=False, soft_wrap=True)
-        console.print(f"[bold]diff[/]     git diff --stat {result.base}..{task.branch}",
-                      markup=True, highlight=False, soft_wrap=True)
+        console.print(text(("branch", "bold"), f"   {task.branch} (commit "
+                           f"{(result.branch_commit or '')[:12]}, pushed to {where})"),
+                      soft_wrap=True)
+        console.print(text(("diff", "bold"), f"     git diff --stat {result.base}..{task.branch}"),
+                      soft_wrap=True)
         for line in result.diff_stat.splitlines():
-            console.print(f"          {line}", markup=False, highlight=False, soft_wrap=True)
+            console.print(text(f"          {line}"), soft_wrap=True)
     else:
-        console.print(f"[bold]branch[/]   {task.branch or '-'} [red](not in {where})[/]",
-                      markup=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold]tests[/]    {task.tests or 'n/a'}", markup=True, highlight=False, soft_wrap=True)
+        console.print(text(("branch", "bold"), f"   {task.branch or '-'} ",
+                           (f"(not in {where})", "red")), soft_wrap=True)
+    console.print(text(("tests", "bold"), f"    {task.tests or 'n/a'}"), soft_wrap=True)
     render.outcome(task)
     console.print(Rule(f"the task record ({show})"))
     render.task_detail(task, result.local or None)

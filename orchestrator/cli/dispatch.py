@@ -24,7 +24,7 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     """Run ISSUE (OWNER/NAME#N, an issue URL, or a Markdown file with --repo) on the best host."""
     from ..forge import kind_for_ref
     from ..lifecycle.dispatch import dispatch as run_dispatch
-    from ..render import err_console, print_json
+    from ..render import err_console, notice, print_json, text
     from ..render import tasks as render
     from ..render.log import LogPrinter
 
@@ -34,7 +34,7 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
 
     printer = LogPrinter()
     on_line = None if as_json else printer.line
-    on_notice = lambda msg: err_console.print(f"[yellow]orch[/]: {msg}")  # noqa: E731
+    on_notice = notice
 
     result = asyncio.run(run_dispatch(app, forge, repo, number, host=host, specialty=specialty,
                                       dry_run=dry_run, detach=detach, on_line=on_line,
@@ -51,8 +51,10 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     if as_json:
         print_json(render.dispatch_json(task))
     elif detach:
-        err_console.print(f"task [bold]{task.id}[/] started on [bold]{task.host}[/] "
-                          f"(branch {task.branch}); follow it with `orch logs {task.id} -f`")
+        err_console.print(text("task ", (task.id, "bold"), " started on ",
+                               (task.host or "", "bold"),
+                               f" (branch {task.branch}); follow it with `orch logs {task.id} -f`"))
     else:
         render.outcome(task)
     ctx.exit(1 if task.status == "failed" else 0)
+

@@ -38,7 +38,10 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
         print_json(hosts_json(facts))
     else:
         from ..render import hosts as render
+        from ..transport import runs_here
         render.hosts_table(facts)
+        render.local_notes([h for h in inventory if runs_here(h)], app.state_dir,
+                           app.settings.allow_local_github)
     if app.inventory_path is None:      # on stderr: --json's stdout stays JSON
         from ..app import NO_INVENTORY_HINT, NO_INVENTORY_NOTE
         click.echo(f"orch: {NO_INVENTORY_NOTE}\nhint: {NO_INVENTORY_HINT}", err=True)

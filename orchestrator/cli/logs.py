@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 @click.pass_obj
 def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
     """Show the log of TASK_ID (any unique prefix of its id)."""
-    from ..render import err_console
+    from ..render import err_console, notice, text
     from ..render.log import LogPrinter
     task = app.store.get(task_id)
     printer = LogPrinter(raw=raw)
@@ -36,17 +36,16 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
                 printer.line(line)
             return
         if not task.host or not task.workspace:
-            err_console.print(f"task {task.id} is {task.status} and has no log yet")
+            err_console.print(text(f"task {task.id} is {task.status} and has no log yet"))
             return
-    asyncio.run(_remote_log(app, task, printer, follow,
-                            lambda m: err_console.print(f"[yellow]orch[/]: {m}")))
+    asyncio.run(_remote_log(app, task, printer, follow, notice))
 
 
 async def _remote_log(app: App, task: Task, printer: LogPrinter, follow: bool,
                       notice: Callable[[str], None]) -> None:
-    from ..core import shell
     from ..errors import WorkError
     from ..fleet.pool import Fleet
+    from ..job import remote
     from ..lifecycle.follow import follow as follow_log
     host, workspace = task.host, task.workspace
     if not host or not workspace:       # the caller sends only tasks that have both
@@ -56,9 +55,8 @@ async def _remote_log(app: App, task: Task, printer: LogPrinter, follow: bool,
             await follow_log(fleet, task, printer.line, on_notice=notice)
             return
         conn = await fleet.connection(host)
-        result = await conn.run(f"cat {shell.path(workspace)}/job.log")
-        if not result.ok:
-            raise WorkError(f"{host}: cannot read the log of task {task.id}: "
-                            f"{result.stderr.strip() or 'job.log missing'}")
-        for line in result.stdout.splitlines():
+        text = await remote.read_log(conn, workspace)
+        if text is None:
+            raise WorkError(f"{host}: cannot read the log of task {task.id}: job.log missing")
+        for line in text.splitlines():
             printer.line(line)

@@ -23,7 +23,7 @@ def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
     """
     from ..lifecycle.poll import poll_pass
     from ..ops.metrics import day_start, render_tally, write_textfile
-    from ..render import err_console, print_json
+    from ..render import err_console, print_json, text
     from ..render.poll import summary
     result = asyncio.run(poll_pass(app, list(repos)))
     if app.settings.metrics.textfile and not result.busy:
@@ -34,7 +34,7 @@ def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
     else:
         summary(result)
     if result.aborted:
-        err_console.print(f"orch: {result.aborted}", markup=False, highlight=False)
+        err_console.print(text(f"orch: {result.aborted}"))
         click.get_current_context().exit(1)
     if result.errors and not (result.dispatched or result.finalized):
         click.get_current_context().exit(1)

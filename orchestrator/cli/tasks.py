@@ -56,13 +56,13 @@ def show(app: App, task_id: str, as_json: bool) -> None:
 def cancel(app: App, task_id: str, as_json: bool) -> None:
     """Stop the task's remote job (its whole process group) and mark it cancelled."""
     from ..lifecycle.control import cancel_task
-    from ..render import console, print_json
+    from ..render import console, print_json, text
     from ..render import tasks as render
     task = asyncio.run(cancel_task(app, task_id))
     if as_json:
         print_json(render.task_json(task))
     else:
-        console.print(f"task {task.id} cancelled ({task.error or 'stopped'})")
+        console.print(text(f"task {task.id} cancelled ({task.error or 'stopped'})"))
 
 
 @click.command()
@@ -73,11 +73,11 @@ def cancel(app: App, task_id: str, as_json: bool) -> None:
 def retry(app: App, task_id: str, now: bool, as_json: bool) -> None:
     """Queue a finished (failed, cancelled or lost) task again; the next poll dispatches it."""
     from ..lifecycle.control import retry_task
-    from ..render import console, print_json
+    from ..render import console, print_json, text
     from ..render import tasks as render
     task = asyncio.run(retry_task(app, task_id, now=now))
     if as_json:
         print_json(render.task_json(task))
     else:
-        console.print(f"task {task.id} is {task.status}"
-                      + ("" if task.status != "queued" else "; the next `orch poll` dispatches it"))
+        console.print(text(f"task {task.id} is {task.status}"
+                           + ("" if task.status != "queued" else "; the next `orch poll` dispatches it")))

@@ -152,7 +152,10 @@ def trust(ctx: click.Context, names: tuple[str, ...], replace: bool, yes: bool,
     kh = Path(os.path.expanduser(ssh.known_hosts))
     if kh.exists() and not kh.is_file():
         raise UsageError(f"{kh}: known_hosts is not a file (ssh.known_hosts)")
-    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    from ..core.text import clean
+
+    def say(msg: str) -> None:   # messages quote what hosts answered
+        click.echo(clean(msg), err=as_json)
 
     async def fetch_all() -> list[Any]:
         async def one(h: Host) -> SSHKey | HostUnreachable | None:

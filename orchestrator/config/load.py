@@ -11,13 +11,16 @@ own directory, so a config under ~/.config/orch works the same from cron as from
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from ..core.report import LOG_TAIL_MODES
+from ..core.trust import COMMENT_MODES, PERMISSIONS
 from ..errors import ConfigError
-from ..forge.base import PERMISSIONS  # the forge's role ladder, written once
 from .settings import DEFAULT_SPECIALTIES, Settings
 from .yamlfile import (
     Loc,
@@ -140,12 +143,63 @@ def env_name(value: Any, loc: Loc) -> str:
     return text
 
 
+_NEVER_PASSED = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
+
+
+def passable_env_name(value: Any, loc: Loc) -> str:
+    """A variable a job may inherit (agent.env_pass): never the ssh-agent's socket."""
+    name = env_name(value, loc)
+    if name in _NEVER_PASSED:
+        loc.error(f"{name} is never passed to a job: it would hand the host your ssh-agent",
+                  hint="give the host a key of its own (or a deploy key) instead")
+    return name
+
+
 def url(value: Any, loc: Loc) -> str:
     text = string(value, loc)
     if not re.match(r"^https?://[^\s/]+", text):
         loc.error(f"expected an http(s) URL, got {describe(value)}",
                   hint="GitHub Enterprise: https://HOST/api/v3")
     return text.rstrip("/")
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_url(value: Any, loc: Loc) -> str:
+    """github.url: https, or http only to this machine (the token travels with every
+    request), and no credentials in it (the token comes from github.token_env)."""
+    text = url(value, loc)
+    parts = urlsplit(text)
+    if parts.username or parts.password:
+        loc.error("the URL holds credentials", hint="remove user:password@; the token comes "
+                  "from the variable named by github.token_env")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        loc.error(f"http:// to {parts.hostname} would send the GitHub token in clear",
+                  hint="use https:// (GitHub Enterprise: https://HOST/api/v3); plain http is "
+                       "accepted only to this machine (127.0.0.1, ::1, localhost)")
+    return text
+
+
+def clone_url(value: Any, loc: Loc) -> str:
+    """A repo_urls value: a git URL or path without a secret in it (config files get
+    shared, and the URL reaches every host's job.sh and git config)."""
+    text = string(value, loc)
+    hint = ("remove the credentials: give the hosts a credential helper (git config "
+            "credential.helper) or an SSH key, and use an https:// or git@host: URL")
+    if "://" in text:      # scp-like git@host:path has a user, never a password
+        parts = urlsplit(text)
+        if parts.password or (parts.username and parts.scheme in ("http", "https")):
+            loc.error("the clone URL holds credentials", hint=hint)
+    return text
 
 
 _AUTHOR = re.compile(r"^[^<>\n]+ <[^<>\s]+>$")
@@ -232,14 +286,15 @@ _MISS = "a number of dollars, or null for no limit"
 # Dotted key -> validator. A key "a.b" sets settings.a.b; a key without a dot sets
 # settings.<key>. The order is the order of docs/SPEC.md, then orch's extra knobs.
 SCHEMA: dict[str, Validator] = {
-    "github.url": url,
+    "github.url": api_url,
     "github.token_env": env_name,
     "github.timeout": duration(),
     "github.retries": integer(0),
     "repos": list_of(repo_name, "list of owner/name"),
-    "repo_urls": _string_map(repo_name, string),
+    "repo_urls": _string_map(repo_name, clone_url),
     "trigger.label": string,
     "trigger.min_permission": choice(*PERMISSIONS),
+    "trigger.comments": choice(*COMMENT_MODES),
     "ssh.known_hosts": local_path,
     "ssh.config": optional(local_path),
     "ssh.connect_timeout": duration(),
@@ -256,6 +311,7 @@ SCHEMA: dict[str, Validator] = {
     "agent.permission_mode": choice(*PERMISSION_MODES),
     "agent.allow_root": boolean,
     "agent.env": _string_map(env_name, _env_value),
+    "agent.env_pass": list_of(passable_env_name, "list of variable names"),
     "git.author": git_author,
     "poll.lost_after": duration(),
     "poll.max_attempts": integer(1),
@@ -266,12 +322,14 @@ SCHEMA: dict[str, Validator] = {
     "workspace.keep_on_success": boolean,
     "workspace.keep_on_failure": boolean,
     "metrics.textfile": optional(local_path),
+    "report.log_tail": choice(*LOG_TAIL_MODES),
     "provision.agent_source": optional(agent_source),
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),
     "playbooks_dir": optional(local_path),
     "prompts_dir": optional(local_path),
+    "allow_local_github": boolean,
 }
 
 SECTIONS: dict[str, tuple[str, ...]] = {}
@@ -314,7 +372,23 @@ def _settings(doc: Any, path: Path) -> Settings:
             setattr(settings, key, SCHEMA[key](value, loc))
         else:
             unknown_key(loc, key, TOP_LEVEL, elsewhere=_LEAVES)
+    _check_token_not_passed(settings, top, root)
     return settings
+
+
+def _check_token_not_passed(settings: Settings, top: Mapping[Any, Any], root: Loc) -> None:
+    """agent.env_pass must not hand a job the GitHub token (github.token_env may be
+    written before or after it, so this is checked once both are read)."""
+    token = settings.github.token_env
+    if token not in settings.agent.env_pass:
+        return
+    agent = top.get("agent") or {}
+    names = agent.get("env_pass") or []
+    loc = root.entry(top, "agent").entry(agent, "env_pass")
+    loc = loc.item(names, list(names).index(token)) if token in names else loc
+    loc.error(f"{token} holds orch's GitHub token (github.token_env): it is never passed "
+              f"to a job", hint="remove it from agent.env_pass; hosts push with their own "
+                                "credentials (a deploy key, a credential helper)")
 
 
 def _load_section(settings: Settings, section: str, value: Any, loc: Loc) -> None:

@@ -32,6 +32,7 @@ class GithubSettings:
 class TriggerSettings:
     label: str = "orch"
     min_permission: str = "write"     # none < read < triage < write < maintain < admin
+    comments: str = "trusted"         # trusted | none: which comments reach the prompt
 
 
 @dataclass
@@ -56,6 +57,7 @@ class AgentSettings:
     permission_mode: str = "bypassPermissions"
     allow_root: bool = False
     env: dict[str, str] = field(default_factory=dict)   # extra env for the agent (not secrets)
+    env_pass: list[str] = field(default_factory=list)  # host variables a job inherits
 
 
 @dataclass
@@ -91,6 +93,11 @@ class MetricsSettings:
 
 
 @dataclass
+class ReportSettings:
+    log_tail: str = "summary"         # none | summary | full: what a failure comment shows
+
+
+@dataclass
 class ProvisionSettings:
     # `orch provision`'s agent: "npm:<package spec>" or a local file (absolute or ~/ path,
     # made absolute by the loader); None: provision checks the agent, installs nothing.
@@ -110,12 +117,14 @@ class Settings:
     tests: TestsSettings = field(default_factory=TestsSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     provision: ProvisionSettings = field(default_factory=ProvisionSettings)
     specialties: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
                                  for k, v in DEFAULT_SPECIALTIES.items()})
     inventory: str | None = None
     state_dir: str | None = None
+    allow_local_github: bool = False  # a GitHub issue may run on a `connection: local` host
     playbooks_dir: str | None = None  # override the shipped playbooks/
     prompts_dir: str | None = None    # override the shipped prompts/
     source: Path | None = None        # the orch.yml these came from, None for defaults

@@ -4,18 +4,25 @@ job.log interleaves three kinds of line: the agent's stream-json (`claude -p
 --output-format stream-json --verbose`), the job's own markers (`::orch:: KIND TEXT`,
 written by job.sh), and plain output (git, the tests, anything a step prints). This
 module names each line so the renderer and finalize never parse JSON by hand. It never
-raises on a line: a log is partly written by programs we do not control.
+raises on a line: a log is partly written by programs we do not control. A line longer
+than MAX_EVENT_LINE is not parsed at all, and any failure to parse one (a 200 KB run of
+nested brackets makes json.loads raise RecursionError) makes it plain text, so one hostile
+line can neither stop `orch poll` nor `orch logs`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 MARKER = "::orch::"
 SUMMARY_LIMIT = 160
+# Longer lines are shown as text, never parsed. A real stream-json line is rarely past a
+# few hundred KB (a tool result holding a large file); parsing cost grows with the line.
+MAX_EVENT_LINE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,9 +113,11 @@ def one_line(text: str, limit: int = SUMMARY_LIMIT) -> str:
 
 
 def _num(value: Any) -> float | None:
+    """A finite number, else None (json.loads reads NaN and Infinity literals)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _int(value: Any) -> int | None:
@@ -223,18 +232,23 @@ def parse_marker(line: str) -> Marker | None:
 
 
 def parse_line(line: str) -> list[Event]:
-    """All events on one log line (an assistant message may carry several blocks)."""
+    """All events on one log line (an assistant message may carry several blocks);
+    whatever the line holds, never raises: a line that is not a readable event is Text."""
     line = line.rstrip("\r\n")
     marker = parse_marker(line)
     if marker is not None:
         return [marker]
     stripped = line.strip()
-    if not stripped.startswith("{"):
+    if not stripped.startswith("{") or len(stripped) > MAX_EVENT_LINE:
         return [Text(line)]
     try:
-        data = json.loads(stripped)
-    except ValueError:
+        return _events(line, stripped)
+    except Exception:  # noqa: BLE001 - RecursionError, MemoryError, ...: "not an event"
         return [Text(line)]
+
+
+def _events(line: str, stripped: str) -> list[Event]:
+    data = json.loads(stripped)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         return [Text(line)]
     kind = data["type"]

@@ -5,6 +5,7 @@ They carry data only; behaviour lives in the modules that take and return them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,6 +69,31 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class Comment:
+    """One comment on an issue: its text and who wrote it. Untrusted like the issue."""
+
+    body: str
+    author: str = ""                  # login; "" = unknown (never trusted)
+    created_at: str = ""
+    editor: str = ""                  # who last edited it; "" = never edited
+    association: str = ""             # GitHub's authorAssociation (OWNER, MEMBER, NONE, ...)
+
+
+@dataclass(frozen=True)
+class IssueEvent:
+    """Something a person did to an issue after opening it (who decides what trust means:
+    core/trust.py)."""
+
+    kind: str                         # EVENT_KINDS
+    actor: str                        # login; "" = unknown (a deleted account)
+    at: str = ""                      # "YYYY-MM-DDTHH:MM:SSZ"; "" = unknown
+    label: str = ""                   # the label, for "labeled"
+
+
+EVENT_KINDS = ("labeled", "renamed", "edited")   # edited: the body
+
+
+@dataclass(frozen=True)
 class Issue:
     """An issue from any forge (GitHub or a local Markdown file). Its text is untrusted."""
 
@@ -80,9 +106,16 @@ class Issue:
     state: str = "open"
     is_pull_request: bool = False
     clone_url: str = ""
-    comments: tuple[str, ...] = ()    # recent comment bodies, oldest first
+    comments: tuple[Comment, ...] = ()  # recent comments, oldest first (bare strings too)
     created_at: str = ""
     url: str = ""
+    events: tuple[IssueEvent, ...] = ()  # labels added, title and body edits, oldest first
+
+    def __post_init__(self) -> None:
+        # A bare string is a comment by nobody known (callers from before attribution).
+        if any(not isinstance(c, Comment) for c in self.comments):
+            object.__setattr__(self, "comments", tuple(
+                c if isinstance(c, Comment) else Comment(body=str(c)) for c in self.comments))
 
     @property
     def ref(self) -> str:
@@ -195,9 +228,21 @@ class Task:
     avoid_hosts: list[str] = field(default_factory=list)  # hosts an attempt was lost on or could not start on
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["cost_usd"] = _finite(data["cost_usd"])   # never NaN/Infinity in state.json
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
+        """A stored task; a NaN or infinite cost an older orch wrote is read as unknown."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in upgrade_task(data).items() if k in known})
+        task = cls(**{k: v for k, v in upgrade_task(data).items() if k in known})
+        task.cost_usd = _finite(task.cost_usd)
+        return task
+
+
+def _finite(value: Any) -> float | None:
+    """A number that JSON can hold and a sum can use, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None

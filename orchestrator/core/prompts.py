@@ -4,6 +4,8 @@ The prompt carries the issue's untrusted text as data: it is written to prompt.m
 reaches the agent on stdin, never argv or a shell. One template per specialty (they
 extend general.md.j2 and replace its intro), plus fix.md.j2 for the test-fix loop,
 whose TEST_OUTPUT_MARKER line job.sh replaces with the tail of the failing output.
+Comments are the ones intake let through (core/trust.py), each shown with its author's
+login: `{{ comment }}` is its text, `{{ comment.author }}` who wrote it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .models import Issue
+from .models import Comment, Issue
 
 if TYPE_CHECKING:
     import jinja2
@@ -37,17 +39,37 @@ def _defang(text: str) -> str:
     return text.replace(TEST_OUTPUT_MARKER, "@@ORCH-TEST-OUTPUT@@")
 
 
+class ShownComment(str):
+    """A comment as a template sees it: the (cut, defanged) text, plus who wrote it and
+    when (templates written before attribution print `{{ comment }}`: still its text)."""
+
+    author: str
+    created_at: str
+
+    def __new__(cls, comment: Comment) -> ShownComment:
+        body = comment.body
+        if len(body) > COMMENT_LIMIT:
+            body = body[:COMMENT_LIMIT] + "\n[… comment cut …]"
+        shown = super().__new__(cls, _defang(body))
+        shown.author = _defang(comment.author) or "unknown"
+        shown.created_at = comment.created_at
+        return shown
+
+    @property
+    def body(self) -> str:
+        return str(self)
+
+
 def _context(issue: Issue, repo: str, branch: str, test_command: str | None,
              specialty: str) -> dict[str, Any]:
-    comments = [c if len(c) <= COMMENT_LIMIT else c[:COMMENT_LIMIT] + "\n[… comment cut …]"
-                for c in issue.comments[-MAX_COMMENTS:]]
+    comments = [ShownComment(c) for c in issue.comments[-MAX_COMMENTS:]]
     return {
         "issue": issue,
         "number": issue.number,
         "title": _defang(issue.title),
         "body": _defang(issue.body or "").rstrip() or "(no description)",
         "labels": [_defang(l) for l in issue.labels],
-        "comments": [_defang(c) for c in comments],
+        "comments": comments,
         "url": issue.url,
         "repo": repo,
         "branch": branch,

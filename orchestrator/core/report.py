@@ -1,37 +1,113 @@
 """What orch writes on the forge: PR body, issue comments, labels (pure text).
 
-Issue text and job output are untrusted; here they only ever become Markdown inside
-fences long enough that nothing in them can close the fence.
+Everything here is posted publicly under orch's identity, so only orch's own template
+text is live Markdown. Every string from elsewhere (the failure reason from the host, the
+agent's summary, test output, the cancel reason, even host names and branch names) goes
+into a fenced block or an inline code span whose fence is longer than any backtick run
+inside, so no mention, link, image or HTML in it ever renders; mentions are defused
+besides (for mail and chat integrations that ignore code). `tests` is one of a fixed
+set of words. The failure comment shows a plain summary of the log (orch's marker lines
+and the failing test lines), never its raw tail unless `report.log_tail: full`, and
+every body stays under GitHub's 65,536-character limit.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 
 from .models import Task
+from .text import clean
 
 LABEL_RUNNING = "orch:running"
 LABEL_DONE = "orch:done"
 LABEL_FAILED = "orch:failed"
 MARKER = "<!-- orch -->"   # lets a person (and orch) recognise orch's own comment
 
+BODY_LIMIT = 65_536            # GitHub refuses longer issue comments and PR bodies (422)
+REASON_LIMIT = 1_000           # characters of a failure or cancel reason
+SUMMARY_LIMIT = 30_000         # characters of the agent's summary in a PR body
+LOG_SUMMARY_LIMIT = 4_096      # report.log_tail: summary
+LOG_FULL_LIMIT = 16_384        # report.log_tail: full (the log's last lines)
+LOG_LINE_LIMIT = 300           # characters of one log line in a comment
+TEST_WORDS = ("passed", "failed", "none")
+LOG_TAIL_MODES = ("none", "summary", "full")
+
+# Marker kinds worth showing on the issue; `note` and `start` lines carry host paths,
+# user names and process ids, which the public need not see.
+_SHOWN_MARKERS = ("step", "agent", "tests", "warn", "error", "done")
+_MARKER_PREFIX = "::orch:: "
+# What a test runner prints about a failure: pytest (FAILED, E   ...), unittest (FAIL:,
+# AssertionError), jest (✕), go (--- FAIL), TAP (not ok), summaries ("1 failed").
+_FAILURE_LINE = re.compile(r"(?i:\bfail(?:ed|ure|ures|s)?\b)|\bError\b|Error:|\bassert|Traceback"
+                           r"|\bpanic\b|^not ok\b|[✕✗×]|^E\s")
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])")
+_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
+_BACKTICKS = re.compile(r"`+")
+
+
+# --------------------------------------------------------------------------- safe pieces
+
+def plain(text: object) -> str:
+    """Untrusted text as plain characters: terminal escape sequences removed, other
+    control characters replaced (core/text.py), mentions defused with a word joiner."""
+    s = _ANSI.sub("", text if isinstance(text, str) else str(text))
+    return _MENTION.sub("@\u2060", clean(s))
+
+
+def _fence_for(text: str, minimum: int) -> str:
+    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+    return "`" * max(minimum, longest + 1)
+
 
 def fenced(text: str, info: str = "") -> str:
-    """A fence longer than any backtick run inside `text`."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
+    """A fenced block longer than any backtick run inside `text` (`text` is shown as
+    written: callers pass it through `plain` first when it is untrusted)."""
+    fence = _fence_for(text, 3)
     return f"{fence}{info}\n{text.rstrip()}\n{fence}"
 
 
+def code(text: object, *, cell: bool = False) -> str:
+    """`text` on one line as an inline code span that nothing inside can close; `cell`:
+    for a table cell, where GitHub splits on `|` even inside code unless escaped."""
+    s = " ".join(plain(text).split()) or "-"
+    if cell:
+        s = s.replace("|", "\\|")
+    fence = _fence_for(s, 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fit(render: Callable[[int], str], limit: int) -> str:
+    """render(cap) with the largest cap (halving from `limit`) whose body fits GitHub."""
+    cap = limit
+    body = render(cap)
+    while len(body) > BODY_LIMIT and cap > 16:
+        cap //= 2
+        body = render(cap)
+    return body
+
+
+def tests_word(value: str | None) -> str:
+    return value if value in TEST_WORDS else "n/a"
+
+
 def _money(value: float | None) -> str:
-    return "n/a" if value is None else f"${value:.2f}"
+    return "n/a" if value is None or not math.isfinite(value) else f"${value:.2f}"
 
 
 def _facts(task: Task) -> str:
-    rows = [("task", f"`{task.id}`"), ("host", task.host or "-"),
-            ("specialty", task.specialty), ("branch", f"`{task.branch}`" if task.branch else "-"),
-            ("tests", task.tests or "n/a"), ("turns", str(task.turns) if task.turns is not None else "n/a"),
-            ("cost", _money(task.cost_usd)), ("attempt", str(task.attempts))]
+    rows = [("task", code(task.id, cell=True)), ("host", code(task.host or "-", cell=True)),
+            ("specialty", code(task.specialty, cell=True)),
+            ("branch", code(task.branch, cell=True) if task.branch else "-"),
+            ("tests", tests_word(task.tests)),
+            ("turns", str(int(task.turns)) if isinstance(task.turns, int) else "n/a"),
+            ("cost", _money(task.cost_usd)), ("attempt", str(int(task.attempts)))]
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
@@ -39,24 +115,112 @@ def _table(task: Task) -> str:
     return "| | |\n|---|---|\n" + _facts(task)
 
 
+def _url(url: str) -> str:
+    """A URL the forge gave us, as a plain autolink when it plainly is one."""
+    return url if re.fullmatch(r"(?:https?|file)://[^\s<>()\[\]`]+", url or "") else code(url)
+
+
+def _reason(reason: str, limit: int = REASON_LIMIT) -> str:
+    return fenced(_cut(plain(reason).strip() or "(no reason given)", limit), "text")
+
+
+# --------------------------------------------------------------------------- the log
+
+def _marker(line: str) -> str | None:
+    """`::orch:: tests failed (exit 1): ...` -> `tests failed (exit 1): ...` for shown kinds."""
+    if not line.startswith(_MARKER_PREFIX):
+        return None
+    kind, _, rest = line[len(_MARKER_PREFIX):].partition(" ")
+    return f"{kind} {rest}".strip() if kind in _SHOWN_MARKERS else None
+
+
+def _last_test_run(lines: list[str]) -> list[str]:
+    """The output lines of the last test run (after its `tests running:` marker)."""
+    run: list[str] = []
+    inside = False
+    for line in lines:
+        if line.startswith(_MARKER_PREFIX):
+            if line.startswith(_MARKER_PREFIX + "tests running"):
+                run, inside = [], True
+            elif inside:
+                inside = False
+            continue
+        if inside and line.strip():
+            run.append(line)
+    return run
+
+
+def _bounded(lines: list[str], limit: int) -> str:
+    """The last whole lines that fit in `limit` characters."""
+    out: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        size += len(line) + 1
+        if size > limit:
+            break
+        out.append(line)
+    return "\n".join(reversed(out))
+
+
+def log_excerpt(log: str, mode: str = "summary", limit: int | None = None) -> str:
+    """What of the job log a failure comment shows (`report.log_tail`), as plain text.
+
+    none: nothing. summary (the default): orch's marker lines and the failing lines of the
+    last test run, at most LOG_SUMMARY_LIMIT characters. full: the log's last lines, at
+    most LOG_FULL_LIMIT characters. Either way every line is plain (no escapes, mentions
+    defused) and cut to LOG_LINE_LIMIT; the whole log stays in `orch logs`.
+    """
+    if mode == "none" or not log.strip():
+        return ""
+    lines = [_cut(plain(x.rstrip()), LOG_LINE_LIMIT) for x in log.splitlines()]
+    if mode == "full":
+        return _bounded([x for x in lines if x.strip()], limit or LOG_FULL_LIMIT)
+    cap = limit or LOG_SUMMARY_LIMIT
+    markers = [m for m in (_marker(x) for x in lines) if m]
+    run = _last_test_run(lines)
+    failing = [x for x in run if _FAILURE_LINE.search(x)] or run[-5:]
+    tests = _bounded(failing, cap // 2) if failing else ""
+    head = _bounded(markers, cap - len(tests) - 40)
+    return head + (f"\n\nfailing test output:\n{tests}" if tests else "")
+
+
+# --------------------------------------------------------------------------- comments
+
 def comment_running(task: Task) -> str:
-    return (f"{MARKER}\n:robot: **orch** is working on this issue on host `{task.host}` "
-            f"(task `{task.id}`, specialty {task.specialty}).\n\n"
+    return (f"{MARKER}\n:robot: **orch** is working on this issue on host {code(task.host)} "
+            f"(task {code(task.id)}, specialty {code(task.specialty)}).\n\n"
             f"Follow it live with `orch logs {task.id} -f`.")
 
 
 def comment_succeeded(task: Task, pr_url: str) -> str:
-    return (f"{MARKER}\n:white_check_mark: **orch** opened {pr_url} for this issue.\n\n"
+    return (f"{MARKER}\n:white_check_mark: **orch** opened {_url(pr_url)} for this issue.\n\n"
             + _table(task))
 
 
-def comment_failed(task: Task, reason: str, log_tail: str) -> str:
-    tail = f"\n\n<details><summary>last lines of the log</summary>\n\n{fenced(log_tail)}\n\n</details>" \
-        if log_tail.strip() else ""
-    return (f"{MARKER}\n:x: **orch** could not finish this issue: {reason}\n\n"
-            + _table(task) + tail
-            + f"\n\nThe workspace is kept on the host for inspection; `orch retry {task.id}` "
-              f"queues it again.")
+def comment_failed(task: Task, reason: str, log_excerpt: str) -> str:
+    """The failure comment; `log_excerpt` is what `log_excerpt()` chose to show."""
+    def render(cap: int) -> str:
+        shown = _cut(plain(log_excerpt), cap)
+        tail = (f"\n\n<details><summary>what the log says</summary>\n\n{fenced(shown, 'text')}"
+                f"\n\n</details>") if shown.strip() else ""
+        return (f"{MARKER}\n:x: **orch** could not finish this issue:\n\n"
+                + _reason(reason, min(cap, REASON_LIMIT)) + "\n\n" + _table(task) + tail
+                + f"\n\nThe workspace is kept on the host for inspection; `orch retry {task.id}` "
+                  f"queues it again (`orch logs {task.id}` shows the whole log).")
+    return _fit(render, LOG_FULL_LIMIT)
+
+
+def comment_cancelled(task: Task, reason: str) -> str:
+    """A job stopped on its host (a signal to the job)."""
+    return (f"{MARKER}\n:stop_sign: **orch** task {code(task.id)} was cancelled:\n\n"
+            + _reason(reason))
+
+
+def comment_stopped(task: Task, status: str, reason: str, trigger: str) -> str:
+    """A task that ended without finalize (cancelled, lost for good, ...)."""
+    return (f"{MARKER}\n:stop_sign: **orch** task {code(task.id)} was {code(status)}:\n\n"
+            + _reason(reason) + f"\n\nLabel the issue {code(trigger)} again, or run "
+              f"`orch retry {task.id}`, to run it again.")
 
 
 def pr_title(title: str) -> str:
@@ -64,10 +228,12 @@ def pr_title(title: str) -> str:
 
 
 def pr_body(task: Task, number: int, summary: str) -> str:
-    text = summary.strip() or "(the agent gave no summary)"
-    return (f"{MARKER}\nThis pull request was made by **orch**: the agent ran on host "
-            f"`{task.host}`.\n\n### What changed\n\n{fenced(text, 'text')}\n\n"
-            f"### Run\n\n{_table(task)}\n\nCloses #{number}\n")
+    def render(cap: int) -> str:
+        text = _cut(plain(summary).strip(), cap) or "(the agent gave no summary)"
+        return (f"{MARKER}\nThis pull request was made by **orch**: the agent ran on host "
+                f"{code(task.host)}.\n\n### What changed\n\n{fenced(text, 'text')}\n\n"
+                f"### Run\n\n{_table(task)}\n\nCloses #{int(number)}\n")
+    return _fit(render, SUMMARY_LIMIT)
 
 
 # -- the outcome of a task, as the issue hears it (lifecycle/tell.py says it) ------------
@@ -83,12 +249,6 @@ def labels_for(status: str, trigger: str) -> tuple[list[str], list[str]]:
     if status == "failed":
         return [LABEL_FAILED], [LABEL_RUNNING, trigger, LABEL_DONE]
     return [], [LABEL_RUNNING, trigger]
-
-
-def comment_stopped(task: Task, status: str, reason: str, trigger: str) -> str:
-    """A task that ended neither succeeded nor failed (cancelled; stopped on its host)."""
-    return (f"{MARKER}\n:stop_sign: **orch** task `{task.id}` was {status}: {reason}\n\n"
-            f"Label the issue `{trigger}` again, or run `orch retry {task.id}`, to run it again.")
 
 
 # What a person can do about a failure, by its kind (Task.error_kind): said under the

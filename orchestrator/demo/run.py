@@ -301,6 +301,13 @@ def demo_app(base: App, state_dir: Path, agent: AgentChoice) -> tuple[App, list[
         settings.agent.max_turns = min(settings.agent.max_turns, DEMO_MAX_TURNS)
         cap = settings.agent.max_cost_usd
         settings.agent.max_cost_usd = DEMO_MAX_COST_USD if cap is None else min(cap, DEMO_MAX_COST_USD)
+        # Jobs inherit only what agent.env_pass names: the login Claude Code would use here.
+        passed = [n for n in (*LOGIN_ENV, *CLOUD_ENV, "ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR")
+                  if os.environ.get(n) and n not in settings.agent.env_pass]
+        if passed:
+            settings.agent.env_pass = [*settings.agent.env_pass, *passed]
+            notes.append(f"the agent gets {', '.join(passed)} from your environment "
+                         "(agent.env_pass), and nothing else of it")
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not settings.agent.allow_root:
         settings.agent.allow_root = True
         notes.append("running as root: the demo sets agent.allow_root for itself (the agent gets "

@@ -53,6 +53,9 @@ class ForgeKind:
     resolve: Callable[[Forge, str, str | None], tuple[str, int]]
     # Extra lines `orch show` prints for a task of this forge ({} when none).
     describe: Callable[[Forge, Task], dict[str, str]] | None = None
+    # Its issues are written by people orch does not know (GitHub), unlike the operator's
+    # own files: on a host whose jobs run on this machine they need allow_local_github.
+    strangers: bool = True
 
 
 def _github(settings: Settings, state_dir: Path) -> Forge:
@@ -84,7 +87,7 @@ def _github_resolve(forge: Forge, ref: str, repo: str | None) -> tuple[str, int]
 FORGES: dict[str, ForgeKind] = {k.name: k for k in (
     # Local first: a file (or --repo) is never a GitHub reference.
     ForgeKind("local", build=_local, claims=_local_claims, resolve=_local_resolve,
-              describe=_local_describe),
+              describe=_local_describe, strangers=False),
     ForgeKind("github", build=_github, claims=lambda ref, repo: True, resolve=_github_resolve),
 )}
 

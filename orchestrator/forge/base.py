@@ -19,13 +19,17 @@ import re
 from typing import Protocol, runtime_checkable
 
 from ..core.models import Issue
+from ..core.prompts import MAX_COMMENTS
+from ..core.trust import PERMISSIONS, permission_at_least
 from ..errors import UsageError
 
-# GitHub's repository roles, weakest first (the fine-grained `role_name`s).
-PERMISSIONS: tuple[str, ...] = ("none", "read", "triage", "write", "maintain", "admin")
+__all__ = ["COMMENTS_SCANNED", "PERMISSIONS", "RECENT_COMMENTS", "Forge", "head_branch",
+           "parse_issue_ref", "permission_at_least"]
 
-# How many of an issue's most recent comments get_issue loads (the prompt's context).
-RECENT_COMMENTS = 5
+# How many of an issue's most recent comments reach the prompt (those by trusted people),
+# and how many get_issue loads to find them among strangers' comments.
+RECENT_COMMENTS = MAX_COMMENTS
+COMMENTS_SCANNED = 30
 
 _NAME = r"[A-Za-z0-9_.-]+"
 _REF = re.compile(rf"(?P<repo>{_NAME}/{_NAME})#(?P<number>\d+)")
@@ -40,12 +44,20 @@ class Forge(Protocol):
     kind: str  # its row in forge/__init__.py FORGES: stored in Task.forge, so finalize picks the same forge
 
     def get_issue(self, repo: str, number: int) -> Issue:
-        """The issue with labels, author, state, PR flag, the repo's clone URL and its last
-        RECENT_COMMENTS comment bodies. A missing repo or issue is a UsageError."""
+        """The issue with labels, author, state, PR flag, the repo's clone URL, its last
+        COMMENTS_SCANNED comments (each with its author and last editor) and, for an open
+        issue, its events (who added which label, who edited the title or body, when),
+        oldest first. A missing repo or issue is a UsageError. Nothing here is vetted:
+        core/trust.py decides what of it may reach the agent."""
         ...
 
     def author_permission(self, repo: str, login: str) -> str:
-        """`login`'s role on `repo`, one of PERMISSIONS ("none" for a stranger)."""
+        """`login`'s role on `repo`, one of PERMISSIONS ("none" for a stranger); asked once
+        per login and repo for the forge object's life (one `orch poll` pass)."""
+        ...
+
+    def login(self) -> str:
+        """The account orch acts as (its comments are its own), "" when unknown."""
         ...
 
     def list_open_issues(self, repo: str, label: str) -> list[Issue]:
@@ -81,19 +93,6 @@ class Forge(Protocol):
 class IssueNotFound(UsageError):
     """The repository or the issue does not exist (or the forge will not show it): a
     queued task for it can never run, unlike a task stopped by a bad token."""
-
-
-def permission_at_least(have: str, need: str) -> bool:
-    """True when role `have` is at least role `need` (see PERMISSIONS).
-
-    An unknown `have` counts as "none" (a forge answering something new must not grant
-    more than we understand); an unknown `need` is a configuration mistake.
-    """
-    if need not in PERMISSIONS:
-        raise UsageError(f"unknown permission {need!r}",
-                         hint="trigger.min_permission is one of " + ", ".join(PERMISSIONS))
-    rank = PERMISSIONS.index(have) if have in PERMISSIONS else 0
-    return rank >= PERMISSIONS.index(need)
 
 
 def parse_issue_ref(text: str) -> tuple[str, int]:

@@ -23,6 +23,12 @@ Why these choices (see docs/FIELD-NOTES.md facts on PyGithub 2.x):
 - The token is read from the environment variable named by `github.token_env`, handed to
   PyGithub's Auth (which masks it in its debug log) and never kept by us, logged, or put in
   a message.
+- Who wrote what (core/trust.py decides what that means): the REST issue has no editor,
+  so get_issue asks GitHub's GraphQL API once, through PyGithub's public
+  `requester.graphql_query`, for the last comments with their author and editor, the
+  body's edits (`userContentEdits`) and the `LabeledEvent`s and `RenamedTitleEvent`s of
+  the timeline: one round trip instead of pages of REST comments and events.
+  Permissions are asked once per login and repository for the forge object's life.
 """
 
 from __future__ import annotations
@@ -31,10 +37,9 @@ import logging
 import math
 import os
 import re
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -48,9 +53,9 @@ from github.GithubException import (
 from urllib3 import Retry
 
 from ..config.settings import GithubSettings
-from ..core.models import Issue
+from ..core.models import Comment, Issue, IssueEvent
 from ..errors import ForgeUnavailable, OrchError, UsageError, WorkError
-from .base import PERMISSIONS, RECENT_COMMENTS, IssueNotFound, head_branch
+from .base import COMMENTS_SCANNED, PERMISSIONS, IssueNotFound, head_branch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,29 @@ DEFAULT_BACKOFF_FACTOR = 0.5    # sleeps 0, 1, 2, 4, 8 ... seconds between attem
 DEFAULT_BACKOFF_MAX = 30.0
 LABEL_COLOR = "5319e7"          # colour of the labels orch creates
 _REPO_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+HISTORY_ITEMS = 100             # body edits and label/title events read per issue
+
+_HISTORY_QUERY = """
+query($owner: String!, $name: String!, $number: Int!, $comments: Int!, $items: Int!) {
+  repository(owner: $owner, name: $name) {
+    issue(number: $number) {
+      comments(last: $comments) {
+        nodes { databaseId body createdAt authorAssociation author { login } editor { login } }
+      }
+      userContentEdits(last: $items) {
+        nodes { editedAt editor { login } }
+      }
+      timelineItems(last: $items, itemTypes: [LABELED_EVENT, RENAMED_TITLE_EVENT]) {
+        nodes {
+          __typename
+          ... on LabeledEvent { createdAt actor { login } label { name } }
+          ... on RenamedTitleEvent { createdAt actor { login } }
+        }
+      }
+    }
+  }
+}
+"""
 
 
 class CappedRetry(GithubRetry):
@@ -141,6 +169,57 @@ def _iso(dt: Any) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _stamp(value: Any) -> str:
+    """A GitHub time ("2024-05-01T10:00:00Z", maybe with fractions) as orch writes times;
+    "" when there is none or it cannot be read (trust then assumes the worst)."""
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        return _iso(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return ""
+
+
+def _login(actor: Any) -> str:
+    """An actor's login; a deleted account (null) is ""."""
+    return str(_dig(actor, "login") or "")
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]...; None as soon as a level is missing or not an object."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _nodes(page: Any) -> list[dict[str, Any]]:
+    """The `nodes` of a GraphQL connection (a page of comments, edits, events)."""
+    nodes = _dig(page, "nodes")
+    return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
+
+
+def _history(data: Any) -> tuple[tuple[Comment, ...], tuple[IssueEvent, ...]]:
+    """The GraphQL answer -> (comments, events), each oldest first."""
+    issue = _dig(data, "data", "repository", "issue")
+    comments = tuple(Comment(body=str(n.get("body") or ""), author=_login(n.get("author")),
+                             created_at=_stamp(n.get("createdAt")), editor=_login(n.get("editor")),
+                             association=str(n.get("authorAssociation") or ""))
+                     for n in _nodes(_dig(issue, "comments")))
+    events = [IssueEvent("edited", _login(n.get("editor")), _stamp(n.get("editedAt")))
+              for n in _nodes(_dig(issue, "userContentEdits"))]
+    for n in _nodes(_dig(issue, "timelineItems")):
+        kind = n.get("__typename")
+        if kind == "LabeledEvent":
+            label = str(_dig(n, "label", "name") or "")
+            events.append(IssueEvent("labeled", _login(n.get("actor")), _stamp(n.get("createdAt")),
+                                     label))
+        elif kind == "RenamedTitleEvent":
+            events.append(IssueEvent("renamed", _login(n.get("actor")), _stamp(n.get("createdAt"))))
+    # Sorted by time, an unknown time last (the worst case: after everything).
+    events.sort(key=lambda e: (e.at == "", e.at))
+    return comments, tuple(events)
+
+
 def _gh_message(exc: GithubException) -> str:
     """GitHub's own explanation: the message and any per-field errors, on one line."""
     data = exc.data if isinstance(exc.data, dict) else {}
@@ -205,6 +284,7 @@ class GithubForge:
         self._repo_info: dict[str, dict[str, Any]] = {}
         self._repo_labels: dict[str, set[str]] = {}
         self._login: str | None = None
+        self._permissions: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"GithubForge({_display_url(self.url)!r})"
@@ -320,7 +400,8 @@ class GithubForge:
             return self.repo_urls[self._check_repo(repo)]
         return str(self._info(repo).get("clone_url") or "")
 
-    def _to_issue(self, repo: str, data: dict[str, Any], comments: tuple[str, ...] = ()) -> Issue:
+    def _to_issue(self, repo: str, data: dict[str, Any], comments: tuple[Comment, ...] = (),
+                  events: tuple[IssueEvent, ...] = ()) -> Issue:
         return Issue(
             repo=repo,
             number=int(data["number"]),
@@ -332,28 +413,42 @@ class GithubForge:
             is_pull_request=data.get("pull_request") is not None,
             clone_url=self.clone_url(repo),
             comments=comments,
-            created_at=str(data.get("created_at") or ""),
+            created_at=_stamp(data.get("created_at")) or str(data.get("created_at") or ""),
             url=str(data.get("html_url") or ""),
+            events=events,
         )
 
     def get_issue(self, repo: str, number: int) -> Issue:
         self._info(repo)                         # a missing repo says so, not "issue not found"
         issue = self._repo(repo).get_issue(int(number))
-        with self._api(f"reading issue {repo}#{number}",
-                       missing=f"issue {repo}#{number} not found at {_display_url(self.url)}"):
+        missing = f"issue {repo}#{number} not found at {_display_url(self.url)}"
+        with self._api(f"reading issue {repo}#{number}", missing=missing):
             issue.complete()
             data = dict(_raw(issue))
-            recent: deque[str] = deque(maxlen=RECENT_COMMENTS)
-            if data.get("comments"):
-                for c in issue.get_comments():
-                    recent.append(str(_raw(c).get("body") or ""))
-        return self._to_issue(repo, data, tuple(recent))
+        comments: tuple[Comment, ...] = ()
+        events: tuple[IssueEvent, ...] = ()
+        if data.get("pull_request") is None and data.get("state") == "open":
+            owner, name = repo.split("/", 1)
+            with self._api(f"reading who wrote what on issue {repo}#{number}", missing=missing):
+                _, answer = self._gh.requester.graphql_query(_HISTORY_QUERY, {
+                    "owner": owner, "name": name, "number": int(number),
+                    "comments": COMMENTS_SCANNED, "items": HISTORY_ITEMS})
+            comments, events = _history(answer)
+        return self._to_issue(repo, data, comments, events)
 
     def author_permission(self, repo: str, login: str) -> str:
         """The fine-grained `role_name` when GitHub gives one we know, else the legacy
         `permission` (GitHub folds maintain into write and triage into read there).
-        A login GitHub does not know is "none"."""
+        A login GitHub does not know is "none". Asked once per login and repository."""
         self._check_repo(repo)
+        key = (repo, login)
+        if key not in self._permissions:
+            self._permissions[key] = self._permission(repo, login)
+        return self._permissions[key]
+
+    def _permission(self, repo: str, login: str) -> str:
+        if not login:
+            return "none"
         with self._api(f"reading {login}'s permission on {repo}"):
             try:
                 _, data = self._gh.requester.requestJsonAndCheck(
@@ -421,6 +516,16 @@ class GithubForge:
             with self._api("reading the token's user"):
                 self._login = str(self._gh.get_user().login)
         return self._login
+
+    def login(self) -> str:
+        """The token's user; "" for a token without one (a GitHub App installation:
+        its comments are still told apart by orch's marker line)."""
+        try:
+            return self._me()
+        except ForgeUnavailable:
+            raise
+        except OrchError:
+            return ""
 
     def upsert_comment(self, repo: str, number: int, body: str, comment_id: int | None) -> int:
         issue = self._repo(repo).get_issue(int(number))

@@ -31,7 +31,9 @@ An issue without `repo:` belongs to whichever repository it is asked for (handy 
 there is just one); two issue files of one repository may not share a number.
 
 A repository is a local git repository path (kept absolute) or a git URL; its clone URL
-is itself. The local user owns everything, so every author is "admin". A "pull request"
+is itself. The local user owns everything, so every author is "admin", and the labels of
+an issue file were put there by its author. The only comments are orch's own (they never
+reach the prompt). A "pull request"
 is a JSON record (title, body, branch, base, commit, repo) and its URL is the file://
 URI of that record. Malformed front matter is a ConfigError naming the file and line.
 """
@@ -55,15 +57,14 @@ import yaml
 from filelock import FileLock
 
 from ..atomic import replace_file
-from ..core.models import Issue
+from ..core.models import Comment, Issue, IssueEvent
 from ..core.shell import slug
 from ..errors import ConfigError, UsageError, WorkError
-from .base import RECENT_COMMENTS, IssueNotFound, head_branch
+from ..private import FILE_MODE, private_dir
+from .base import COMMENTS_SCANNED, IssueNotFound, head_branch
 
 KEYS = ("title", "labels", "author", "number", "repo", "state", "created_at")
-# The records hold issue text and what orch said; readable by the user alone, like the
-# rest of the state dir (and like the files these writes replaced, made by mkstemp).
-_FILE_MODE = 0o600
+ORCH_LOGIN = "orch"            # the author of the comments orch writes here
 _URLISH = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
 
 
@@ -215,13 +216,13 @@ def _load_front_matter(path: Path, text: str) -> tuple[dict[str, Any], dict[str,
 def _write_json(path: Path, data: Any) -> None:
     """Atomic replace: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=_FILE_MODE)
+    replace_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=FILE_MODE)
 
 
 def _write_text(path: Path, text: str) -> None:
     """An issue file, replaced atomically (a reader sees the old file or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(path, text, mode=_FILE_MODE)
+    replace_file(path, text, mode=FILE_MODE)
 
 
 def _read_json(path: Path) -> Any:
@@ -250,8 +251,8 @@ class LocalForge:
         self.issues_dir = Path(issues_dir).expanduser() if issues_dir else self.state_dir / "issues"
         self.pulls_dir = self.state_dir / "pulls"
         self.activity_dir = self.state_dir / "forge"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.state_dir / "forge.lock"), timeout=30)
+        private_dir(self.state_dir)
+        self._lock = FileLock(str(self.state_dir / "forge.lock"), timeout=30, mode=FILE_MODE)
 
     def __repr__(self) -> str:
         return f"LocalForge({str(self.state_dir)!r})"
@@ -287,12 +288,14 @@ class LocalForge:
         act = self.activity(repo, f.number)
         labels = [x for x in f.labels if x not in act["labels_removed"]]
         labels += [x for x in act["labels_added"] if x not in labels]
-        comments = tuple(c["body"] for c in act["comments"][-RECENT_COMMENTS:]) \
-            if with_comments else ()
+        comments = tuple(Comment(body=c["body"], author=ORCH_LOGIN,
+                                 created_at=str(c.get("created_at") or ""))
+                         for c in act["comments"][-COMMENTS_SCANNED:]) if with_comments else ()
+        events = tuple(IssueEvent("labeled", f.author, f.created_at, x) for x in f.labels)
         return Issue(repo=repo, number=f.number, title=f.title, body=f.body,
                      labels=tuple(labels), author=f.author, state=f.state,
                      is_pull_request=False, clone_url=repo, comments=comments,
-                     created_at=f.created_at, url=f.path.as_uri())
+                     created_at=f.created_at, url=f.path.as_uri(), events=events)
 
     def get_issue(self, repo: str, number: int) -> Issue:
         repo = self._check_repo(repo)
@@ -305,6 +308,9 @@ class LocalForge:
 
     def author_permission(self, repo: str, login: str) -> str:
         return "admin"                       # the local user owns the local repositories
+
+    def login(self) -> str:
+        return ORCH_LOGIN
 
     def list_open_issues(self, repo: str, label: str) -> list[Issue]:
         repo = self._check_repo(repo)

@@ -9,14 +9,17 @@ under way `child.pgid` (that run's own session, which a cancel must stop too).
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from ..config.settings import Settings
 from ..core import shell
 from ..core.models import JOB_ERROR_KINDS
-from ..errors import UsageError, WorkError
-from ..transport.base import Connection
+from ..errors import HostUnreachable, UsageError, WorkError
+from ..transport.base import CommandResult, Connection
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 # The status file's `error_kind=`: why a job did not succeed, one fixed word, written by
@@ -27,6 +30,27 @@ WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.p
                    "fix-prompt.run.md", "test-tail.txt", "commit-msg.txt", "push.out", ".upload")
 _FOLLOW_TAG = "@@orch-follow"
 _GREP_LINE = re.compile(r"^(\d+):")
+
+# What a host says is untrusted (the agent can write the workspace): the status file and
+# job.log are read with a size cap and a time limit, and the status values are checked.
+STATUS_MAX_BYTES = 64 * 1024
+LOG_MAX_BYTES = 16 * 1024 * 1024     # the log's last 16 MiB (its end holds the result)
+READ_TIMEOUT = 120.0                 # seconds for one read of the status or the log
+MAX_COST_USD = 1000.0                # no single task costs more; above is a broken host
+MAX_TURNS = 1_000_000
+MAX_EPOCH = 10 ** 11                 # epoch seconds: past year 5000 is nonsense
+ERROR_LIMIT = 2000                   # characters of the status's one-line error
+TEST_RESULTS = ("passed", "failed", "none")
+_SHA = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
+
+# The environment every job starts with, on every transport: these names from the host
+# shell that starts it (when set), plus `agent.env_pass`; the job adds its own variables
+# (agent.env, GIT_TERMINAL_PROMPT, IS_SANDBOX, ...). Nothing else of orch's or the login
+# environment: no GitHub token, no SSH_AUTH_SOCK.
+JOB_ENV_BASE = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TERM",
+                "TMPDIR", "TZ")
+NEVER_PASSED = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -50,6 +74,7 @@ class JobStatus:
     turns: int | None = None
     cost_usd: float | None = None
     raw: dict[str, str] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()     # what validate_status refused or corrected
 
     @property
     def final(self) -> bool:
@@ -88,14 +113,65 @@ def parse_status(text: str, alive: bool = False) -> JobStatus | None:
             raw[key.strip()] = value
     if not raw.get("state"):
         return None
-    return JobStatus(
+    return validate_status(JobStatus(
         state=raw["state"], alive=alive, step=raw.get("step") or None, pgid=_int(raw.get("pgid")),
         started_at=_int(raw.get("started_at")), updated_at=_int(raw.get("updated_at")),
         finished_at=_int(raw.get("finished_at")), exit_code=_int(raw.get("exit_code")),
         error=raw.get("error") or None, error_kind=raw.get("error_kind") or None,
         tests=raw.get("tests") or None,
         commit=raw.get("commit") or None, branch=raw.get("branch") or None,
-        turns=_int(raw.get("turns")), cost_usd=_float(raw.get("cost_usd")), raw=raw)
+        turns=_int(raw.get("turns")), cost_usd=_float(raw.get("cost_usd")), raw=raw))
+
+
+def validate_status(status: JobStatus, *, branch: str | None = None) -> JobStatus:
+    """The status with every value a host could abuse checked (idempotent).
+
+    Costs are finite and in [0, MAX_COST_USD] (NaN is unknown, None; out of range is
+    clamped), so state.json never holds NaN/Infinity and a host cannot subtract from the
+    daily budget; turns and times are in range; `commit` is a full hex SHA; `tests` one
+    of TEST_RESULTS; `error_kind` one of ERROR_KINDS; `error` is cut to ERROR_LIMIT. With
+    `branch` (the task's), a status naming another branch is not believed: a success
+    becomes a failure (job_error) saying why. What was refused or corrected is listed in
+    `problems`.
+    """
+    problems: list[str] = list(status.problems)
+    changes: dict[str, object] = {}
+
+    def refuse(key: str, why: str, value: object = None) -> None:
+        problems.append(f"{key}={status.raw.get(key, '')[:40]!r} {why}")
+        changes[key] = value
+
+    cost = status.cost_usd
+    if cost is not None:
+        if math.isnan(cost):
+            refuse("cost_usd", "is not a number: not counted")
+        elif cost < 0:
+            refuse("cost_usd", "is negative: counted as 0", 0.0)
+        elif cost > MAX_COST_USD:
+            refuse("cost_usd", f"is beyond ${MAX_COST_USD:g}: counted as that", MAX_COST_USD)
+    if status.turns is not None and not 0 <= status.turns <= MAX_TURNS:
+        refuse("turns", "is out of range")
+    for key in ("started_at", "updated_at", "finished_at"):
+        value = getattr(status, key)
+        if value is not None and not 0 <= value <= MAX_EPOCH:
+            refuse(key, "is not a time")
+    if status.commit is not None and not _SHA.fullmatch(status.commit):
+        refuse("commit", "is not a full commit SHA")
+    if status.tests is not None and status.tests not in TEST_RESULTS:
+        refuse("tests", "is not one of " + ", ".join(TEST_RESULTS))
+    if status.error_kind is not None and status.error_kind not in ERROR_KINDS:
+        refuse("error_kind", "is not one of ERROR_KINDS")
+    if status.error is not None and len(status.error) > ERROR_LIMIT:
+        changes["error"] = status.error[:ERROR_LIMIT] + "…"
+    if branch and status.branch and status.branch != branch:
+        problems.append(f"branch={status.branch[:80]!r} is not the task's branch {branch}")
+        if status.state == "succeeded":
+            changes.update(state="failed", error_kind="job_error", error=(
+                f"the job's status names branch {status.branch[:80]!r}, not the task's "
+                f"branch {branch}: its outcome is not trusted"))
+    if not changes and len(problems) == len(status.problems):
+        return status
+    return replace(status, problems=tuple(dict.fromkeys(problems)), **changes)  # type: ignore[arg-type]
 
 
 def check_workspace(workspace: str) -> str:
@@ -122,14 +198,35 @@ _SH_PGID = r"""pgid_of() {
 """
 
 
+def job_env(settings: Settings) -> tuple[str, ...]:
+    """The variable names a job inherits: JOB_ENV_BASE and agent.env_pass, never the
+    GitHub token's variable (github.token_env) nor NEVER_PASSED (config refuses them
+    too; this is the last line)."""
+    banned = {settings.github.token_env, *NEVER_PASSED}
+    names = [*JOB_ENV_BASE, *settings.agent.env_pass]
+    return tuple(n for n in dict.fromkeys(names) if n not in banned and _ENV_NAME.fullmatch(n))
+
+
+def env_command(names: tuple[str, ...] | list[str]) -> str:
+    """`env -i NAME="$NAME" ...` for sh: a command prefix that runs the rest with only
+    these variables, each passed on when the starting shell has it set."""
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"{name!r} is not an environment variable name")
+    return "env -i" + "".join(f' ${{{n}+"{n}=${n}"}}' for n in names)
+
+
 async def start(conn: Connection, workspace: str, job_sh: str, prompt: str, fix_prompt: str,
-                *, wait: float = 10.0) -> int:
+                *, wait: float = 10.0, env: tuple[str, ...] = JOB_ENV_BASE) -> int:
     """Upload job.sh, prompt.md and fix-prompt.md and launch the job detached; one round
     trip. Returns the job's process group id (read back from the status it writes first).
 
+    The job gets only the variables named in `env` (see job_env) from the shell that
+    starts it: on a local host that shell has orch's own environment.
     Refuses a workspace whose job is still running; otherwise the previous run's files
     are replaced.
     """
+    clean_env = env_command(env)
     parts = [job_sh.encode(), prompt.encode(), fix_prompt.encode()]
     n1, n2, n3 = (len(p) for p in parts)
     ticks = max(1, int(wait * 10))
@@ -162,8 +259,8 @@ chmod 700 job.sh
 # setsid -f: the job is not a background job of this shell, so it keeps default SIGINT
 # handling (its cancel trap works); util-linux older than 2.31 lacks -f: fall back.
 # (9>&-: the job must not hold the start lock for its whole life)
-setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- \
-  || (exec setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- &)
+{clean_env} setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- \
+  || (exec {clean_env} setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- &)
 i=0; pg=
 while [ "$i" -lt {ticks} ]; do
   pg=$(pgid_of status)
@@ -193,15 +290,54 @@ async def read_status(conn: Connection, workspace: str) -> JobStatus | None:
 [ -f "$ws/status" ] || exit 0
 pg=$(pgid_of "$ws/status")
 if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then a=1; else a=0; fi
-cat "$ws/status"
+head -c {STATUS_MAX_BYTES} "$ws/status"
+echo
 echo "@alive=$a"
 """
-    result = await conn.run(cmd)
+    result = await _run_bounded(conn, cmd, f"the status in {workspace}")
     if not result.ok:
         raise WorkError(f"{conn.host.name}: cannot read the status in {workspace}: "
                         f"{result.stderr.strip() or f'exit {result.exit_status}'}")
     alive = "\n@alive=1" in "\n" + result.stdout
     return parse_status(result.stdout, alive)
+
+
+async def _run_bounded(conn: Connection, cmd: str, what: str,
+                       timeout: float = READ_TIMEOUT) -> CommandResult:
+    """conn.run with a time limit on the whole round trip (opening the session too): a
+    host that stalls a read counts as unreachable (reconcile's poll.lost_after applies),
+    never as a hang of the whole pass."""
+    try:
+        return await asyncio.wait_for(conn.run(cmd), timeout)
+    except TimeoutError:
+        raise HostUnreachable(conn.host.name, "timeout",
+                              f"reading {what} took more than {timeout:g}s",
+                              hint="the host may be overloaded; the next pass tries again") from None
+
+
+async def read_log(conn: Connection, workspace: str, *, max_bytes: int = LOG_MAX_BYTES,
+                   timeout: float = READ_TIMEOUT) -> str | None:
+    """job.log as text, at most its last `max_bytes` (then a first line says how much
+    was left out); None when the workspace has no job.log."""
+    cmd = f"""f={_ws(workspace)}/job.log
+[ -f "$f" ] || {{ echo "@missing"; exit 0; }}
+echo "@size=$(wc -c < "$f")"
+tail -c {int(max_bytes)} "$f"
+"""
+    result = await _run_bounded(conn, cmd, f"the log in {workspace}", timeout)
+    if not result.ok:
+        raise WorkError(f"{conn.host.name}: cannot read the log in {workspace}: "
+                        f"{result.stderr.strip() or f'exit {result.exit_status}'}")
+    head, _, text = result.stdout.partition("\n")
+    if head == "@missing":
+        return None
+    m = re.fullmatch(r"@size=\s*(\d+)", head)
+    size = int(m.group(1)) if m else 0
+    if size > max_bytes:
+        text = text.partition("\n")[2]       # the first line is cut: drop it
+        text = (f"::orch:: note (the first {size - max_bytes} bytes of job.log, "
+                f"{size} bytes in all, are not shown)\n") + text
+    return text
 
 
 async def follow(conn: Connection, workspace: str, offset: int = 0) -> AsyncIterator[tuple[int, str]]:
@@ -241,10 +377,13 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         m = _GREP_LINE.match(raw)
         if m is None:
             if raw.startswith(f"{_FOLLOW_TAG} start "):
-                base = int(raw.rsplit(" ", 1)[1])
+                n = _tag_number(raw)
+                base = base if n is None else n
             elif raw.startswith(f"{_FOLLOW_TAG} end "):
-                size = int(raw.rsplit(" ", 1)[1])
-                if pending is not None:
+                # No number when job.log vanished meanwhile (the workspace removed by a
+                # finalize elsewhere): the best estimate below stands.
+                size = _tag_number(raw)
+                if pending is not None and size is not None:
                     yield size, pending[1]
                     pending = None
             elif raw.startswith(f"{_FOLLOW_TAG} missing"):
@@ -261,6 +400,13 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         yield start + len(text.encode("utf-8")) + 1, text
     if pending is not None:        # the stream ended without the trailer: best estimate
         yield pending[0] + len(pending[1].encode("utf-8")) + 1, pending[1]
+
+
+def _tag_number(raw: str) -> int | None:
+    """The number ending a follow tag line, or None when there is none (what the host
+    sent is untrusted: it must never stop `orch logs -f` with a traceback)."""
+    word = raw.rsplit(" ", 1)[-1]
+    return int(word) if word.isascii() and word.isdigit() and len(word) < 20 else None
 
 
 async def kill(conn: Connection, workspace: str, *, grace: float = 3.0) -> bool:
@@ -316,6 +462,7 @@ async def remove(conn: Connection, workspace: str) -> None:
 
 
 async def log_tail(conn: Connection, workspace: str, lines: int = 50) -> str:
-    """The last `lines` lines of job.log ('' when there is none)."""
-    result = await conn.run(f"tail -n {int(lines)} {_ws(workspace)}/job.log 2>/dev/null")
+    """The last `lines` lines of job.log ('' when there is none), at most LOG_MAX_BYTES."""
+    result = await _run_bounded(conn, f"tail -n {int(lines)} {_ws(workspace)}/job.log 2>/dev/null"
+                                      f" | tail -c {LOG_MAX_BYTES}", f"the log in {workspace}")
     return result.stdout if result.ok else ""

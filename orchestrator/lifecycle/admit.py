@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..app import App
 from ..config.settings import Settings
 from ..core.models import LIVE_STATUSES, Host, HostFacts, Issue, Placement, RepoFacts, Task
 from ..core.schedule import place
+from ..core.trust import LOCAL_OPT_IN, check_local_github, local_meaning, local_refusals
 from ..fleet.pool import Fleet
+from ..forge import forge_kind
 from ..forge.base import Forge
 from ..forge.clone import clone_url
 from ..store import DuplicateTask, InvalidTransition, parse_time
+from ..transport import runs_here
 from . import claims
 from .intake import Intake, intake
 from .kinds import kind_of
@@ -112,10 +115,29 @@ def workspace_for(host: Host, task_id: str) -> str:
     return f"{host.workspace_root.rstrip('/')}/{task_id}"
 
 
-def unhealthy_hosts(app: App) -> dict[str, str]:
-    """Hosts whose last `orch bootstrap` failed: never chosen until they pass."""
+def unhealthy_hosts(app: App, forge: str) -> dict[str, str]:
+    """Hosts never chosen for a task of `forge` (a forge kind): those whose last
+    `orch bootstrap` failed, until they pass; and, for an issue strangers may have written,
+    hosts whose jobs run on this machine unless the operator opted in (core/trust.py)."""
     from ..fleet.bootstrap import failed_hosts
-    return failed_hosts(app.state_dir)
+    return {**local_refusals([h for h in app.hosts if runs_here(h)], forge_kind(forge).strangers,
+                             app.settings.allow_local_github),
+            **failed_hosts(app.state_dir)}
+
+
+def check_local(app: App, forge: str, pinned: str | None,
+                on_notice: Callable[[str], None] | None = None) -> None:
+    """Before a person's dispatch: refuse (exit 2) an issue of `forge` that only hosts
+    running jobs on this machine could take without the operator's opt-in; with the
+    opt-in, say what running here means (`on_notice`)."""
+    hosts = [app.host(pinned)] if pinned else app.hosts
+    here = [h for h in hosts if runs_here(h)]
+    strangers, allowed = forge_kind(forge).strangers, app.settings.allow_local_github
+    check_local_github(hosts, here, strangers, allowed)
+    local = [h.name for h in here if h.enabled]
+    if local and strangers and allowed and on_notice is not None:
+        on_notice(f"host {', '.join(local)} may take this GitHub issue ({LOCAL_OPT_IN} is "
+                  f"set): {local_meaning(app.state_dir)}")
 
 
 async def probe(fleet: Fleet) -> dict[str, HostFacts]:
@@ -123,12 +145,12 @@ async def probe(fleet: Fleet) -> dict[str, HostFacts]:
 
 
 def place_task(app: App, specialty: str, why: str, facts: dict[str, HostFacts], *,
-               pinned: str | None = None, avoid: Iterable[str] = ()) -> Placement:
+               forge: str, pinned: str | None = None, avoid: Iterable[str] = ()) -> Placement:
     """The scheduling decision against the store's current reservations (under the store
     lock when acting on it). Hosts in `avoid` (where an earlier attempt was lost or could
     not start) are chosen only when no other host can take the task now."""
     reserved = app.store.reserved()
-    unhealthy = unhealthy_hosts(app)
+    unhealthy = unhealthy_hosts(app, forge)
     avoided = set(avoid)
     if avoided and pinned is None:
         others = [h for h in app.hosts if h.name not in avoided]
@@ -182,7 +204,8 @@ def reserve_new(app: App, prepared: Prepared, facts: dict[str, HostFacts], *,
         if gate is not None:
             raise gate
         try:
-            placement = place_task(app, it.specialty, it.specialty_reason, facts, pinned=pinned)
+            placement = place_task(app, it.specialty, it.specialty_reason, facts,
+                                   forge=prepared.forge, pinned=pinned)
             if placement.host is None:
                 raise Refused(Refusal.NO_CAPACITY, f"{issue.ref}: {placement.reason}")
             task = app.store.create(issue.repo, issue.number, issue.title, it.specialty,
@@ -228,8 +251,8 @@ def reserve_queued(app: App, prepared: Prepared, task: Task, facts: dict[str, Ho
         if current.status != "queued":
             raise Refused(Refusal.TAKEN, f"task {task.id} is {current.status} now (another "
                                          f"orch process took or cancelled it)", task=current)
-        placement = place_task(app, it.specialty, it.specialty_reason, facts, pinned=pinned,
-                               avoid=current.avoid_hosts)
+        placement = place_task(app, it.specialty, it.specialty_reason, facts,
+                               forge=current.forge, pinned=pinned, avoid=current.avoid_hosts)
         if placement.host is None:
             raise Refused(Refusal.NO_CAPACITY, f"queued task {task.id} waits: {placement.reason}",
                           task=current)

@@ -14,7 +14,7 @@ from ..app import App
 from ..core.models import Placement, Task
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
-from .admit import place_task, prepare, probe, reserve_new
+from .admit import check_local, place_task, prepare, probe, reserve_new
 from .finalize import finalize
 from .follow import LineSink, NoticeSink, follow
 from .launch import start
@@ -38,13 +38,14 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
     take it: bad input (exit 2) or no host with room (exit 1)."""
     if host is not None:
         app.host(host)   # an unknown --host is bad input, before any network
+    check_local(app, forge.kind, host, on_notice)
     async with Fleet(app.hosts, app.settings) as fleet:
         prepared = await prepare(forge, repo, number, app.settings, specialty=specialty)
         facts = await probe(fleet)
         if dry_run:
             it = prepared.intake
             return DispatchResult(place_task(app, it.specialty, it.specialty_reason, facts,
-                                             pinned=host),
+                                             forge=prepared.forge, pinned=host),
                                   None, live=app.store.live_for(it.issue.repo, it.issue.number))
         reservation = reserve_new(app, prepared, facts, pinned=host)
         task = await tell_running(app, forge, await start(app, fleet, reservation))

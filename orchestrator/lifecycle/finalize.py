@@ -10,11 +10,12 @@ repeats the side effects harmlessly. A claim in the store keeps two live orch pr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..app import App
 from ..atomic import replace_file
-from ..core import report, shell
+from ..core import report
 from ..core.events import Init, last_result, parse_line
 from ..core.migrate import error_kind_from_message
 from ..core.models import ERROR_KINDS, Task
@@ -22,6 +23,7 @@ from ..errors import OrchError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import remote
+from ..private import FILE_MODE
 from ..transport.base import Connection
 from . import claims
 from .kinds import kind_of
@@ -53,16 +55,16 @@ def verdict_of(status: remote.JobStatus) -> Verdict:
 
 async def fetch_log(app: App, conn: Connection, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
-    result = await conn.run(f"cat {shell.path(task.workspace or '')}/job.log")
-    text = result.stdout if result.ok else ""
+    text = await remote.read_log(conn, task.workspace or "") or ""
     if text:
         # 0600 like state.json: a log holds the issue text and the agent's output.
-        replace_file(app.task_log_path(task.id), text, mode=0o600)
+        replace_file(app.task_log_path(task.id), text, mode=FILE_MODE)
     return text
 
 
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+# A session id as the CLI writes it (a UUID); the log is the host's, so anything else is
+# not kept (it would reach a later job's --resume).
+_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def _session(lines: list[str]) -> str | None:
@@ -71,7 +73,7 @@ def _session(lines: list[str]) -> str | None:
     for line in lines:
         if '"session_id"' in line and '"init"' in line:
             for event in parse_line(line):
-                if isinstance(event, Init) and event.session_id:
+                if isinstance(event, Init) and _SESSION.fullmatch(event.session_id or ""):
                     found = event.session_id
     return found
 
@@ -89,6 +91,8 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
     conn = await fleet.connection(task.host or "")
     if status is None:
         status = await remote.read_status(conn, task.workspace or "")
+    if status is not None:
+        status = remote.validate_status(status, branch=task.branch)   # the host is untrusted
     if verdict is None:
         if status is None or status.state == "running":
             return task
@@ -134,12 +138,12 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
     if verdict.state == "cancelled":
         # Stopped on the host (a signal to the job): said on the issue, the trigger label
         # off as for any outcome, so `orch poll` takes the issue again only if relabelled.
-        cid = await tell(app, forge, task, "cancelled",
-                         report.comment_stopped(task, "cancelled", reason, s.trigger.label))
+        cid = await tell(app, forge, task, "cancelled", report.comment_cancelled(task, reason))
         return app.store.cancel(task.id, reason, error=reason, error_kind=verdict.error_kind,
                                 comment_id=cid, **done_fields)
 
-    cid = await tell(app, forge, task, "failed", report.comment_failed(task, reason, _tail(log))
+    excerpt = report.log_excerpt(log, s.report.log_tail)
+    cid = await tell(app, forge, task, "failed", report.comment_failed(task, reason, excerpt)
                      + report.next_step(verdict.error_kind))
     done = app.store.fail(task.id, reason, error_kind=verdict.error_kind, comment_id=cid,
                           **done_fields)

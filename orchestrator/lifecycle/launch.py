@@ -38,7 +38,8 @@ async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
                             playbooks_dir(s) / "dispatch.yml")
         prompt, fix_prompt = kind.prompts(s, task, r.issue)
         conn = await fleet.connection(host.name)
-        pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt)
+        pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt,
+                                  env=remote.job_env(s))
     except OrchError as exc:
         why = f"could not start the job on {task.host}: {exc.message}"
         app.store.fail(task.id, why, error_kind="start_failed",

@@ -34,6 +34,7 @@ from ..errors import ForgeUnavailable, OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..forge import DEFAULT_FORGE
 from ..forge.base import Forge
+from ..private import FILE_MODE
 from .admit import (
     Reservation,
     issue_refusal,
@@ -88,7 +89,7 @@ async def poll_pass(app: App, repos: list[str] | None = None, *,
                     lock_wait: float = LOCK_WAIT_SECONDS,
                     start_grace: float | None = None) -> PassResult:
     """Run one pass. A pass already running elsewhere -> PassResult(busy=True)."""
-    lock = FileLock(str(app.state_dir / PASS_LOCK))
+    lock = FileLock(str(app.state_dir / PASS_LOCK), mode=FILE_MODE)
     try:
         lock.acquire(timeout=lock_wait)
     except Timeout:
@@ -181,7 +182,8 @@ class _Pass:
 
     async def queued(self, task: Task) -> None:
         """Tasks already queued (retries, requeued lost tasks) go before new issues."""
-        pre = place_task(self.app, task.specialty, "queued", self.facts, avoid=task.avoid_hosts)
+        pre = place_task(self.app, task.specialty, "queued", self.facts, forge=task.forge,
+                         avoid=task.avoid_hosts)
         if pre.host is None:   # no forge call for a task that cannot run now anyway
             self.out.skip(task.repo, task.issue, f"queued task {task.id} waits: {pre.reason}",
                           Refusal.NO_CAPACITY.value)
@@ -227,7 +229,7 @@ class _Pass:
                 raise await self._report(forge, early.task, early)
             raise early
         specialty, why = classify(listed, app.settings.specialties)
-        pre = place_task(app, specialty, why, self.facts)
+        pre = place_task(app, specialty, why, self.facts, forge=forge.kind)
         if pre.host is None:   # no API calls for an issue that cannot run now anyway
             raise Refused(Refusal.NO_CAPACITY, f"left for the next pass: {pre.reason}")
         prepared = await prepare(forge, listed.repo, listed.number, app.settings)

@@ -98,27 +98,39 @@ async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
     now = datetime.now(UTC)
     # A crash between mark_lost and requeue leaves a task lost: finish that step now.
     for task in reversed(app.store.list(status="lost")):
-        await _guard(out, task, _again_or_give_up(app, forge_for, task,
-                                                  task.error or "lost", out))
+        await _guard(app, out, task, _again_or_give_up(app, forge_for, task,
+                                                       task.error or "lost", out))
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one(task: Task) -> None:
         async with sem:
-            await _guard(out, task, _one(app, fleet, facts, forge_for, task, now, grace, out))
+            await _guard(app, out, task, _one(app, fleet, facts, forge_for, task, now, grace, out))
 
     await asyncio.gather(*(one(t) for t in app.store.list(status="running")))
     await _kill_strays(app, fleet, facts, out)
     return out
 
 
-async def _guard(out: ReconcileResult, task: Task, work: Awaitable[None]) -> None:
-    """Run one task's reconcile step; its failure is recorded, not raised."""
+async def _guard(app: App, out: ReconcileResult, task: Task, work: Awaitable[None]) -> None:
+    """Run one task's reconcile step; its failure is recorded, not raised.
+
+    Anything else that goes wrong for one task (a bug, or something hostile on its host
+    that orch did not foresee) is recorded on that task and in `errors`, and the pass
+    goes on with the other tasks: one bad task must never stop every `orch poll`.
+    """
     try:
         await work
     except ForgeUnavailable as exc:
         out.forge_down = out.forge_down or exc
     except OrchError as exc:
         out.errors.append(f"task {task.id}: {exc.message}")
+    except Exception as exc:  # noqa: BLE001 - recorded on the task, see the docstring
+        what = f"reconcile failed at {now_iso()}: {type(exc).__name__}: {exc}"[:500]
+        out.errors.append(f"task {task.id}: {what}")
+        try:
+            app.store.update(task.id, error=what)
+        except Exception:  # noqa: BLE001 - the store itself may be what failed
+            pass
 
 
 async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for: ForgeFor,

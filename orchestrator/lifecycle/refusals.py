@@ -19,6 +19,7 @@ class Refusal(StrEnum):
     PULL_REQUEST = "pull_request"     # the number is a pull request, not an issue
     CLOSED = "closed"                 # the issue is not open
     UNAUTHORISED = "unauthorised"     # its author lacks trigger.min_permission
+    UNTRUSTED = "untrusted"           # its label, title or body is by someone who lacks it
     NOT_FOUND = "not_found"           # the issue or its repository does not exist
     # The state of its tasks: one live task per issue (the store's rule, store/filestore.py).
     DUPLICATE = "duplicate"           # the issue has a live task already
@@ -38,7 +39,7 @@ class Refusal(StrEnum):
 
 
 _FINAL = frozenset({Refusal.PULL_REQUEST, Refusal.CLOSED, Refusal.UNAUTHORISED,
-                    Refusal.NOT_FOUND})
+                    Refusal.UNTRUSTED, Refusal.NOT_FOUND})
 # What a person's command exits with (SPEC: 2 bad input, nothing changed; 1 the work
 # failed): asking for something orch refuses to do is bad input, a full fleet is not.
 _EXIT = {Refusal.NO_CAPACITY: 1, Refusal.TAKEN: 1}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..fleet.bootstrap import HostReport
-from . import console, print_fixes
+from . import console, print_fixes, text
 
 _STYLE = {"ok": "green", "info": "cyan", "skip": "dim", "fail": "bold red"}
 
@@ -19,8 +19,8 @@ def bootstrap_json(reports: list[HostReport]) -> list[dict[str, Any]]:
     return [r.to_json() for r in reports]
 
 
-def _cell(status: str) -> str:
-    return f"[{_STYLE.get(status, '')}]{escape(status)}[/]"
+def _cell(status: str) -> Text:
+    return text((status, _STYLE.get(status, "")))
 
 
 WIDE = 140   # below this many columns the fixes go under the table, not in a column
@@ -58,10 +58,10 @@ def bootstrap_table(reports: list[HostReport], state_file: Path | None = None) -
         if r.reachable and r.error:
             rows.append(("script", "fail", r.error, ""))
         for j, (check, status, detail, fix) in enumerate(rows):
-            cells = [escape(r.host) if j == 0 else "", escape(check), _cell(status),
-                     escape(_clip(detail))]
+            cells: list[Text] = [text(r.host if j == 0 else ""), text(check), _cell(status),
+                                 text(_clip(detail))]
             if wide:
-                cells.append(escape(fix))
+                cells.append(text(fix))
             elif fix:
                 fixes.append((r.host, check, fix))
             table.add_row(*cells)
@@ -76,9 +76,9 @@ def bootstrap_table(reports: list[HostReport], state_file: Path | None = None) -
             for r in failing)
         line += f"; failing: {why}"
     console.print()
-    console.print(escape(line))
+    console.print(text(line))
     if any(r.reachable and not r.ok for r in failing):
         console.print("[dim]dispatch does not choose a host whose last bootstrap failed; "
                       "fix it and run `orch bootstrap HOST` again[/]")
     if state_file is not None:
-        console.print(f"[dim]results recorded in {escape(str(state_file))}[/]")
+        console.print(text((f"results recorded in {state_file}", "dim")))

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..core.models import Host
 from ..transport import transport
-from . import console
+from . import console, text
 
 
 def inventory_json(hosts: list[Host]) -> list[dict[str, Any]]:
@@ -23,26 +23,26 @@ def inventory_json(hosts: list[Host]) -> list[dict[str, Any]]:
     return [host_json(h) for h in hosts]
 
 
-def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else escape(str(value))
+def _cell(value: object) -> Text:
+    return text("-" if value is None or value == "" else str(value))
 
 
 def inventory_table(hosts: list[Host], source: Path | None) -> None:
     """The hosts as a table, with where they came from underneath."""
     where = str(source) if source else "no inventory file: the embedded default (this machine)"
     if not hosts:
-        console.print(f"no hosts in {escape(where)}; add one with `orch inventory add NAME --address A`")
+        console.print(text(f"no hosts in {where}; add one with `orch inventory add NAME --address A`"))
         return
     table = Table(show_edge=False, header_style="bold", pad_edge=False,
-                  caption=escape(where), caption_justify="left")
+                  caption=text(where), caption_justify="left")
     for column, justify in (("host", "left"), ("address", "left"), ("port", "right"),
                             ("user", "left"), ("specialties", "left"), ("max", "right"),
                             ("agent", "left"), ("workspace", "left")):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for h in hosts:
-        name = escape(h.name) + ("" if h.enabled else " [dim](off)[/]")
-        kind = transport(h.connection)
-        address = escape(h.address) if kind.where is None else f"[dim]{escape(kind.where)}[/]"
+        name = text(h.name, *([] if h.enabled else [(" (off)", "dim")]))
+        shown = transport(h.connection).where
+        address = text(h.address) if shown is None else text((shown, "dim"))
         table.add_row(name, address, _cell(h.port), _cell(h.user), _cell(", ".join(h.specialties)),
                       str(h.max_tasks), _cell(h.agent), _cell(h.workspace_root))
     console.print(table)
@@ -50,7 +50,7 @@ def inventory_table(hosts: list[Host], source: Path | None) -> None:
 
 def edited(action: str, name: str, path: Path, host: Host | None = None) -> None:
     """One line saying what changed where, so a script's log shows the edit."""
-    line = f"{action} host [bold]{escape(name)}[/] in {escape(str(path))}"
+    line = text(f"{action} host ", (name, "bold"), f" in {path}")
     if host is not None and not host.enabled:
-        line += " [dim](disabled)[/]"
+        line.append(" (disabled)", style="dim")
     console.print(line)

@@ -2,29 +2,26 @@
 the job's step headings and the final result with turns and cost.
 
 Everything shown comes from programs we do not control (the agent, the tests, the issue's
-author through both), so it is drawn as rich Text (never parsed as markup) and stripped of
-control characters (no terminal escape sequences get through). `plain=True` gives the
-same lines without styles, for pipes and files; `raw=True` prints the log as written.
+author through both), so it is drawn as rich Text (never parsed as markup) and cleaned by
+core/text.py's `clean` (no terminal escape sequence or bidi control gets through).
+`plain=True` gives the same lines without styles, for pipes and files; `raw=True` prints
+the log as written (cleaned all the same).
 """
 
 from __future__ import annotations
 
-import re
 from typing import IO
 
 from rich.console import Console
 from rich.text import Text
 
 from ..core import events as ev
+from ..core.text import clean
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+__all__ = ["LogPrinter", "clean", "format_event", "render_plain"]
+
 TOOL_RESULT_LIMIT = 100
 RESULT_TEXT_LINES = 12
-
-
-def clean(text: str) -> str:
-    """No terminal control sequences from untrusted text; tabs survive as spaces."""
-    return _CONTROL.sub("�", text.replace("\t", "    ").replace("\r", ""))
 
 
 def _money(value: float | None) -> str:
@@ -66,7 +63,7 @@ def _result(r: ev.Result) -> list[Text]:
     if r.permission_denials:
         parts.append(f"{len(r.permission_denials)} permission denials")
     head = Text(("✗ agent result (is_error): " if r.is_error else "■ agent result: ")
-                + " · ".join(parts), style="bold red" if r.is_error else "bold green")
+                + clean(" · ".join(parts)), style="bold red" if r.is_error else "bold green")
     out = [head]
     body = (r.result or "\n".join(r.errors)).strip()
     lines = body.splitlines()

@@ -1,38 +1,43 @@
-"""The summary of one `orch poll` pass (cron mails it, so it stays short and plain)."""
+"""The summary of one `orch poll` pass (cron mails it, so it stays short and plain).
+
+Task errors and skip reasons hold text from hosts and the forge: every line goes through
+`text` (cleaned, never parsed as markup).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import console
+from . import console, text
 
 if TYPE_CHECKING:
     from ..lifecycle.poll import PassResult
 
 
+def _say(line: str) -> None:
+    console.print(text(line))
+
+
 def summary(result: PassResult) -> None:
     if result.busy:
-        console.print("another orch poll pass holds the lock; this pass did nothing "
-                      "(the running pass does the work)", markup=False)
+        _say("another orch poll pass holds the lock; this pass did nothing "
+             "(the running pass does the work)")
         return
     for t in result.finalized:
-        console.print(f"finalized {t.id} {t.repo}#{t.issue}: {t.status} "
-                      f"{t.pr_url or t.error or ''}", markup=False)
+        _say(f"finalized {t.id} {t.repo}#{t.issue}: {t.status} {t.pr_url or t.error or ''}")
     for t in result.lost:
-        console.print(f"lost      {t.id} {t.repo}#{t.issue}: {t.error or ''}", markup=False)
+        _say(f"lost      {t.id} {t.repo}#{t.issue}: {t.error or ''}")
     for t in result.requeued:
-        console.print(f"requeued  {t.id} {t.repo}#{t.issue} (attempt {t.attempts} done)",
-                      markup=False)
+        _say(f"requeued  {t.id} {t.repo}#{t.issue} (attempt {t.attempts} done)")
     for k in result.killed:
-        console.print(f"killed    stale job {k}", markup=False)
+        _say(f"killed    stale job {k}")
     for t in result.dispatched:
-        console.print(f"dispatched {t.id} {t.repo}#{t.issue} -> {t.host} ({t.specialty})",
-                      markup=False)
+        _say(f"dispatched {t.id} {t.repo}#{t.issue} -> {t.host} ({t.specialty})")
     for s in result.skipped:
         ref = f"{s['repo']}#{s['issue']}" if s.get("repo") else "all"
-        console.print(f"skipped   {ref}: {s['reason']}", markup=False)
+        _say(f"skipped   {ref}: {s['reason']}")
     for e in result.errors:
-        console.print(f"error     {e}", markup=False)
-    console.print(f"{len(result.dispatched)} dispatched, {len(result.finalized)} finalized, "
-                  f"{len(result.skipped)} skipped, {len(result.errors)} errors"
-                  + (" (pass stopped early)" if result.aborted else ""), markup=False)
+        _say(f"error     {e}")
+    _say(f"{len(result.dispatched)} dispatched, {len(result.finalized)} finalized, "
+         f"{len(result.skipped)} skipped, {len(result.errors)} errors"
+         + (" (pass stopped early)" if result.aborted else ""))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..fleet.provision import HostProvision
-from . import console, print_fixes
+from . import console, print_fixes, text
 
 _STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim"}
 DETAIL_SHOWN = 240
@@ -16,14 +16,14 @@ def _clip(text: str) -> str:
     return text if len(text) <= DETAIL_SHOWN else text[:DETAIL_SHOWN - 3] + "..."
 
 
-def _result(status: str, check: bool) -> str:
+def _result(status: str, check: bool) -> Text:
     shown = "would change" if check and status == "changed" else status
-    return f"[{_STYLE.get(status, '')}]{escape(shown)}[/]"
+    return text((shown, _STYLE.get(status, "")))
 
 
 def provision_table(reports: list[HostProvision], *, check: bool = False) -> None:
     """host | step | result | detail; the fixes of failed steps under the table. Every
-    text that came from a host is escaped: it is data, never markup."""
+    text that came from a host is drawn with `text`: cleaned, never markup."""
     if not reports:
         console.print("no hosts to provision (every host is disabled or `connection: local`?)")
         return
@@ -37,8 +37,8 @@ def provision_table(reports: list[HostProvision], *, check: bool = False) -> Non
         if i:
             table.add_section()
         for j, s in enumerate(r.steps):
-            table.add_row(escape(r.host) if j == 0 else "", escape(s.step),
-                          _result(s.status, check), escape(_clip(s.detail)))
+            table.add_row(text(r.host if j == 0 else ""), text(s.step),
+                          _result(s.status, check), text(_clip(s.detail)))
             if s.status == "failed" and s.fix:
                 fixes.append((r.host, s.step, s.fix))
     console.print(table)
@@ -52,7 +52,7 @@ def provision_table(reports: list[HostProvision], *, check: bool = False) -> Non
     if failing:
         line += f"; failed: {', '.join(failing)}"
     console.print()
-    console.print(escape(line))
+    console.print(text(line))
     if check:
         console.print("[dim]--check: nothing was changed on the hosts, nothing recorded[/]")
     else:

@@ -1,13 +1,19 @@
-"""Tasks and plans on the terminal, and their --json shapes (docs/SPEC.md)."""
+"""Tasks and plans on the terminal, and their --json shapes (docs/SPEC.md).
+
+A task's title, error and history reasons come from issues, hosts and the forge: every
+cell and line is built with `text` (cleaned, never parsed as markup).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ..core.models import Placement, Task
-from . import console
+from ..core.text import clean_line
+from . import console, text
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green",
                 "failed": "red", "cancelled": "magenta", "lost": "red"}
@@ -36,8 +42,8 @@ def plan_json(repo: str, issue: int, placement: Placement, live: Task | None) ->
                        "score": v.score} for v in placement.verdicts]}
 
 
-def _status(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+def _status(status: str) -> Text:
+    return text((status, STATUS_STYLE.get(status, "white")))
 
 
 def task_table(tasks: list[Task], archived: int = 0) -> None:
@@ -53,9 +59,10 @@ def task_table(tasks: list[Task], archived: int = 0) -> None:
         table.add_column(col, no_wrap=col in ("id", "status"))
     for t in tasks:
         cost = f"${t.cost_usd:.2f}" if t.cost_usd is not None else ""
-        tail = t.pr_url or (t.error or "")
-        table.add_row(t.id, f"{t.repo}#{t.issue}", _status(t.status), t.host or "",
-                      t.specialty, str(t.attempts), cost, tail[:80])
+        tail = clean_line(t.pr_url or (t.error or ""))
+        table.add_row(text(t.id), text(f"{t.repo}#{t.issue}"), _status(t.status),
+                      text(t.host or ""), text(t.specialty), str(t.attempts), cost,
+                      text(tail[:80]))
     console.print(table)
     if more:
         console.print(more, markup=False, highlight=False)
@@ -68,32 +75,36 @@ def task_detail(task: Task, extra: dict[str, Any] | None = None) -> None:
     for key, value in task.to_json().items():
         if key in ("history",) or value in (None, "", []):
             continue
-        table.add_row(key, _status(value) if key == "status" else str(value))
+        table.add_row(key, _status(value) if key == "status" else text(str(value)))
     console.print(table)
     for key, value in (extra or {}).items():
-        console.print(f"\n[bold]{key}[/]")
-        console.print(value, markup=False)
+        console.print()
+        console.print(text((key, "bold")))
+        console.print(text(str(value)))
     if task.history:
-        console.print("\n[bold]history[/]")
+        console.print()
+        console.print(text(("history", "bold")))
         for h in task.history:
-            console.print(f"  {h.get('at')}  {h.get('from') or '-'} -> {h.get('to')}: "
-                          f"{h.get('reason')}", markup=False)
+            console.print(text(f"  {h.get('at')}  {h.get('from') or '-'} -> {h.get('to')}: "
+                               f"{h.get('reason')}"))
 
 
 def plan(placement: Placement, ref: str, live: Task | None) -> None:
-    console.print(f"[bold]{ref}[/]: specialty [bold]{placement.specialty}[/] "
-                  f"({placement.specialty_reason})", markup=True)
+    console.print(text((ref, "bold"), ": specialty ", (placement.specialty, "bold"),
+                       f" ({placement.specialty_reason})"))
     if placement.host:
-        console.print(f"host: [bold green]{placement.host}[/]")
+        console.print(text("host: ", (placement.host, "bold green")))
     else:
-        console.print(f"[red]no host[/]: {placement.reason}")
+        console.print(text(("no host", "red"), ": ", placement.reason))
     if live:
-        console.print(f"[yellow]note[/]: live task {live.id} ({live.status}) would refuse a dispatch")
+        console.print(text(("note", "yellow"),
+                           f": live task {live.id} ({live.status}) would refuse a dispatch"))
     table = Table(show_edge=False, header_style="bold")
     for col in ("host", "eligible", "why"):
         table.add_column(col)
     for v in placement.verdicts:
-        table.add_row(v.host, "[green]yes[/]" if v.eligible else "[red]no[/]", v.reason)
+        table.add_row(text(v.host), text(("yes", "green")) if v.eligible else text(("no", "red")),
+                      text(v.reason))
     console.print(table)
     console.print("(dry run: nothing was changed)")
 
@@ -103,10 +114,9 @@ def outcome(task: Task) -> None:
     cost = f"${task.cost_usd:.2f}" if task.cost_usd is not None else "n/a"
     facts = f"turns {task.turns if task.turns is not None else 'n/a'}, cost {cost}, tests {task.tests or 'n/a'}"
     if task.status == "succeeded":
-        console.print(f"[green]succeeded[/] task {task.id}: {task.pr_url} ({facts})")
+        console.print(text(("succeeded", "green"), f" task {task.id}: {task.pr_url} ({facts})"))
     elif task.status == "running":
-        console.print(f"[yellow]still running[/] task {task.id} on {task.host}; "
-                      f"`orch logs {task.id} -f` follows it")
+        console.print(text(("still running", "yellow"), f" task {task.id} on {task.host}; "
+                           f"`orch logs {task.id} -f` follows it"))
     else:
-        console.print(f"[red]{task.status}[/] task {task.id}: {task.error or ''} ({facts})",
-                      markup=True)
+        console.print(text((task.status, "red"), f" task {task.id}: {task.error or ''} ({facts})"))

@@ -46,6 +46,7 @@ from tinydb.table import Document
 from ..core.models import FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
 from ..core.tally import TaskTally, tally
 from ..errors import UsageError
+from ..private import FILE_MODE, private_dir
 from .archive import Archive
 from .errors import DuplicateTask, InvalidTransition, StateCorrupt, StoreBusy, TaskNotFound
 from .hotfile import HotStorage, Tables
@@ -109,14 +110,14 @@ class Store:
     def __init__(self, state_dir: Path | str, *, keep_recent: int = KEEP_RECENT,
                  archive_batch: int = ARCHIVE_BATCH) -> None:
         self.state_dir = Path(state_dir).expanduser()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         self.state_dir = self.state_dir.resolve()   # one lock singleton per real directory
         self.path = self.state_dir / STATE_FILE
         self.lock_path = self.state_dir / LOCK_FILE
         self.keep_recent, self.archive_batch = keep_recent, archive_batch
         # is_singleton: every Store on the same directory in this process shares one lock
         # object, so nesting them re-enters instead of deadlocking on our own flock.
-        self._lock = FileLock(str(self.lock_path), is_singleton=True)
+        self._lock = FileLock(str(self.lock_path), is_singleton=True, mode=FILE_MODE)
         self._db = TinyDB(str(self.path), storage=HotStorage)
         self._hot: HotStorage = self._db.storage   # type: ignore[assignment]
         # cache_size=0: other processes change the file, so a query cache would go stale.

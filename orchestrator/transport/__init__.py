@@ -20,7 +20,8 @@ from ..core.models import Host
 from ..registry import lookup
 from .base import CommandResult, Connection
 
-__all__ = ["TRANSPORTS", "CommandResult", "Connection", "TransportKind", "connect", "transport"]
+__all__ = ["TRANSPORTS", "CommandResult", "Connection", "TransportKind", "connect", "runs_here",
+           "transport"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class TransportKind:
     host_keys: bool            # the host proves itself with a key known_hosts records
     provisioned: bool          # `orch provision` sets such hosts up (over SSH, with fabric)
     where: str | None = None   # how listings show where such a host is; None: its address
+    # Its jobs run on this machine, as the user who holds orch's state, its environment
+    # and its SSH keys (core/trust.py: a stranger's issue runs there only by opt-in).
+    runs_here: bool = False
 
     async def open(self, host: Host, ssh: SSHSettings) -> Connection:
         module, _, name = self.target.partition(":")
@@ -43,12 +47,18 @@ TRANSPORTS: dict[str, TransportKind] = {k.name: k for k in (
                   needs_address=True, host_keys=True, provisioned=True),
     # This machine, without SSH: the embedded default, and `connection: local` hosts.
     TransportKind("local", "orchestrator.transport.local:LocalConnection",
-                  needs_address=False, host_keys=False, provisioned=False, where="local"),
+                  needs_address=False, host_keys=False, provisioned=False, where="local",
+                  runs_here=True),
 )}
 
 
 def transport(name: str) -> TransportKind:
     return lookup(TRANSPORTS, name, "connection")
+
+
+def runs_here(host: Host) -> bool:
+    """Whether `host`'s jobs run on this machine (TransportKind.runs_here)."""
+    return transport(host.connection).runs_here
 
 
 async def connect(host: Host, ssh: SSHSettings) -> Connection:

@@ -57,7 +57,7 @@ class LocalConnection:
         assert proc.stdout is not None
         drained = False
         try:
-            async for raw in proc.stdout:
+            async for raw in _lines(proc.stdout):
                 yield raw.decode(errors="replace").rstrip("\n")
             drained = True
         finally:
@@ -78,6 +78,23 @@ class LocalConnection:
 
     async def close(self) -> None:
         return None
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The reader's lines; a line longer than the reader's limit comes in pieces of that
+    size instead of ending the stream (asyncio's readline raises and drops the data: one
+    hostile log line would stop `orch logs -f`)."""
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                yield exc.partial
+            return
+        except asyncio.LimitOverrunError as exc:
+            yield await reader.readexactly(exc.consumed)
+            continue
+        yield line
 
 
 async def put_with_shell(conn: Connection, data: bytes, remote_path: str, *, mode: int = 0o600) -> None:

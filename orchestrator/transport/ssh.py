@@ -242,7 +242,12 @@ class SSHConnection:
             keepalive_count_max=ssh.keepalive_count_max, request_pty=False,
             # An encrypted key file is skipped (ssh-agent serves it), as OpenSSH's
             # BatchMode would: orch never prompts for a passphrase.
-            ignore_encrypted=True)
+            ignore_encrypted=True,
+            # Never whatever ~/.ssh/config says (ForwardAgent, ForwardX11Trusted): a job
+            # on the host could use the operator's agent to log in anywhere the operator
+            # can, for as long as this connection is open. The agent still serves keys
+            # for logging in to the host itself.
+            agent_forwarding=False, x11_forwarding=False)
         if host.port:
             kwargs["port"] = host.port
         if host.user:
