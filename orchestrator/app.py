@@ -117,9 +117,16 @@ class App:
         return private_dir(self.state_dir / "logs") / f"{task_id}.log"
 
     @cached_property
+    def state_address(self) -> str | None:
+        """Where the task state is: $ORCH_STATE_URL, else the config's `state:`; None:
+        the TinyDB state in the state dir (store/__init__.py BACKENDS)."""
+        from .store import STATE_URL_ENV
+        return os.environ.get(STATE_URL_ENV) or self.settings.state or None
+
+    @cached_property
     def store(self) -> Store:
-        from .store import Store
-        return Store(self.state_dir)
+        from .store import open_store
+        return open_store(self.state_address, self.state_dir)
 
     @overload
     def forge(self, kind: Literal["local"]) -> LocalForge: ...

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: OpenSSH's sshd (the tests start real sshd
 # processes on loopback), the ssh client, git, procps (ps), util-linux (setsid, flock),
-# sudo (the test of `orch provision` for a login user whose sudo asks a password), and
-# the shell linter shellcheck (rendered job scripts and our own scripts are checked).
+# sudo (the test of `orch provision` for a login user whose sudo asks a password),
+# PostgreSQL (initdb, pg_ctl, psql: the tests start a server of their own for the
+# PostgreSQL state backend), and the shell linter shellcheck (rendered job scripts and our own scripts are checked).
 # Installs only what is missing (always, with --always: what CI does).
 set -euo pipefail
 need=()
@@ -15,9 +16,12 @@ command -v setsid >/dev/null 2>&1 || need+=(util-linux)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
 command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v psql >/dev/null 2>&1 || need+=(postgresql)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+  || need+=(postgresql)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${1:-}" = "--always" ]; then
-  need+=(openssh-server openssh-client git procps shellcheck)
+  need+=(openssh-server openssh-client git procps shellcheck postgresql)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -31,6 +31,7 @@ INTEGRATION_FIXTURES = frozenset({
     "github_server",          # tests/fixtures_github.py: the GitHub-style REST server
     "git_remote_factory",     # tests/fixtures_git.py: bare git remotes
     "make_world",             # tests/fixtures_world.py: all of the above
+    "pg_server",              # tests/fixtures_pg.py: a PostgreSQL server on loopback
 })
 
 

@@ -116,6 +116,21 @@ def local_path(value: Any, loc: Loc) -> str:
     return str(loc.path.parent / text)
 
 
+def state_address(value: Any, loc: Loc) -> str:
+    """Where tasks are kept: tinydb:PATH (relative to the config file) or a PostgreSQL URL
+    (store/__init__.py BACKENDS). A wrong value is shown without any password."""
+    text = string(value, loc)
+    scheme = text.split(":", 1)[0].lower()
+    if scheme == "tinydb":
+        return "tinydb:" + local_path(text.split(":", 1)[1] or ".", loc)
+    if scheme in ("postgresql", "postgres") and text[len(scheme):].startswith("://"):
+        return text
+    # The value itself is not repeated: it may hold a password.
+    loc.error(f"expected tinydb:PATH or postgresql://..., got a value of scheme {scheme[:20]!r}",
+              hint="e.g. state: postgresql://orch@db.example:5432/orch (the password in "
+                   "PGPASSWORD or ~/.pgpass, not here)")
+
+
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -327,6 +342,7 @@ SCHEMA: dict[str, Validator] = {
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),
+    "state": optional(state_address),
     "playbooks_dir": optional(local_path),
     "prompts_dir": optional(local_path),
     "allow_local_github": boolean,

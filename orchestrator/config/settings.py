@@ -124,6 +124,7 @@ class Settings:
                                  for k, v in DEFAULT_SPECIALTIES.items()})
     inventory: str | None = None
     state_dir: str | None = None
+    state: str | None = None          # where tasks are kept: tinydb:PATH or postgresql://...
     allow_local_github: bool = False  # a GitHub issue may run on a `connection: local` host
     playbooks_dir: str | None = None  # override the shipped playbooks/
     prompts_dir: str | None = None    # override the shipped prompts/

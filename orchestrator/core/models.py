@@ -226,6 +226,10 @@ class Task:
     session_id: str | None = None     # the agent session of its last run (the init event)
     error_kind: str | None = None     # one of ERROR_KINDS when it failed, was lost or stopped
     avoid_hosts: list[str] = field(default_factory=list)  # hosts an attempt was lost on or could not start on
+    # The claim's fence (raised by every claim: a write made with an older one is refused)
+    # and when its lease runs out (the store's clock: the database's for PostgreSQL).
+    fence: int = 0
+    lease_until: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

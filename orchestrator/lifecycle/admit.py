@@ -30,7 +30,7 @@ from ..fleet.pool import Fleet
 from ..forge import forge_kind
 from ..forge.base import Forge
 from ..forge.clone import clone_url
-from ..store import DuplicateTask, InvalidTransition, parse_time
+from ..store import DuplicateTask, InvalidTransition, NoSlot, parse_time
 from ..transport import runs_here
 from . import claims
 from .intake import Intake, intake
@@ -166,13 +166,19 @@ def _reserve(app: App, task: Task, placement: Placement, branch: str) -> Task:
 
     The task carries this process's claim until launch.start has started the job: if this
     process dies in between, reconcile sees a claim whose process is gone and a workspace
-    without a job, and requeues the task at once.
+    without a job, and requeues the task at once. The store holds one of the host's
+    `max_tasks` slots for it (NoSlot: another orchestrator took the last one since the
+    placement was decided; nothing changed).
     """
     assert placement.host is not None
     host = app.host(placement.host)
-    return app.store.start(task.id, host=host.name, branch=branch,
-                           workspace=workspace_for(host, task.id), pid=None, error_kind=None,
-                           **claims.mine())
+    try:
+        return app.store.start(task.id, host=host.name, branch=branch,
+                               workspace=workspace_for(host, task.id), pid=None,
+                               error_kind=None, slots=host.max_tasks, **claims.mine())
+    except NoSlot as exc:
+        raise Refused(Refusal.NO_CAPACITY, f"{task.repo}#{task.issue}: {exc.message}",
+                      task=task) from None
 
 
 async def prepare(forge: Forge, repo: str, number: int, settings: Settings, *,

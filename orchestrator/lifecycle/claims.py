@@ -1,10 +1,13 @@
 """Claims: which orch process has the right to act on a running task right now.
 
-A task carries `claimed_by` ("hostname:pid") and `claimed_at` while one process starts,
-finalizes or cancels it; every other process leaves it alone. A claim is taken and
-released under the store lock. A claim whose process died (SIGKILL, OOM, reboot) does not
-count, so the next pass takes over at once; a claim of another machine counts for
-CLAIM_TTL.
+A task carries `claimed_by` ("hostname:pid"), a `fence` and a lease (`lease_until`) while
+one process starts, finalizes or cancels it; every other process leaves it alone. The
+store takes a claim in one atomic operation (Store.claim: it raises the fence) and
+refuses a write made with a fence that is no longer current (FenceLost), so a process
+paused past its lease can change nothing once another took over. A claim whose process
+died (SIGKILL, OOM, reboot) does not count for a process of this machine, so the next
+pass takes over at once; a claim of another machine counts until its lease runs out
+(10 minutes; $ORCH_CLAIM_LEASE).
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ def claimant_alive(claimed_by: str | None) -> bool | None:
 
 
 def claim_held(task: Task) -> bool:
-    """True while another live orch process holds `task`'s claim."""
+    """True while another live orch process holds `task`'s claim (a hint for what to
+    leave alone; Store.claim is what decides)."""
     if not task.claimed_by or task.claimed_by == me():
         return False
     if claimant_alive(task.claimed_by) is False:
         return False
-    if not task.claimed_at:
+    if task.lease_until:
+        return datetime.now(UTC) < parse_time(task.lease_until)
+    if not task.claimed_at:   # a claim written before leases: claimed_at + the TTL
         return False
     return datetime.now(UTC) - parse_time(task.claimed_at) < CLAIM_TTL
 
@@ -59,18 +65,15 @@ def mine() -> dict[str, str]:
 
 
 def take(app: App, task_id: str) -> Task | None:
-    """Take the right to act on running task `task_id`; None if it is not running or
-    another live process has it."""
-    with app.store.locked():
-        task = app.store.get(task_id)
-        if task.status != "running" or claim_held(task):
-            return None
-        return app.store.update(task_id, **mine())
+    """Take the right to act on running task `task_id`: the task with its new fence
+    (every later write passes `fence=task.fence`), or None if it is not running or
+    another live process holds an unexpired claim."""
+    task = app.store.get(task_id)
+    dead = task.claimed_by if claimant_alive(task.claimed_by) is False else None
+    return app.store.claim(task.id, me(), take_from=dead)
 
 
-def release(app: App, task_id: str) -> None:
-    """Give the claim back (after a failure: the next pass may try again at once)."""
-    with app.store.locked():
-        task = app.store.get(task_id)
-        if task.claimed_by:
-            app.store.update(task_id, claimed_by=None, claimed_at=None)
+def release(app: App, task_id: str, fence: int | None = None) -> None:
+    """Give the claim back (after a failure: the next pass may try again at once); a
+    claim another process took over meanwhile (`fence` not current) is left alone."""
+    app.store.release(task_id, fence)

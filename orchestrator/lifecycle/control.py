@@ -60,9 +60,9 @@ async def cancel_task(app: App, task_id: str) -> Task:
         if claimed.host and claimed.workspace:
             note = await _stop_job(app, claimed)
         task = app.store.cancel(task.id, note, error=note, error_kind="cancelled",
-                                claimed_by=None, claimed_at=None)
+                                claimed_by=None, claimed_at=None, fence=claimed.fence)
     except BaseException:
-        claims.release(app, task.id)
+        claims.release(app, task.id, claimed.fence)
         raise
     return await tell_finished_quietly(app, app.forge(task.forge), task)
 

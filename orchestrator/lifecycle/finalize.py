@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ..app import App
 from ..atomic import replace_file
@@ -24,6 +25,7 @@ from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import remote
 from ..private import FILE_MODE
+from ..store import FenceLost
 from ..transport.base import Connection
 from . import claims
 from .kinds import kind_of
@@ -102,8 +104,12 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
         return app.store.get(task.id)
     try:
         return await _finish(app, conn, forge, claimed, status, verdict)
+    except FenceLost:
+        # Paused or cut off past the lease, and another process took the task over:
+        # this one changes nothing more (no PR, no comment, no transition).
+        return app.store.get(task.id)
     except BaseException:
-        claims.release(app, task.id)
+        claims.release(app, task.id, claimed.fence)
         raise
 
 
@@ -115,15 +121,19 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
     ran = {} if status is None else dict(cost_usd=status.cost_usd, turns=status.turns,
                                          tests=status.tests, commit=status.commit)
     ran["session_id"] = _session(lines)
-    task = app.store.update(task.id, **{k: v for k, v in ran.items() if v is not None})
-    done_fields = dict(finalized=True, claimed_by=None, claimed_at=None)
+    fence = task.fence   # every write below is refused once another process took over
+    task = app.store.update(task.id, fence=fence,
+                            **{k: v for k, v in ran.items() if v is not None})
+    done_fields: dict[str, Any] = dict(finalized=True, claimed_by=None, claimed_at=None,
+                                       fence=fence)
 
     if verdict.state == "succeeded":
         result = last_result(lines)
+        app.store.renew(task.id, fence)   # still ours, right before the PR is pushed
         delivered = await kind_of(task).deliver(forge, task, result.result if result and
                                                 result.result else "")
         if delivered.pr_url:
-            task = app.store.update(task.id, pr_url=delivered.pr_url)
+            task = app.store.update(task.id, pr_url=delivered.pr_url, fence=fence)
         cid = await tell(app, forge, task, "succeeded", delivered.comment)
         done = app.store.succeed(task.id, f"PR {delivered.pr_url}" if delivered.pr_url
                                  else "delivered", comment_id=cid, **done_fields)
@@ -138,11 +148,13 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
     if verdict.state == "cancelled":
         # Stopped on the host (a signal to the job): said on the issue, the trigger label
         # off as for any outcome, so `orch poll` takes the issue again only if relabelled.
+        app.store.renew(task.id, fence)
         cid = await tell(app, forge, task, "cancelled", report.comment_cancelled(task, reason))
         return app.store.cancel(task.id, reason, error=reason, error_kind=verdict.error_kind,
                                 comment_id=cid, **done_fields)
 
     excerpt = report.log_excerpt(log, s.report.log_tail)
+    app.store.renew(task.id, fence)   # still ours, right before the issue is told
     cid = await tell(app, forge, task, "failed", report.comment_failed(task, reason, excerpt)
                      + report.next_step(verdict.error_kind))
     done = app.store.fail(task.id, reason, error_kind=verdict.error_kind, comment_id=cid,

@@ -17,7 +17,7 @@ from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..job import remote
 from ..job.playbook import render_job
-from ..store import DuplicateTask, InvalidTransition
+from ..store import DuplicateTask, FenceLost, InvalidTransition
 from .admit import Reservation
 from .kinds import kind_of
 
@@ -44,10 +44,15 @@ async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
         why = f"could not start the job on {task.host}: {exc.message}"
         app.store.fail(task.id, why, error_kind="start_failed",
                        avoid_hosts=_with(task.avoid_hosts, task.host),
-                       claimed_by=None, claimed_at=None)
+                       claimed_by=None, claimed_at=None, fence=task.fence)
         raise WorkError(f"task {task.id}: {why}", hint=exc.hint) from None
-    return app.store.update(task.id, pid=pgid, log_path=str(app.task_log_path(task.id)),
-                            claimed_by=None, claimed_at=None)
+    try:
+        return app.store.update(task.id, pid=pgid, log_path=str(app.task_log_path(task.id)),
+                                claimed_by=None, claimed_at=None, fence=task.fence)
+    except FenceLost as exc:
+        # Started after our lease ran out: another process took the task over (and will
+        # not run it twice: the job refuses a workspace that has one).
+        raise WorkError(exc.message) from None
 
 
 def _with(hosts: list[str], host: str | None) -> list[str]:

@@ -44,6 +44,7 @@ from .admit import (
     reserve_new,
     reserve_queued,
 )
+from .claims import me
 from .forges import Forges
 from .launch import Next, again_or_give_up, start
 from .reconcile import reconcile
@@ -104,6 +105,7 @@ async def poll_pass(app: App, repos: list[str] | None = None, *,
 async def run_pass(app: App, repos: list[str], *, start_grace: float | None = None) -> PassResult:
     """The pass itself, without the pass lock (tests use it to show that the store alone
     keeps overlapping passes from doubling work)."""
+    app.store.heartbeat(me())   # `orch store status` lists the orchestrators it heard of
     async with Fleet(app.hosts, app.settings) as fleet:
         one = _Pass(app, fleet, Forges(app))
         await one.run(repos, start_grace)

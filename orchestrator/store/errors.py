@@ -81,3 +81,68 @@ def _either(statuses: tuple[str, ...]) -> str:
     words = list(statuses)
     text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
     return ("an " if text[0] in "aeiou" else "a ") + text
+
+
+class NoSlot(WorkError):
+    """Every slot of the host is held by a live task (another orchestrator took the last
+    one since the placement was decided): the reservation is refused, nothing changed."""
+
+    def __init__(self, host: str, slots: int) -> None:
+        super().__init__(f"host {host} has no free slot ({slots} of {slots} held)",
+                         hint="the next pass places the task again")
+        self.host = host
+
+
+class FenceLost(InvalidTransition):
+    """A write made with a claim that is no longer the task's current one: another
+    orchestrator took the task over after this one's lease ran out. Nothing changed.
+    An InvalidTransition, so callers that leave a task moved on by someone else alone
+    (launch.lose, again_or_give_up) do the same here."""
+
+    def __init__(self, task: Task, fence: int) -> None:
+        super().__init__(task, "changed", (), detail=(
+            f"task {task.id}: this orch process's claim (fence {fence}) was taken over "
+            f"(current fence {task.fence}, held by {task.claimed_by or 'nobody'}); "
+            f"nothing was changed"))
+        self.fence = fence
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password (never printed or logged with it)."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class StoreUnreachable(WorkError):
+    """The database holding the state cannot be reached (exit 1); nothing was dispatched
+    without a committed claim."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        shown = redact_url(url)
+        super().__init__(f"{shown}: the state database is unreachable ({_first_line(detail)})",
+                         hint="check that the server runs and accepts connections from this "
+                              "machine (`pg_isready -d URL`), the host and port, the user and "
+                              "its password (PGPASSWORD or PGPASSFILE), and the database name")
+        self.url = shown
+
+
+class StateMoved(UsageError):
+    """The TinyDB state was migrated elsewhere (`orch store migrate`): it is read-only."""
+
+    def __init__(self, path: Path, where: str) -> None:
+        super().__init__(f"{path}: this state was moved to {where} by `orch store migrate`; "
+                         f"it is read-only and nothing was changed",
+                         hint=f"set `state: {where}` in orch.yml (or $ORCH_STATE_URL), or "
+                              f"migrate back with `orch store migrate --to tinydb:{path.parent}`")
+        self.where = where
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or ["no detail"])[0][:300]

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,10 @@ from ..core.models import FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
 from ..core.tally import TaskTally, tally
 from ..errors import UsageError
 from ..private import FILE_MODE, private_dir
+from . import transitions as rules
 from .archive import Archive
-from .errors import DuplicateTask, InvalidTransition, StateCorrupt, StoreBusy, TaskNotFound
+from .clock import now_iso, parse_time
+from .errors import DuplicateTask, NoSlot, StateCorrupt, StateMoved, StoreBusy, TaskNotFound
 from .hotfile import HotStorage, Tables
 
 STATE_FILE = "state.json"
@@ -58,37 +60,13 @@ DEFAULT_LOCK_TIMEOUT = 60.0   # seconds; every critical section is local and sho
 KEEP_RECENT = 50      # finished, reported tasks the hot file keeps (the default view)
 ARCHIVE_BATCH = 50    # ... and how many more it may hold before they move, all at once
 COMPACT_WAIT = 10.0   # seconds a reader waits to archive an old state (else reads it all)
+MOVED_FILE = "state.moved"   # written by `orch store migrate`: where the state went
+ORCHESTRATORS_FILE = "orchestrators.json"   # heartbeats: owner -> last seen
 
-
-# --------------------------------------------------------------------------- time
-
-def now_iso() -> str:
-    """The current time, ISO-8601 UTC with seconds: what every timestamp field holds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def parse_time(value: str | datetime) -> datetime:
-    """An ISO-8601 string (or datetime) as an aware UTC datetime; naive means UTC."""
-    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+__all__ = ["Store", "now_iso", "parse_time"]
 
 
 # --------------------------------------------------------------------------- store
-
-_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    # action: (statuses it may start from, status it leads to)
-    "start": (("queued",), "running"),
-    "succeed": (("running",), "succeeded"),
-    "fail": (("queued", "running", "lost"), "failed"),
-    "cancel": (("queued", "running", "lost"), "cancelled"),
-    "mark_lost": (("running",), "lost"),
-    "requeue": (("lost", "failed", "cancelled"), "queued"),
-}
-_PARTICIPLE = {"start": "started", "succeed": "marked succeeded", "fail": "marked failed",
-               "cancel": "cancelled", "mark_lost": "marked lost", "requeue": "queued again"}
-_NOT_UPDATABLE = {"id", "status", "history"}
-_FIELDS = set(Task.__dataclass_fields__)
-
 
 def archivable(doc: dict[str, Any]) -> bool:
     """A finished task whose forge has heard the outcome and that no process holds:
@@ -107,6 +85,8 @@ class _Found:
 class Store:
     """The task table. Every method that writes takes the lock; reads need none."""
 
+    backend = "tinydb"
+
     def __init__(self, state_dir: Path | str, *, keep_recent: int = KEEP_RECENT,
                  archive_batch: int = ARCHIVE_BATCH) -> None:
         self.state_dir = Path(state_dir).expanduser()
@@ -123,6 +103,28 @@ class Store:
         # cache_size=0: other processes change the file, so a query cache would go stale.
         self._table = self._db.table(TABLE, cache_size=0)
         self.archive = Archive(self.state_dir)
+        self.lease = rules.lease()
+
+    @classmethod
+    def from_address(cls, address: str, state_dir: Path) -> Store:
+        """`tinydb:PATH` (a state dir; relative to the working directory)."""
+        return cls(address.split(":", 1)[1] or state_dir)
+
+    @property
+    def where(self) -> str:
+        """Where the state is, as `orch store` names it (tinydb:DIR)."""
+        return f"tinydb:{self.state_dir}"
+
+    def close(self) -> None:
+        """Nothing to close: every change is on disk when its method returns."""
+
+    def moved_to(self) -> str | None:
+        """Where `orch store migrate` moved this state (None: it is the state in force)."""
+        marker = self.state_dir / MOVED_FILE
+        try:
+            return marker.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
 
     # ----------------------------------------------------------------- locking
     @contextmanager
@@ -139,6 +141,9 @@ class Store:
         except Timeout:
             raise StoreBusy(self.lock_path, timeout) from None
         try:
+            moved = self.moved_to()
+            if moved is not None:
+                raise StateMoved(self.path, moved)
             self._hot.begin()
             try:
                 yield self
@@ -332,9 +337,6 @@ class Store:
                forge: str = "github", **fields: Any) -> Task:
         """Record a queued task; refused (DuplicateTask) if the issue has a live one.
         `fields`: other Task fields it starts with (kind, parent, pr_number)."""
-        bad = sorted(set(fields) & (_NOT_UPDATABLE | {"id", "created_at"}))
-        if bad:
-            raise ValueError(f"Store.create cannot set {', '.join(bad)}")
         with self.locked():
             self.refuse_duplicate(repo, issue)
             docs = self._table.all()
@@ -342,11 +344,8 @@ class Store:
             task_id = uuid.uuid4().hex[:8]
             while task_id in existing or self.archive.get(task_id) is not None:
                 task_id = uuid.uuid4().hex[:8]
-            now = now_iso()
-            task = Task(id=task_id, repo=repo, issue=int(issue), title=title,
-                        specialty=specialty, forge=forge, created_at=now, **fields,
-                        history=[{"at": now, "from": None, "to": "queued",
-                                  "reason": f"created (specialty {specialty})"}])
+            task = rules.new_task(task_id, repo, issue, title, specialty, forge,
+                                  datetime.now(UTC), fields)
             self._table.insert(Document(task.to_json(), doc_id=self._next_seq(docs)))
             return task
 
@@ -358,48 +357,56 @@ class Store:
         archived = self.archive.max_seq() if self.archive.exists() else 0
         return max(max((d.doc_id for d in docs), default=0), archived) + 1
 
-    def update(self, task_id: str, **fields: Any) -> Task:
-        """Change non-status fields (pr_url, cost_usd, pid, ...); status needs a transition."""
-        bad = sorted(set(fields) & _NOT_UPDATABLE)
-        if bad:
-            raise ValueError(f"Store.update cannot change {', '.join(bad)}: "
-                             f"status changes only through the named transitions")
-        unknown = sorted(set(fields) - _FIELDS)
-        if unknown:
-            raise TypeError(f"Task has no field(s) {', '.join(unknown)}")
+    def update(self, task_id: str, *, fence: int | None = None, **fields: Any) -> Task:
+        """Change non-status fields (pr_url, cost_usd, pid, ...); status needs a transition.
+        `fence`: the claim this change is made under; FenceLost if it is not the task's
+        current claim any more (another orchestrator took the task over)."""
+        rules.check_fields(fields, "Store.update")
         with self.locked():
             found = self._find(task_id)
             task = found.task
+            now = datetime.now(UTC)
+            rules.check_fence(task, fence, now)
             if all(getattr(task, k) == v for k, v in fields.items()):
                 return task          # nothing changes: no write
-            for k, v in fields.items():
-                setattr(task, k, v)
+            rules.set_claim(task, fields, now, self.lease)
             self._save(found, task)
             return task
 
     def start(self, task_id: str, host: str, branch: str, workspace: str,
-              pid: int | None = None, **fields: Any) -> Task:
-        """queued -> running on `host`; counts one more dispatch attempt."""
-        return self._transition(task_id, "start", f"started on {host}",
-                                host=host, branch=branch, workspace=workspace, pid=pid,
-                                started_at=now_iso(), unreachable_since=None, error=None,
-                                _attempt=True, **fields)
+              pid: int | None = None, *, slots: int | None = None, **fields: Any) -> Task:
+        """queued -> running on `host`; counts one more dispatch attempt. `slots`: the
+        host's capacity: NoSlot (nothing changed) when that many tasks already run there."""
+        with self.locked():
+            if slots is not None:
+                held = [t for t in self._all() if t.status == "running" and t.host == host]
+                if len(held) >= slots:
+                    raise NoSlot(host, slots)
+            return self._transition(task_id, "start", f"started on {host}",
+                                    host=host, branch=branch, workspace=workspace, pid=pid,
+                                    started_at=now_iso(), unreachable_since=None, error=None,
+                                    _attempt=True, **fields)
 
-    def succeed(self, task_id: str, reason: str = "job succeeded", **fields: Any) -> Task:
+    def succeed(self, task_id: str, reason: str = "job succeeded", *,
+                fence: int | None = None, **fields: Any) -> Task:
         """running -> succeeded (fields: pr_url, cost_usd, turns, tests, commit, ...)."""
-        return self._transition(task_id, "succeed", reason, **fields)
+        return self._transition(task_id, "succeed", reason, _fence=fence, **fields)
 
-    def fail(self, task_id: str, error: str, **fields: Any) -> Task:
+    def fail(self, task_id: str, error: str, *, fence: int | None = None,
+             **fields: Any) -> Task:
         """queued|running|lost -> failed, with `error` saying why (one line)."""
-        return self._transition(task_id, "fail", error, error=error, **fields)
+        return self._transition(task_id, "fail", error, _fence=fence, error=error, **fields)
 
-    def cancel(self, task_id: str, reason: str = "cancelled by user", **fields: Any) -> Task:
+    def cancel(self, task_id: str, reason: str = "cancelled by user", *,
+               fence: int | None = None, **fields: Any) -> Task:
         """queued|running|lost -> cancelled (the caller stops the remote job)."""
-        return self._transition(task_id, "cancel", reason, **fields)
+        return self._transition(task_id, "cancel", reason, _fence=fence, **fields)
 
-    def mark_lost(self, task_id: str, reason: str, **fields: Any) -> Task:
+    def mark_lost(self, task_id: str, reason: str, *, fence: int | None = None,
+                  **fields: Any) -> Task:
         """running -> lost: its host vanished (or its job died) and the result is unknown."""
-        return self._transition(task_id, "mark_lost", reason, error=f"lost: {reason}", **fields)
+        return self._transition(task_id, "mark_lost", reason, _fence=fence,
+                                error=f"lost: {reason}", **fields)
 
     def requeue(self, task_id: str, reason: str, max_attempts: int | None = None,
                 reset_attempts: bool = False) -> Task:
@@ -414,59 +421,83 @@ class Store:
         """
         with self.locked():
             task = self.get(task_id)
-            allowed, _ = _TRANSITIONS["requeue"]
-            if task.status not in allowed:
-                raise InvalidTransition(task, _PARTICIPLE["requeue"], allowed)
-            if (task.status == "lost" and max_attempts is not None and not reset_attempts
-                    and task.attempts >= max_attempts):
-                raise InvalidTransition(
-                    task, "queued again", ("lost", "failed", "cancelled"),
-                    detail=(f"task {task.id} is lost after {task.attempts} of {max_attempts} "
-                            f"attempts; it will not be queued again automatically"))
+            fields, previous = rules.requeue_fields(task, max_attempts, reset_attempts)
             self.refuse_duplicate(task.repo, task.issue, task.id)
-            previous = {"host": task.host, "pid": task.pid, "workspace": task.workspace}
-            fields: dict[str, Any] = dict(host=None, pid=None, workspace=None, error=None,
-                                          error_kind=None,
-                                          finished_at=None, unreachable_since=None,
-                                          finalized=False, _previous=previous)
-            if reset_attempts:
-                fields["attempts"] = 0
-            return self._transition(task_id, "requeue", reason, **fields)
+            return self._transition(task_id, "requeue", reason, _previous=previous, **fields)
 
     # ----------------------------------------------------------------- internals
     def _transition(self, task_id: str, action: str, reason: str, *,
                     _attempt: bool = False, _previous: dict[str, Any] | None = None,
-                    **fields: Any) -> Task:
-        allowed, target = _TRANSITIONS[action]
-        bad = sorted(set(fields) & _NOT_UPDATABLE)
-        if bad:
-            raise ValueError(f"a transition cannot set {', '.join(bad)} directly")
-        unknown = sorted(set(fields) - _FIELDS)
-        if unknown:
-            raise TypeError(f"Task has no field(s) {', '.join(unknown)}")
+                    _fence: int | None = None, **fields: Any) -> Task:
+        rules.check_fields(fields, "a transition")
+        with self.locked():
+            found = self._find(task_id)
+            now = datetime.now(UTC)
+            rules.check_fence(found.task, _fence, now)
+            task = rules.transition(found.task, action, reason, fields, now, self.lease,
+                                    attempt=_attempt, previous=_previous)
+            self._save(found, task)
+            return task
+
+    # ----------------------------------------------------------------- claims
+    def claim(self, task_id: str, owner: str, *, take_from: str | None = None) -> Task | None:
+        """Take the right to act on running task `task_id` for `owner`: the task with its
+        new fence and lease, or None (not running, or another holds an unexpired lease).
+        `take_from`: a holder the caller knows is dead (a process of this machine)."""
         with self.locked():
             found = self._find(task_id)
             task = found.task
-            if task.status not in allowed:
-                raise InvalidTransition(task, _PARTICIPLE[action], allowed)
-            now = now_iso()
-            entry: dict[str, Any] = {"at": now, "from": task.status, "to": target,
-                                     "reason": reason}
-            for k, v in fields.items():
-                setattr(task, k, v)
-            host = task.host or (_previous or {}).get("host")
-            if host:
-                entry["host"] = host
-            if _previous and any(_previous.values()):
-                entry["previous"] = _previous
-            if _attempt:
-                task.attempts += 1
-            if target in FINISHED_STATUSES:
-                task.finished_at = now
-            task.status = target
-            task.history = [*task.history, entry]
+            now = datetime.now(UTC)
+            if not rules.may_claim(task, owner, now, take_from):
+                return None
+            rules.set_claim(task, {"claimed_by": owner}, now, self.lease)
             self._save(found, task)
             return task
+
+    def renew(self, task_id: str, fence: int) -> Task:
+        """Extend the lease of claim `fence` (FenceLost if it is not current any more)."""
+        with self.locked():
+            found = self._find(task_id)
+            task = found.task
+            now = datetime.now(UTC)
+            rules.check_fence(task, fence, now)
+            task.lease_until = rules.iso(now + self.lease)
+            self._save(found, task)
+            return task
+
+    def release(self, task_id: str, fence: int | None = None) -> bool:
+        """Give a claim back; False when it was not held (or not with `fence`)."""
+        with self.locked():
+            found = self._find(task_id)
+            task = found.task
+            if not task.claimed_by or (fence is not None and task.fence != fence):
+                return False
+            rules.set_claim(task, {"claimed_by": None}, datetime.now(UTC), self.lease)
+            self._save(found, task)
+            return True
+
+    def heartbeat(self, owner: str) -> None:
+        """Record that orchestrator `owner` is alive now (`orch store status` lists them)."""
+        from ..atomic import replace_file
+        with self.locked():
+            seen = self.orchestrators()
+            seen[owner] = now_iso()
+            replace_file(self.state_dir / ORCHESTRATORS_FILE, _json_dumps(seen), mode=FILE_MODE)
+
+    def orchestrators(self) -> dict[str, str]:
+        """Every orchestrator's last heartbeat (owner -> ISO time)."""
+        import json
+        try:
+            data = json.loads((self.state_dir / ORCHESTRATORS_FILE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def lease_left(self, task: Task) -> timedelta:
+        """How long `task`'s claim still runs (zero or negative: expired)."""
+        if not task.lease_until:
+            return timedelta(0)
+        return parse_time(task.lease_until) - datetime.now(UTC)
 
     def _save(self, found: _Found, task: Task) -> None:
         """Write one task back (caller holds the lock). An archived task returns to the hot
@@ -481,6 +512,11 @@ class Store:
         n = self._table.update(_replace_with(task.to_json()), Query().id == task.id)
         if not n:
             raise TaskNotFound(f"task {task.id} vanished from {self.path}")
+
+
+def _json_dumps(data: dict[str, str]) -> str:
+    import json
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
 def _replace_with(data: dict[str, Any]) -> Callable[[MutableMapping[str, Any]], None]:
