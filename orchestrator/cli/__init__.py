@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("orchestrator.cli.provision:provision", "Install git, the agent, the workspace; then bootstrap."),
     "metrics": ("orchestrator.cli.metrics:metrics", "Prometheus text exposition of tasks and hosts."),
     "top": ("orchestrator.cli.top:top", "The fleet and its work at a glance, live (--once: one frame)."),
+    "store": ("orchestrator.cli.store:store", "Where the task state is; migrate it between TinyDB and PostgreSQL."),
     "cron": ("orchestrator.cli.cron:cron", "Install, show or remove the crontab line for `orch poll`."),
     "demo": ("orchestrator.cli.demo:demo", "Watch an issue become a branch on this machine, offline."),
 }

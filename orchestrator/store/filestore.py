@@ -184,7 +184,7 @@ class Store:
         try:
             with self.locked(timeout=COMPACT_WAIT):
                 self._hot.touch()
-        except (StoreBusy, OSError):
+        except (StoreBusy, StateMoved, OSError):
             return False
         return True
 
@@ -424,6 +424,56 @@ class Store:
             fields, previous = rules.requeue_fields(task, max_attempts, reset_attempts)
             self.refuse_duplicate(task.repo, task.issue, task.id)
             return self._transition(task_id, "requeue", reason, _previous=previous, **fields)
+
+    # ----------------------------------------------------------------- migration
+    def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Every task (hot file and archive, the hot file's copy winning) with its record
+        number, oldest first: what `orch store migrate` copies."""
+        hot = {d.doc_id: dict(d) for d in self._table.all()}
+        hot_ids = {d.get("id") for d in hot.values()}
+        old = [] if not self.archive.exists() else [
+            (seq, doc) for seq, doc in self.archive.newest_first() if doc.get("id") not in hot_ids]
+        yield from sorted([*hot.items(), *old], key=lambda sd: sd[0])
+
+    def count(self) -> int:
+        """How many tasks the state holds (hot file and archive)."""
+        return self.archived_count() + len(self._table.all())
+
+    def put_all(self, records: Iterator[tuple[int, dict[str, Any]]]) -> int:
+        """Insert or replace tasks (record number, JSON) inside the caller's `locked()`
+        (`orch store migrate --to tinydb:`); the finished, reported ones then move to the
+        archive as the write ends, as for any write. Returns how many."""
+        with self.locked():
+            rows = [(int(seq), Task.from_json(doc).to_json()) for seq, doc in records]
+            ids = {doc["id"] for _, doc in rows}
+            self._table.remove(Query().id.one_of(list(ids)))
+            taken = {d.doc_id for d in self._table.all()}
+            clash = [seq for seq, _ in rows if seq in taken]
+            if clash:
+                raise UsageError(f"{self.path}: holds other tasks under the same record numbers "
+                                 f"({len(clash)}); nothing was changed",
+                                 hint="migrate into an empty state directory")
+            self._table.insert_multiple(Document(doc, doc_id=seq) for seq, doc in rows)
+            return len(rows)
+
+    def unmark_moved(self) -> None:
+        """Make a state `orch store migrate` had moved away writable again (migrating back
+        into it)."""
+        (self.state_dir / MOVED_FILE).unlink(missing_ok=True)
+        for name in (STATE_FILE, "archive.sqlite"):
+            f = self.state_dir / name
+            if f.exists():
+                f.chmod(FILE_MODE)
+
+    def mark_moved(self, where: str) -> None:
+        """After `orch store migrate`: the files read-only, and every later write refused
+        with where the state went (StateMoved). Readers still read them."""
+        from ..atomic import replace_file
+        replace_file(self.state_dir / MOVED_FILE, where + "\n", mode=FILE_MODE)
+        for name in (STATE_FILE, "archive.sqlite"):
+            f = self.state_dir / name
+            if f.exists():
+                f.chmod(0o400)
 
     # ----------------------------------------------------------------- internals
     def _transition(self, task_id: str, action: str, reason: str, *,

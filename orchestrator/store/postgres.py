@@ -116,6 +116,10 @@ class PgStore:
         """The database, as it may be shown (without its password)."""
         return redact_url(self.url)
 
+    def moved_to(self) -> str | None:
+        """A database is never marked moved (`orch store migrate` leaves it as it is)."""
+        return None
+
     # ----------------------------------------------------------------- connection
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
@@ -326,22 +330,30 @@ class PgStore:
         return int(self._rows("SELECT count(*) FROM orch_tasks")[0][0])
 
     # ----------------------------------------------------------------- writes
-    def _write(self, task: Task, *, insert: bool = False, seq: int | None = None) -> None:
-        doc = task.to_json()
-        spend = spend_stamp(task)
-        cols = dict(id=task.id, repo=task.repo, issue=int(task.issue), status=task.status,
-                    host=task.host, finalized=bool(task.finalized), finished_at=task.finished_at,
-                    claimed_by=task.claimed_by, fence=int(task.fence),
-                    lease_until=parse_time(task.lease_until) if task.lease_until else None,
-                    duration=duration_seconds(task), cost_usd=task.cost_usd,
-                    error_kind=task.error_kind, spend_at=spend,
-                    doc=json.dumps(doc, ensure_ascii=False))
+    @staticmethod
+    def _columns(task: Task, seq: int | None = None) -> dict[str, Any]:
+        """The row of `task`: its JSON, and the columns the indexes and counts use."""
+        cols: dict[str, Any] = dict(
+            id=task.id, repo=task.repo, issue=int(task.issue), status=task.status,
+            host=task.host, finalized=bool(task.finalized), finished_at=task.finished_at,
+            claimed_by=task.claimed_by, fence=int(task.fence),
+            lease_until=parse_time(task.lease_until) if task.lease_until else None,
+            duration=duration_seconds(task), cost_usd=task.cost_usd,
+            error_kind=task.error_kind, spend_at=spend_stamp(task),
+            doc=json.dumps(task.to_json(), ensure_ascii=False))
+        if seq is not None:
+            cols["seq"] = seq
+        return cols
+
+    @staticmethod
+    def _insert_sql(cols: dict[str, Any]) -> str:
+        return (f"INSERT INTO orch_tasks ({', '.join(cols)}) "
+                f"VALUES ({', '.join(f'%({k})s' for k in cols)})")
+
+    def _write(self, task: Task, *, insert: bool = False) -> None:
+        cols = self._columns(task)
         if insert:
-            if seq is not None:
-                cols["seq"] = seq
-            names = ", ".join(cols)
-            marks = ", ".join(f"%({k})s" for k in cols)
-            self._rows(f"INSERT INTO orch_tasks ({names}) VALUES ({marks})", cols)
+            self._rows(self._insert_sql(cols), cols)
             return
         sets = ", ".join(f"{k} = %({k})s" for k in cols if k != "id")
         self._rows(f"UPDATE orch_tasks SET {sets} WHERE id = %(id)s", cols)
@@ -498,16 +510,27 @@ class PgStore:
     # ----------------------------------------------------------------- migration
     def put_all(self, records: Iterator[tuple[int, dict[str, Any]]]) -> int:
         """Insert or replace tasks (record number, JSON) inside the caller's transaction
-        (`orch store migrate`); live tasks keep their slots. Returns how many."""
-        n = 0
-        for seq, doc in records:
-            task = Task.from_json(doc)
-            self._rows("DELETE FROM orch_tasks WHERE id = %s", (task.id,))
-            self._write(task, insert=True, seq=seq)
-            n += 1
+        (`orch store migrate`); each running task holds a slot row of its host. Returns
+        how many."""
+        rows = [self._columns(Task.from_json(doc), int(seq)) for seq, doc in records]
+        if not rows:
+            return 0
+        ids = [r["id"] for r in rows]
+        self._rows("DELETE FROM orch_slots WHERE task_id = ANY(%s)", (ids,))
+        self._rows("DELETE FROM orch_tasks WHERE id = ANY(%s)", (ids,))
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                cur.executemany(self._insert_sql(rows[0]), rows)
+        except (self._pg.OperationalError, self._pg.InterfaceError) as exc:
+            raise StoreUnreachable(self.url, self._scrub(str(exc))) from None
+        for r in rows:
+            if r["status"] == "running" and r["host"]:
+                self._rows("INSERT INTO orch_slots (host, n, task_id) SELECT %s, coalesce(max(n), "
+                           "0) + 1, %s FROM orch_slots WHERE host = %s", (r["host"], r["id"], r["host"]))
         self._rows("SELECT setval(pg_get_serial_sequence('orch_tasks', 'seq'), "
                    "greatest((SELECT coalesce(max(seq), 0) FROM orch_tasks), 1))")
-        return n
+        return len(rows)
 
     def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Every task with its record number, oldest first (`orch store migrate --to`)."""

@@ -1,0 +1,97 @@
+"""`orch store migrate` both ways, the typed error of an unreachable database, and the
+password that is never printed (a real PostgreSQL server: tests/fixtures_pg.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator.core.models import Task
+from orchestrator.store import StateMoved, Store, open_store
+from tests.fixtures_pg import PASSWORD, PgServer, _free_port
+from tests.legacy_state import write_legacy, year_of_state
+
+
+def orch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "ORCH_STATE_URL"}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True,
+                          text=True, timeout=600, env=full, cwd="/")
+
+
+def _docs(tasks: list[Task]) -> dict[str, dict]:
+    return {t.id: t.to_json() for t in tasks}
+
+
+def test_migrate_20000_tasks_to_postgresql_and_back(tmp_path: Path, pg_url: str) -> None:
+    src = tmp_path / "src"
+    write_legacy(src, year_of_state(20_000))
+    before = _docs(Store(src).list(archived=True))   # opening it archives the old file
+    assert len(before) > 20_000 and Store(src).archived_count() > 19_000
+
+    r = orch("--state-dir", str(src), "store", "migrate", "--to", pg_url, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["copied"] == len(before) == out["total"]
+    assert PASSWORD not in r.stdout + r.stderr and "***" in out["target"]
+    pg = open_store(pg_url, tmp_path)
+    assert _docs(pg.list(archived=True)) == before            # every field of every task
+    assert pg.tally("2000-01-01").statuses() == Store(src).tally("2000-01-01").statuses()
+
+    # The file is read-only now, and orch says where the state went.
+    assert (src / "state.json").stat().st_mode & 0o777 == 0o400
+    try:
+        Store(src).create("octo/api", 99999, "t", "general")
+        raise AssertionError("a moved state accepted a write")
+    except StateMoved as exc:
+        assert "***" in exc.message and PASSWORD not in str(exc)
+    r = orch("--state-dir", str(src), "retry", next(iter(before)))
+    assert r.returncode == 2 and "moved to postgresql://orch:***@" in r.stderr, r.stderr
+    assert Store(src).list(archived=True)                      # still readable
+
+    # Again: idempotent (the same tasks, once).
+    r = orch("--state-dir", str(src), "store", "migrate", "--to", pg_url, "--json")
+    assert r.returncode == 0, r.stderr
+    assert pg.count() == len(before)
+
+    # And back, into a new TinyDB state.
+    back = tmp_path / "back"
+    r = orch("--state-dir", str(tmp_path / "other"), "store", "migrate", "--to", f"tinydb:{back}",
+             "--json", env={"ORCH_STATE_URL": pg_url})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["copied"] == len(before)
+    again = Store(back)
+    assert _docs(again.list(archived=True)) == before
+    assert again.archived_count() > 19_000                    # finished ones archived
+    pg.close()
+
+
+def test_unreachable_database_is_exit_1_without_password(tmp_path: Path) -> None:
+    url = f"postgresql://orch:{PASSWORD}@127.0.0.1:{_free_port()}/orch"
+    r = orch("--state-dir", str(tmp_path), "tasks", env={"ORCH_STATE_URL": url})
+    assert r.returncode == 1, r.stderr
+    assert "the state database is unreachable" in r.stderr
+    assert "postgresql://orch:***@127.0.0.1" in r.stderr and "hint:" in r.stderr
+    assert PASSWORD not in r.stdout + r.stderr
+
+
+def test_password_from_pgpassword_and_pgpassfile(tmp_path: Path, pg_server: PgServer) -> None:
+    url = pg_server.database()
+    bare = url.replace(f":{PASSWORD}@", "@")
+    r = orch("--state-dir", str(tmp_path), "store", "status", "--json",
+             env={"ORCH_STATE_URL": bare, "PGPASSWORD": PASSWORD, "PGPASSFILE": "/nonexistent"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backend"] == "postgresql"
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_server.port}:*:orch:{PASSWORD}\n")
+    passfile.chmod(0o600)
+    env = {"ORCH_STATE_URL": bare, "PGPASSFILE": str(passfile)}
+    r = orch("--state-dir", str(tmp_path), "store", "status", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"{bare} (postgresql), 0 tasks" in r.stdout
+    r = orch("--state-dir", str(tmp_path), "store", "status",
+             env={"ORCH_STATE_URL": bare, "PGPASSFILE": "/nonexistent", "PGPASSWORD": "wrong"})
+    assert r.returncode == 1 and "unreachable" in r.stderr and "wrong" not in r.stderr
