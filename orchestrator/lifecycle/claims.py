@@ -21,11 +21,19 @@ from ..core.models import Task
 from ..store import now_iso, parse_time
 
 CLAIM_TTL = timedelta(minutes=10)
+# The machine name a claim carries (default: the hostname). Orchestrators that share a
+# database and a hostname (containers) must each have their own, or each would judge
+# the other's claims by its own process table.
+NODE_ENV = "ORCH_NODE"
+
+
+def node() -> str:
+    return os.environ.get(NODE_ENV) or socket.gethostname()
 
 
 def me() -> str:
     """This orch process, as a claim names it: "hostname:pid"."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{node()}:{os.getpid()}"
 
 
 def claimant_alive(claimed_by: str | None) -> bool | None:
@@ -34,7 +42,7 @@ def claimant_alive(claimed_by: str | None) -> bool | None:
     if not claimed_by:
         return None
     host, _, pid = claimed_by.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != node() or not pid.isdigit():
         return None
     try:
         os.kill(int(pid), 0)

@@ -156,6 +156,8 @@ async def _one(app: App, fleet: Fleet, facts: dict[str, HostFacts], forge_for: F
         return
     if status is None:
         starter = claimant_alive(task.claimed_by)
+        if held and starter is None and _age(task.started_at, now) <= CLAIM_TTL.total_seconds():
+            return   # another machine's claim whose lease runs: it may still start the job
         if starter is False or (starter is not True and _age(task.started_at, now) > grace) \
                 or _age(task.started_at, now) > max(grace, CLAIM_TTL.total_seconds()):
             who = "the orch process that reserved it died" if starter is False else \
