@@ -12,6 +12,8 @@
    the fleet's first host, and what one dispatch costs in SSH round trips and state writes
 4. live logs (bench/logs.py): line latency p50/p99 and a chatty agent's lines/s through
    `orch logs -f`, on the fleet's first host
+5. state backends (bench/backends.py): a poll pass and a dispatch with the state in
+   TinyDB and in PostgreSQL (a server of its own on loopback)
 
 Each peer is installed for the benchmark only, in bench/.venv-NAME (git-ignored), never a
 dependency of orch. One table: median, min, max, and each row's ratio to its reference
@@ -33,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from bench import dispatch, hosts_fanout, logs, store  # noqa: E402
+from bench import backends, dispatch, hosts_fanout, logs, store  # noqa: E402
 from bench.table import Row, log, print_rows, ratio_to, summarize  # noqa: E402
 
 FULL = {"hosts": [10, 50], "runs": 5, "warmup": 1, "sizes": [0, 20_000, 100_000],
@@ -64,11 +66,13 @@ def run(plan: dict, before: Path | None, save: bool) -> int:
         disp, counts = dispatch.run(plan["dispatch_runs"], before, fleet=setup.fleet)
         live = logs.run(plan["lines"], plan["interval"], plan["burst"], plan["log_runs"],
                         fleet=setup.fleet)
+        back = backends.run(plan["dispatch_runs"], fleet=setup.fleet)
     finally:
         setup.close(keep=False)
     st = store.run(plan["sizes"], plan["runs"], before)
 
-    table = fanout_rows(fan) + store.rows(st) + dispatch.rows(disp) + logs.rows(live)
+    table = (fanout_rows(fan) + store.rows(st) + dispatch.rows(disp) + logs.rows(live)
+             + backends.rows(back))
     print()
     print(f"orch benchmark, {os.cpu_count()} CPUs, login user {user or 'self'}, "
           f"{plan['runs']} runs, load {load0} -> {hosts_fanout.loadavg()}; key exchange: "
@@ -91,7 +95,7 @@ def run(plan: dict, before: Path | None, save: bool) -> int:
             "versions": hosts_fanout.versions(), "kex": kex, "load_start": load0,
             "load_end": hosts_fanout.loadavg(), "rows": [r.to_json() for r in table],
             "counts": counts, "samples": {"hosts": fan, "store": st, "dispatch": disp,
-                                          "logs": live}}, indent=1))
+                                          "logs": live, "backends": back}}, indent=1))
         print(f"\nwrote {path.relative_to(REPO)}")
     return 0 if all(r.runs for r in table) else 1
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -39,7 +40,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _unavailable(why: str) -> None:
+def _unavailable(why: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"PostgreSQL cannot be started, and CI must test it: {why}")
     pytest.skip(f"PostgreSQL cannot be started: {why}")
@@ -52,6 +53,7 @@ class PgServer:
     user: str               # the OS user the server runs as
     role: str = "orch"
     made: list[str] = field(default_factory=list)
+    fsync: bool = False     # off for the tests (speed); on for the benchmark
 
     def _as_user(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0 and self.user != "root":
@@ -66,7 +68,7 @@ class PgServer:
         r = self._as_user([_bin("pg_ctl") or "pg_ctl", "-D", str(self.data), "-l",
                            str(self.root / "server.log"), "-w", "-t", "60", "-o",
                            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                           f"-c fsync=off -c max_connections=200", "start"])
+                           f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200", "start"])
         if r.returncode != 0:
             log = (self.root / "server.log").read_text(errors="replace")[-2000:] \
                 if (self.root / "server.log").exists() else ""
@@ -75,6 +77,11 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         self._as_user([_bin("pg_ctl") or "pg_ctl", "-D", str(self.data), "-m", mode, "-w",
                        "stop"])
+
+    def destroy(self) -> None:
+        """Stop the server and remove its files."""
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, db: str = "postgres", *, password: bool = True) -> str:
         secret = f":{PASSWORD}" if password else ""
@@ -107,36 +114,45 @@ def _server_user() -> str:
     return "nobody"
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def start_server(*, fsync: bool = False) -> PgServer:
+    """initdb + pg_ctl start on a free loopback port, as an unprivileged user (RuntimeError
+    saying why when it cannot). bench/backends.py uses it too."""
     initdb = _bin("initdb")
     if initdb is None or _bin("pg_ctl") is None or shutil.which("psql") is None:
-        _unavailable("initdb/pg_ctl/psql not found (apt-get install postgresql)")
+        raise RuntimeError("initdb/pg_ctl/psql not found (apt-get install postgresql)")
     user = _server_user()
     root = Path(tempfile.mkdtemp(prefix="orch-pg-"))
     info = pwd.getpwnam(user)
     os.chown(root, info.pw_uid, info.pw_gid)
     root.chmod(0o700)
-    server = PgServer(root, _free_port(), user)
+    server = PgServer(root, _free_port(), user, fsync=fsync)
     pwfile = root / "pw"
     pwfile.write_text(PASSWORD + "\n")
     os.chown(pwfile, info.pw_uid, info.pw_gid)
-    r = server._as_user([initdb or "initdb", "-D", str(server.data), "-U", server.role,
+    r = server._as_user([initdb, "-D", str(server.data), "-U", server.role,
                          "--pwfile", str(pwfile), "-A", "scram-sha-256", "--no-sync",
                          "-E", "UTF8", "--locale", "C"])
     if r.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
-        _unavailable(f"initdb failed: {r.stderr.strip()[-500:]}")
+        raise RuntimeError(f"initdb failed: {r.stderr.strip()[-500:]}")
     try:
         server.start()
-    except RuntimeError as exc:
+    except RuntimeError:
         shutil.rmtree(root, ignore_errors=True)
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        server = start_server()
+    except RuntimeError as exc:
         _unavailable(str(exc))
     try:
         yield server
     finally:
-        server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
+        server.destroy()
 
 
 @pytest.fixture
