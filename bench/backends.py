@@ -83,7 +83,7 @@ def run(runs: int, fleet=None) -> list[dict]:
             try:
                 cases = [(what, backend, url if backend == "postgresql" else None)
                          for what in ("poll", "dispatch") for backend in ("tinydb", "postgresql")]
-                for what, backend, u in cases:      # warm-up (and the schema's first use)
+                for what, _backend, u in cases:     # warm-up (and the schema's first use)
                     _time(w, what, u, -1)
                 for i in range(runs):
                     line = []

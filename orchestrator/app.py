@@ -65,6 +65,7 @@ class App:
         app = App(config_path=self._config_arg, inventory_path=None, state_dir=state_dir)
         app.__dict__["settings"] = settings           # the cached_property's value
         app.__dict__["hosts"] = [app.local_host()]
+        app.__dict__["state_address"] = None          # the demo's state is its own TinyDB
         return app
 
     @cached_property
