@@ -19,9 +19,9 @@ def status(app: App, as_json: bool) -> None:
     """The backend in force, how many tasks it holds, and the orchestrators it heard of."""
     s = app.store
     counts = s.counts_by_status()
+    seen = s.orchestrators()
     data = {"backend": s.backend, "where": s.where, "tasks": sum(counts.values()),
-            "by_status": counts, "orchestrators": s.orchestrators(),
-            "moved_to": s.moved_to()}
+            "by_status": counts, "orchestrators": seen, "moved_to": s.moved_to()}
     if as_json:
         from ..render import print_json
         print_json(data)
@@ -29,8 +29,8 @@ def status(app: App, as_json: bool) -> None:
     click.echo(f"state: {data['where']} ({data['backend']}), {data['tasks']} tasks")
     if data["moved_to"]:
         click.echo(f"moved to {data['moved_to']} (read-only here)")
-    for owner, seen in sorted(data["orchestrators"].items()):
-        click.echo(f"orchestrator {owner}: last pass {seen}")
+    for owner, last in sorted(seen.items()):
+        click.echo(f"orchestrator {owner}: last pass {last}")
 
 
 @store.command("migrate")
