@@ -284,3 +284,45 @@ def test_eight_processes_claiming_two_slots_two_win(address: str, tmp_path: Path
     assert all(r.get("lost") == "NoSlot" for r in results if "won" not in r)
     assert sorted(t.id for t in make().running_on("h1")) == won
     assert len(make().list(status="queued")) == 6
+
+
+# --------------------------------------------------------------------- upgrades and input
+
+def test_a_claim_of_the_previous_version_counts_until_its_ttl(tmp_path: Path) -> None:
+    """state.json written by the previous orch: a running task claimed "host:pid" with
+    claimed_at and no fence or lease. It keeps its claim for the old TTL (10 minutes from
+    claimed_at), then is taken with fence 1."""
+    from tests.legacy_state import legacy_records, write_legacy
+    old = next(dict(t) for t in legacy_records() if t["status"] == "running")
+    assert "fence" not in old and "lease_until" not in old
+    now = datetime.now(UTC)
+    old.update(claimed_by="other-box:4242", claimed_at=now.isoformat(timespec="seconds"))
+    stale = dict(old, id="0ld0c1a1", issue=old["issue"] + 1000,
+                 claimed_at=(now - timedelta(minutes=11)).isoformat(timespec="seconds"))
+    write_legacy(tmp_path, [old, stale])
+    s = open_store(f"tinydb:{tmp_path}", tmp_path)
+    assert s.get(old["id"]).fence == 0
+    assert s.claim(old["id"], "new-box:1") is None             # 10 minutes not up yet
+    taken = s.claim(stale["id"], "new-box:1")
+    assert taken is not None and taken.fence == 1 and taken.lease_until
+
+
+def test_bad_state_address_in_orch_yml_is_exit_2_without_the_password(tmp_path: Path) -> None:
+    from orchestrator.config.load import load_settings
+    from orchestrator.errors import ConfigError
+    cfg = tmp_path / "orch.yml"
+    cfg.write_text("repos: []\nstate: mysql://orch:hunter2@db/orch\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert exc.value.exit_code == 2 and exc.value.line == 2 and "hunter2" not in str(exc.value)
+    cfg.write_text("state: tinydb:rel/dir\n")
+    assert load_settings(cfg).state == f"tinydb:{tmp_path / 'rel/dir'}"
+
+
+def test_urls_are_shown_without_their_password() -> None:
+    from orchestrator.store import StoreUnreachable, redact_url
+    assert redact_url("postgresql://orch:pw%40x@db:5433/orch?sslmode=require") == \
+        "postgresql://orch:***@db:5433/orch?sslmode=require"
+    assert redact_url("postgresql://orch@db/orch") == "postgresql://orch@db/orch"
+    err = StoreUnreachable("postgresql://u:sekrit@h/d", "connection refused")
+    assert "sekrit" not in str(err) and err.exit_code == 1 and "PGPASSWORD" in str(err)

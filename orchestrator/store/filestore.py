@@ -498,7 +498,7 @@ class Store:
             found = self._find(task_id)
             task = found.task
             now = datetime.now(UTC)
-            if not rules.may_claim(task, owner, now, take_from):
+            if not rules.may_claim(task, owner, now, take_from, self.lease):
                 return None
             rules.set_claim(task, {"claimed_by": owner}, now, self.lease)
             self._save(found, task)

@@ -471,7 +471,7 @@ class PgStore:
     def claim(self, task_id: str, owner: str, *, take_from: str | None = None) -> Task | None:
         with self.locked():
             task, now = self._locked_row(task_id)
-            if not rules.may_claim(task, owner, now, take_from):
+            if not rules.may_claim(task, owner, now, take_from, self.lease):
                 return None
             rules.set_claim(task, {"claimed_by": owner}, now, self.lease)
             self._write(task)

@@ -64,9 +64,15 @@ def check_fields(fields: dict[str, Any], what: str) -> None:
         raise TypeError(f"Task has no field(s) {', '.join(unknown)}")
 
 
-def lease_expired(task: Task, now: datetime) -> bool:
+def lease_expired(task: Task, now: datetime, length: timedelta = DEFAULT_LEASE) -> bool:
+    """Whether `task`'s claim has run out. A claim written by the previous version has no
+    lease: it runs `length` from its `claimed_at` (what that version's CLAIM_TTL meant)."""
     from .clock import parse_time
-    return not task.lease_until or parse_time(task.lease_until) <= now
+    if task.lease_until:
+        return parse_time(task.lease_until) <= now
+    if task.claimed_by and task.claimed_at:
+        return parse_time(task.claimed_at) + length <= now
+    return True
 
 
 def check_fence(task: Task, fence: int | None, now: datetime) -> None:
@@ -77,13 +83,15 @@ def check_fence(task: Task, fence: int | None, now: datetime) -> None:
         raise FenceLost(task, fence)
 
 
-def may_claim(task: Task, owner: str, now: datetime, take_from: str | None) -> bool:
+def may_claim(task: Task, owner: str, now: datetime, take_from: str | None,
+              length: timedelta = DEFAULT_LEASE) -> bool:
     """Whether `owner` wins a claim on running `task` now: nobody holds it, or it is
     `owner`'s own, or its lease ran out, or its holder is `take_from` (a process of this
     machine the caller saw dead)."""
     if task.status != "running":
         return False
-    return (not task.claimed_by or task.claimed_by == owner or lease_expired(task, now)
+    return (not task.claimed_by or task.claimed_by == owner
+            or lease_expired(task, now, length)
             or (take_from is not None and task.claimed_by == take_from))
 
 
