@@ -326,3 +326,15 @@ def test_urls_are_shown_without_their_password() -> None:
     assert redact_url("postgresql://orch@db/orch") == "postgresql://orch@db/orch"
     err = StoreUnreachable("postgresql://u:sekrit@h/d", "connection refused")
     assert "sekrit" not in str(err) and err.exit_code == 1 and "PGPASSWORD" in str(err)
+
+
+def test_renew_extends_only_a_lease_half_run(make: Callable[[], Any],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LEASE_ENV, "4s")
+    s = make()
+    t = _running(s, 1)
+    c = s.claim(t.id, "orch-a:1")
+    assert s.renew(t.id, c.fence).lease_until == c.lease_until   # checked, not written
+    time.sleep(2.5)
+    later = s.renew(t.id, c.fence).lease_until
+    assert later is not None and later > c.lease_until          # past half: extended

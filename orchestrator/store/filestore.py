@@ -505,14 +505,13 @@ class Store:
             return task
 
     def renew(self, task_id: str, fence: int) -> Task:
-        """Extend the lease of claim `fence` (FenceLost if it is not current any more)."""
+        """Check claim `fence` (FenceLost if it is not current any more) and extend its
+        lease if half of it has run (transitions.renewed)."""
         with self.locked():
             found = self._find(task_id)
             task = found.task
-            now = datetime.now(UTC)
-            rules.check_fence(task, fence, now)
-            task.lease_until = rules.iso(now + self.lease)
-            self._save(found, task)
+            if rules.renewed(task, fence, datetime.now(UTC), self.lease):
+                self._save(found, task)
             return task
 
     def release(self, task_id: str, fence: int | None = None) -> bool:

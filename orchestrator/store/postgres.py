@@ -480,9 +480,8 @@ class PgStore:
     def renew(self, task_id: str, fence: int) -> Task:
         with self.locked():
             task, now = self._locked_row(task_id)
-            rules.check_fence(task, fence, now)
-            task.lease_until = rules.iso(now + self.lease)
-            self._write(task)
+            if rules.renewed(task, fence, now, self.lease):
+                self._write(task)
             return task
 
     def release(self, task_id: str, fence: int | None = None) -> bool:

@@ -83,6 +83,18 @@ def check_fence(task: Task, fence: int | None, now: datetime) -> None:
         raise FenceLost(task, fence)
 
 
+def renewed(task: Task, fence: int, now: datetime, length: timedelta) -> bool:
+    """Check claim `fence` (FenceLost if it is not current) and extend its lease when less
+    than half of it is left; True when it changed (a write is due). A claim with more
+    than half its lease left is only checked: the store is not written for nothing."""
+    check_fence(task, fence, now)
+    from .clock import parse_time
+    if task.lease_until and parse_time(task.lease_until) - now > length / 2:
+        return False
+    task.lease_until = iso(now + length)
+    return True
+
+
 def may_claim(task: Task, owner: str, now: datetime, take_from: str | None,
               length: timedelta = DEFAULT_LEASE) -> bool:
     """Whether `owner` wins a claim on running `task` now: nobody holds it, or it is
