@@ -82,13 +82,17 @@ def test_sigkill_mid_dispatch_and_mid_finalize_loses_and_doubles_nothing(make_wo
                 assert "never started" in reasons[0] and "died" in reasons[0], reasons
 
 
-def test_reservation_by_an_unseen_process_is_requeued_after_the_start_grace(make_world):
+def test_reservation_by_an_unseen_process_is_requeued_after_the_start_grace(make_world,
+                                                                           monkeypatch):
     """A task reserved by an orch process this machine cannot see (another machine
-    sharing the state dir) that never started its job: after ORCH_START_GRACE (not the
-    default 120 s) the next pass requeues it, and it runs."""
+    sharing the state) that never started its job: once ORCH_START_GRACE has passed and
+    its claim's lease has run out (ORCH_CLAIM_LEASE; not the defaults, 120 s and 10 min)
+    the next pass requeues it, and it runs."""
     from orchestrator.store import Store, now_iso
     w = make_world(hosts=1, tests=FAST_TESTS)
     w.env_extra["ORCH_START_GRACE"] = "3s"
+    w.env_extra["ORCH_CLAIM_LEASE"] = "3s"
+    monkeypatch.setenv("ORCH_CLAIM_LEASE", "3s")   # the lease the reservation below gets
     n = w.issue("Orphaned reservation", "orch-standin: write o.txt o\n")
     store = Store(w.state_dir)
     t = store.create(w.repo, n, "Orphaned reservation", "general")

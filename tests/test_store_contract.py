@@ -338,3 +338,21 @@ def test_renew_extends_only_a_lease_half_run(make: Callable[[], Any],
     time.sleep(2.5)
     later = s.renew(t.id, c.fence).lease_until
     assert later is not None and later > c.lease_until          # past half: extended
+
+
+def test_a_claimed_task_is_not_marked_lost_by_another(make: Callable[[], Any],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race reconcile could lose: B claimed the task to finalize it just after A read
+    it as unclaimed; A's mark_lost must not take it from under B."""
+    monkeypatch.setenv(LEASE_ENV, "2s")
+    s = make()
+    t = _running(s, 1)
+    b = make().claim(t.id, "orch-b:2")
+    with pytest.raises(InvalidTransition, match="held by orch-b:2"):
+        s.mark_lost(t.id, "host away", owner="orch-a:1", claimed_by=None)
+    assert s.get(t.id).status == "running" and s.get(t.id).fence == b.fence
+    assert s.mark_lost(t.id, "dead", owner="orch-a:1", take_from="orch-b:2").status == "lost"
+    u = _running(s, 2)
+    s.claim(u.id, "orch-b:2")
+    time.sleep(2.5)                                          # B's lease ran out
+    assert s.mark_lost(u.id, "host away", owner="orch-a:1").status == "lost"

@@ -18,6 +18,7 @@ from ..fleet.pool import Fleet
 from ..job import remote
 from ..job.playbook import render_job
 from ..store import DuplicateTask, FenceLost, InvalidTransition
+from . import claims
 from .admit import Reservation
 from .kinds import kind_of
 
@@ -62,10 +63,14 @@ def _with(hosts: list[str], host: str | None) -> list[str]:
 def lose(app: App, task: Task, reason: str) -> Task | None:
     """running -> lost: its host vanished or its job died without a result. None when the
     task finished or was cancelled meanwhile (by another orch process)."""
+    dead = task.claimed_by if claims.claimant_alive(task.claimed_by) is False else None
     try:
+        # Refused while another live process holds the task's claim (it is starting or
+        # finalizing it right now): that process decides, not this one.
         return app.store.mark_lost(task.id, reason, error_kind="lost",
                                    avoid_hosts=_with(task.avoid_hosts, task.host),
-                                   claimed_by=None, claimed_at=None)
+                                   claimed_by=None, claimed_at=None,
+                                   owner=claims.me(), take_from=dead)
     except InvalidTransition:
         return None
 

@@ -403,10 +403,16 @@ class Store:
         return self._transition(task_id, "cancel", reason, _fence=fence, **fields)
 
     def mark_lost(self, task_id: str, reason: str, *, fence: int | None = None,
+                  owner: str | None = None, take_from: str | None = None,
                   **fields: Any) -> Task:
-        """running -> lost: its host vanished (or its job died) and the result is unknown."""
-        return self._transition(task_id, "mark_lost", reason, _fence=fence,
-                                error=f"lost: {reason}", **fields)
+        """running -> lost: its host vanished (or its job died) and the result is unknown.
+        `owner`: refused (InvalidTransition) while a process other than `owner` (or
+        `take_from`, seen dead) holds an unexpired claim on it."""
+        with self.locked():
+            task = self.get(task_id)
+            rules.check_free(task, owner, datetime.now(UTC), take_from, self.lease)
+            return self._transition(task_id, "mark_lost", reason, _fence=fence,
+                                    error=f"lost: {reason}", **fields)
 
     def requeue(self, task_id: str, reason: str, max_attempts: int | None = None,
                 reset_attempts: bool = False) -> Task:

@@ -434,9 +434,13 @@ class PgStore:
         return self._transition(task_id, "cancel", reason, fields, fence=fence)
 
     def mark_lost(self, task_id: str, reason: str, *, fence: int | None = None,
+                  owner: str | None = None, take_from: str | None = None,
                   **fields: Any) -> Task:
-        return self._transition(task_id, "mark_lost", reason,
-                                {"error": f"lost: {reason}", **fields}, fence=fence)
+        with self.locked():
+            task, now = self._locked_row(task_id)
+            rules.check_free(task, owner, now, take_from, self.lease)
+            return self._transition(task_id, "mark_lost", reason,
+                                    {"error": f"lost: {reason}", **fields}, fence=fence)
 
     def requeue(self, task_id: str, reason: str, max_attempts: int | None = None,
                 reset_attempts: bool = False) -> Task:

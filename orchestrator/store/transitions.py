@@ -100,11 +100,26 @@ def may_claim(task: Task, owner: str, now: datetime, take_from: str | None,
     """Whether `owner` wins a claim on running `task` now: nobody holds it, or it is
     `owner`'s own, or its lease ran out, or its holder is `take_from` (a process of this
     machine the caller saw dead)."""
-    if task.status != "running":
-        return False
+    return task.status == "running" and free_for(task, owner, now, take_from, length)
+
+
+def free_for(task: Task, owner: str, now: datetime, take_from: str | None,
+             length: timedelta = DEFAULT_LEASE) -> bool:
+    """Nobody but `owner` (or `take_from`, seen dead) holds an unexpired claim on `task`."""
     return (not task.claimed_by or task.claimed_by == owner
             or lease_expired(task, now, length)
             or (take_from is not None and task.claimed_by == take_from))
+
+
+def check_free(task: Task, owner: str | None, now: datetime, take_from: str | None,
+               length: timedelta) -> None:
+    """InvalidTransition when another process holds an unexpired claim on `task` (a task
+    being started or finalized is not lost; its claimant decides). No `owner`: no check."""
+    if owner is None or free_for(task, owner, now, take_from, length):
+        return
+    raise InvalidTransition(task, "marked lost", (), detail=(
+        f"task {task.id} is held by {task.claimed_by} until {task.lease_until or 'its claim runs out'}; "
+        f"it was not marked lost"))
 
 
 def set_claim(task: Task, fields: dict[str, Any], now: datetime, length: timedelta) -> None:
