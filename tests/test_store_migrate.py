@@ -95,3 +95,17 @@ def test_password_from_pgpassword_and_pgpassfile(tmp_path: Path, pg_server: PgSe
     r = orch("--state-dir", str(tmp_path), "store", "status",
              env={"ORCH_STATE_URL": bare, "PGPASSFILE": "/nonexistent", "PGPASSWORD": "wrong"})
     assert r.returncode == 1 and "unreachable" in r.stderr and "wrong" not in r.stderr
+
+
+def test_a_role_without_rights_is_told_what_to_grant(tmp_path: Path, pg_server: PgServer) -> None:
+    url = pg_server.database()
+    db = url.rsplit("/", 1)[1]
+    role = f"weak_{db}"
+    pg_server.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'weak-pw'")
+    pg_server.psql(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC; REVOKE ALL ON DATABASE {db} "
+                   f"FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role}", db)
+    weak = f"postgresql://{role}:weak-pw@127.0.0.1:{pg_server.port}/{db}"
+    r = orch("--state-dir", str(tmp_path), "tasks", env={"ORCH_STATE_URL": weak})
+    assert r.returncode == 1, r.stderr
+    assert "refused orch's role" in r.stderr and "grant the role CREATE" in r.stderr
+    assert "weak-pw" not in r.stderr and "Traceback" not in r.stderr

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..core.models import TASK_STATUSES, Task
 from ..core.tally import TaskTally, duration_seconds, spend_stamp
-from ..errors import UsageError
+from ..errors import UsageError, WorkError
 from . import transitions as rules
 from .clock import parse_time
 from .errors import DuplicateTask, NoSlot, StoreUnreachable, TaskNotFound, redact_url
@@ -171,12 +171,22 @@ class PgStore:
 
     def _rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         conn = self._connection()
+        pg = self._pg
         try:
             cur = conn.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
-        except (self._pg.OperationalError, self._pg.InterfaceError) as exc:
+        except (pg.OperationalError, pg.InterfaceError) as exc:
             self._lost_connection()
             raise StoreUnreachable(self.url, self._scrub(str(exc))) from None
+        except pg.errors.InsufficientPrivilege as exc:
+            raise self._refused(exc) from None
+
+    def _refused(self, exc: Exception) -> WorkError:
+        return WorkError(f"{self.where}: the database refused orch's role "
+                         f"({(self._scrub(str(exc)).splitlines() or ['no detail'])[0]})",
+                         hint="grant the role CREATE on the database for the first use (the "
+                              "schema), then SELECT, INSERT, UPDATE, DELETE on the orch_* "
+                              "tables and USAGE on their sequences")
 
     def _migrate(self) -> None:
         """Apply the numbered migrations this database lacks (one transaction, under an
@@ -200,6 +210,9 @@ class PgStore:
         except (self._pg.OperationalError, self._pg.InterfaceError) as exc:
             self._conn = None
             raise StoreUnreachable(self.url, self._scrub(str(exc))) from None
+        except self._pg.errors.InsufficientPrivilege as exc:
+            self._conn = None
+            raise self._refused(exc) from None
 
     def schema_version(self) -> int:
         return int(self._rows("SELECT coalesce(max(version), 0) FROM orch_schema")[0][0])
