@@ -356,3 +356,19 @@ def test_a_claimed_task_is_not_marked_lost_by_another(make: Callable[[], Any],
     s.claim(u.id, "orch-b:2")
     time.sleep(2.5)                                          # B's lease ran out
     assert s.mark_lost(u.id, "host away", owner="orch-a:1").status == "lost"
+
+
+def test_the_state_in_force_and_the_demo_sandbox(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.app import App
+    from orchestrator.config.settings import Settings
+    from orchestrator.errors import UsageError
+    from orchestrator.store import BACKENDS, backend_of
+    monkeypatch.setenv("ORCH_STATE_URL", "postgresql://orch@db.invalid/orch")
+    app = App(state_dir=str(tmp_path))
+    assert app.state_address == "postgresql://orch@db.invalid/orch"
+    demo = app.sandbox(str(tmp_path / "demo"), Settings())
+    assert demo.state_address is None and demo.store.backend == "tinydb"   # its own state
+    assert backend_of("postgres://x@y/z") is BACKENDS["postgresql"]
+    with pytest.raises(UsageError, match="unknown state backend 'mysql'"):
+        backend_of("mysql://x@y/z")
