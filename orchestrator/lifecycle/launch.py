@@ -15,7 +15,7 @@ from ..config.resources import playbooks_dir
 from ..core.models import Task
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
-from ..job import remote
+from ..job import credentials, remote
 from ..job.playbook import render_job
 from ..store import DuplicateTask, InvalidTransition
 from .admit import Reservation
@@ -39,7 +39,7 @@ async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
         prompt, fix_prompt = kind.prompts(s, task, r.issue)
         conn = await fleet.connection(host.name)
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt,
-                                  env=remote.job_env(s))
+                                  env=remote.job_env(s), credentials=credentials.read(s))
     except OrchError as exc:
         why = f"could not start the job on {task.host}: {exc.message}"
         app.store.fail(task.id, why, error_kind="start_failed",
