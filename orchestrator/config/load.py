@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..core.report import LOG_TAIL_MODES
 from ..core.trust import COMMENT_MODES, PERMISSIONS
 from ..errors import ConfigError
-from .settings import DEFAULT_SPECIALTIES, Settings
+from .settings import DEFAULT_SPECIALTIES, GIT_VIA, Settings
 from .yamlfile import (
     Loc,
     Validator,
@@ -314,6 +314,7 @@ SCHEMA: dict[str, Validator] = {
     "agent.env_pass": list_of(passable_env_name, "list of variable names"),
     "agent.credentials": _string_map(passable_env_name, env_name),
     "git.author": git_author,
+    "git.via": choice(*GIT_VIA),
     "poll.lost_after": duration(),
     "poll.max_attempts": integer(1),
     "poll.start_grace": duration(),

@@ -66,6 +66,12 @@ class AgentSettings:
 @dataclass
 class GitSettings:
     author: str = "orch <orch@localhost>"
+    # host: each host clones from and pushes to the forge with its own credentials; orch:
+    # hosts never talk to the forge, orch relays over SSH (job/relay.py, forge/mirror.py)
+    via: str = "host"
+
+
+GIT_VIA = ("host", "orch")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.settings import AgentSettings, GitSettings, Settings, TestsSettings
+from ..config.settings import GIT_VIA, AgentSettings, GitSettings, Settings, TestsSettings
 from ..core import agentpath, shell
 from ..core.prompts import TEST_OUTPUT_MARKER
 from ..errors import ConfigError, UsageError
@@ -64,6 +64,7 @@ class JobSpec:
     test_timeout: float = TestsSettings.timeout
     max_fix_attempts: int = TestsSettings.max_fix_attempts
     git_author: str = GitSettings.author
+    git_via: str = GitSettings.via       # orch: the host's mirror is all the job's git sees
     use_mirror: bool = True              # a shared bare mirror per repo under <root>/.mirrors
     kill_grace: float = 3.0              # seconds between SIGINT, SIGTERM and SIGKILL
     result_grace: int = 15               # seconds an agent may linger after its result
@@ -82,7 +83,7 @@ class JobSpec:
                    allow_root=a.allow_root, agent_env=dict(a.env),
                    credential_names=credentials.names(settings), test_command=t.command,
                    test_timeout=t.timeout, max_fix_attempts=t.max_fix_attempts,
-                   git_author=settings.git.author)
+                   git_author=settings.git.author, git_via=settings.git.via)
 
 
 def parse_author(author: str) -> tuple[str, str]:
@@ -120,6 +121,10 @@ def _check(spec: JobSpec) -> None:
         raise UsageError("max_turns must be >= 1 and max_fix_attempts >= 0")
     if not spec.clone_url:
         raise UsageError("the job has no clone URL")
+    if spec.git_via not in GIT_VIA:
+        raise UsageError(f"git.via {spec.git_via!r} is not one of {', '.join(GIT_VIA)}")
+    if spec.git_via == "orch" and not spec.use_mirror:
+        raise UsageError("git.via: orch needs the host's mirror (orch sends the base into it)")
 
 
 def valid_branch(name: str) -> bool:

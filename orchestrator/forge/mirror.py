@@ -1,0 +1,177 @@
+"""The central mirror of a repository (git.via: orch): orch's own bare copy, the only git
+that talks to the forge when the hosts may not.
+
+`<state_dir>/mirrors/<owner>+<name>.git` holds the forge's branches
+(`refs/heads/*`, pruned) and HEAD; job/relay.py moves objects between it and a host's
+mirror over the host's SSH connection as git bundles. Fetching from and pushing to the
+forge use orch's token through a credential helper that reads it from orch's own
+environment (the variable github.token_env names): the helper's text, the only thing on
+git's command line, holds the variable's name, never the token; nothing is written.
+
+Every git call here runs under a lock of the mirror (orch processes share it: a cron
+`orch poll` and an `orch dispatch`), in a thread (git is a subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock
+
+from ..core import shell
+from ..errors import WorkError
+from ..private import FILE_MODE, private_dir
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+GIT_TIMEOUT = 900.0          # seconds for one git call (a first fetch of a big repository)
+LOCK_TIMEOUT = 900.0
+T = TypeVar("T")
+
+
+def credential_helper(token_env: str | None) -> list[str]:
+    """`-c` options that make git answer the forge's password prompt with $token_env
+    (reset first: no helper of the user's config sees the request); none without a
+    token. `x-access-token` is the user name GitHub takes with any token."""
+    if not token_env or not _ENV_NAME.fullmatch(token_env) or not os.environ.get(token_env):
+        return []
+    helper = ('!f() { [ "$1" = get ] || exit 0; echo username=x-access-token; '
+              f'printf "password=%s\\n" "${token_env}"; }}; f')
+    return ["-c", "credential.helper=", "-c", f"credential.helper={helper}"]
+
+
+class CentralMirror:
+    """One repository's bare mirror on this machine."""
+
+    def __init__(self, state_dir: Path, repo: str, url: str, token_env: str | None) -> None:
+        self.repo = repo
+        self.url = url
+        self.token_env = token_env
+        root = Path(state_dir) / "mirrors"
+        digest = hashlib.sha256(repo.encode()).hexdigest()[:12]
+        self.path = root / f"{shell.slug(repo, 60)}-{digest}.git"
+        self._lock = FileLock(str(root / f"{self.path.name}.lock"), mode=FILE_MODE)
+        self._root = root
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _git(self, *args: str, input: bytes | None = None, forge: bool = False) -> bytes:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+        extra = credential_helper(self.token_env) if forge else []
+        try:
+            proc = subprocess.run(["git", *extra, "-C", str(self.path), *args], input=input,
+                                  capture_output=True, env=env, timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise WorkError(f"{self.repo}: git {args[0]} in the central mirror took more "
+                            f"than {GIT_TIMEOUT:g}s") from None
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise WorkError(f"{self.repo}: git {args[0]} in the central mirror failed: "
+                            f"{' '.join(err) or f'exit {proc.returncode}'}",
+                            hint="git.via: orch: this machine must reach the forge itself "
+                                 "(check repo_urls, github.token_env)")
+        return proc.stdout
+
+    async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            private_dir(self._root)
+            with self._lock.acquire(timeout=LOCK_TIMEOUT):
+                return fn(*args)
+        return await asyncio.to_thread(run)
+
+    # ---------------------------------------------------------------- the forge side
+
+    def _update(self) -> None:
+        if not (self.path / "objects").is_dir():
+            subprocess.run(["git", "init", "--quiet", "--bare", str(self.path)], check=True,
+                           capture_output=True)
+        self._git("fetch", "--quiet", "--prune", "--no-tags", "--", self.url,
+                  "+refs/heads/*:refs/heads/*", forge=True)
+        head = self._git("ls-remote", "--symref", "--", self.url, "HEAD", forge=True).decode()
+        m = re.search(r"^ref: (refs/heads/\S+)\s+HEAD$", head, re.MULTILINE)
+        if m:
+            self._git("symbolic-ref", "HEAD", m.group(1))
+
+    async def update(self) -> None:
+        """Fetch the forge's branches (create the mirror on first use)."""
+        await self._locked(self._update)
+
+    def _push(self, branch: str) -> None:
+        # --force on orch's own branch, as the job does in git.via: host (playbooks/
+        # dispatch.yml, step push: a run after a lost one pushes over what that run pushed)
+        self._git("push", "--quiet", "--force", "--no-verify", "--", self.url,
+                  f"refs/heads/{branch}:refs/heads/{branch}", forge=True)
+
+    async def push(self, branch: str) -> None:
+        """Push `branch` of the mirror to the forge, with orch's token."""
+        await self._locked(self._push, branch)
+
+    # ---------------------------------------------------------------- the host side
+
+    def _heads(self) -> dict[str, str]:
+        out = self._git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads")
+        heads = {}
+        for line in out.decode().splitlines():
+            sha, _, ref = line.partition(" ")
+            if _SHA.fullmatch(sha):
+                heads[ref] = sha
+        return heads
+
+    def _head(self) -> str | None:
+        try:
+            return self._git("symbolic-ref", "-q", "HEAD").decode().strip() or None
+        except WorkError:
+            return None
+
+    def _known(self, shas: list[str]) -> set[str]:
+        """Which of these objects (a host's claims: untrusted) the mirror has."""
+        wanted = [s for s in shas if _SHA.fullmatch(s)]
+        if not wanted:
+            return set()
+        out = self._git("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                        input="".join(f"{s}\n" for s in wanted).encode())
+        return {line.split()[0] for line in out.decode().splitlines()
+                if line.endswith(" commit")}
+
+    def _bundle(self, host_shas: list[str]) -> tuple[dict[str, str], str | None, bytes]:
+        """(branches, HEAD, a bundle of what the host lacks, b"" when nothing)."""
+        heads, head = self._heads(), self._head()
+        known = sorted(self._known(host_shas))
+        missing = self._git("rev-list", "--max-count=1", "--branches", "--not", *known, "--")
+        if not missing.strip():
+            return heads, head, b""
+        data = self._git("bundle", "create", "--quiet", "-", "--branches", "--not", *known)
+        return heads, head, data
+
+    async def bundle_for(self, host_shas: list[str]) -> tuple[dict[str, str], str | None, bytes]:
+        """The mirror's branches and HEAD, and a bundle of the objects a host whose
+        mirror holds `host_shas` lacks (b"" when it lacks none)."""
+        return await self._locked(self._bundle, host_shas)
+
+    def _take(self, data: bytes, branch: str, expect: str) -> None:
+        with tempfile.NamedTemporaryFile(dir=self._root, suffix=".bundle") as f:
+            f.write(data)
+            f.flush()
+            self._git("bundle", "verify", "--quiet", f.name)
+            self._git("fetch", "--quiet", "--no-tags", "--force", f.name,
+                      f"refs/heads/{branch}:refs/heads/{branch}")
+        got = self._git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").decode().strip()
+        if got != expect:
+            raise WorkError(f"{self.repo}: the host sent {branch} at {got[:12]}, its status "
+                            f"says {expect[:12]}: not delivered")
+
+    async def take(self, data: bytes, branch: str, expect: str) -> None:
+        """Store `branch` from a host's bundle; its tip must be `expect` (the job's commit)."""
+        await self._locked(self._take, data, branch, expect)
+
+    async def known_shas(self) -> list[str]:
+        """The mirror's branch tips (what a host need not send back)."""
+        return await self._locked(lambda: sorted(set(self._heads().values())))
