@@ -17,6 +17,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from orchestrator.config.settings import Settings
 from orchestrator.fleet.bootstrap import repo_targets
 from orchestrator.forge.mirror import credential_helper
@@ -118,6 +120,7 @@ def test_bootstrap_checks_no_repository_via_orch():
     assert [t.url for t in repo_targets(s, clone_urls=["/x/y.git"])] == ["/x/y.git"]
 
 
+@pytest.mark.integration      # runs git
 def test_the_credential_helper_answers_with_the_token_from_memory(monkeypatch):
     monkeypatch.setenv("ORCH_TEST_FORGE_TOKEN", "ghs_relaytoken123")
     opts = credential_helper("ORCH_TEST_FORGE_TOKEN")

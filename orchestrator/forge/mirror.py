@@ -172,6 +172,7 @@ class CentralMirror:
         """Store `branch` from a host's bundle; its tip must be `expect` (the job's commit)."""
         await self._locked(self._take, data, branch, expect)
 
-    async def known_shas(self) -> list[str]:
-        """The mirror's branch tips (what a host need not send back)."""
-        return await self._locked(lambda: sorted(set(self._heads().values())))
+    async def branches(self) -> dict[str, str]:
+        """refs/heads/NAME -> commit: the mirror's branches (their tips are what a host
+        need not send back)."""
+        return await self._locked(self._heads)

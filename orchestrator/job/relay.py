@@ -82,12 +82,13 @@ async def send_base(conn: Connection, central: CentralMirror, host_mirror: str) 
 async def bring_back(conn: Connection, central: CentralMirror, host_mirror: str,
                      branch: str, commit: str) -> None:
     """Fetch `branch` (the job pushed it into the host's mirror) at `commit` into the
-    central mirror and push it to the forge. Idempotent: a commit orch already has is
-    not fetched again, and the push of the same commit changes nothing."""
+    central mirror and push it to the forge. Idempotent: a branch the central mirror
+    already holds at `commit` is not fetched again, and pushing it again changes nothing."""
     if not _SHA.fullmatch(commit or "") or not _REF.fullmatch(f"refs/heads/{branch}"):
         raise WorkError(f"{conn.host.name}: no commit to bring back for {branch!r}")
-    known = await central.known_shas()
-    if commit not in known:
+    heads = await central.branches()
+    if heads.get(f"refs/heads/{branch}") != commit:    # else: fetched by an earlier finalize
+        known = sorted(set(heads.values()))
         not_lines = "".join(f"  {s}\n" for s in known if _SHA.fullmatch(s))
         script = (_lock(shell.path(host_mirror)) +
                   f"b={shell.quote('refs/heads/' + branch)}; want={shell.quote(commit)}\n"
