@@ -100,19 +100,53 @@ class CentralMirror:
         if m:
             self._git("symbolic-ref", "HEAD", m.group(1))
 
-    async def update(self) -> None:
-        """Fetch the forge's branches (create the mirror on first use)."""
-        await self._locked(self._update)
+    def _update_for(self, branch: str, task_id: str) -> None:
+        self._update()
+        lease = self._lease_ref(task_id)
+        sha = self._heads().get(f"refs/heads/{branch}")
+        if sha:
+            self._git("update-ref", lease, sha)
+        else:
+            self._git("update-ref", "-d", lease)
 
-    def _push(self, branch: str) -> None:
-        # --force on orch's own branch, as the job does in git.via: host (playbooks/
-        # dispatch.yml, step push: a run after a lost one pushes over what that run pushed)
-        self._git("push", "--quiet", "--force", "--no-verify", "--", self.url,
-                  f"refs/heads/{branch}:refs/heads/{branch}", forge=True)
+    async def update(self, branch: str, task_id: str) -> None:
+        """Fetch the forge's branches (create the mirror on first use), and remember
+        where the forge's `branch` was for the push after task `task_id`'s job (its lease:
+        refs/orch/lease/<task_id>, absent when the forge has no such branch)."""
+        await self._locked(self._update_for, branch, task_id)
 
-    async def push(self, branch: str) -> None:
-        """Push `branch` of the mirror to the forge, with orch's token."""
-        await self._locked(self._push, branch)
+    @staticmethod
+    def _lease_ref(task_id: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", task_id):
+            raise WorkError(f"task id {task_id!r} cannot name a ref")
+        return f"refs/orch/lease/{task_id}"
+
+    def _push(self, branch: str, task_id: str, commit: str) -> None:
+        ref = f"refs/heads/{branch}"
+        there = self._git("ls-remote", "--", self.url, ref, forge=True).decode().split()
+        if there[:1] == [commit]:
+            return               # pushed by an earlier finalize (a crash after the push)
+        lease_ref = self._lease_ref(task_id)
+        try:
+            lease = self._git("rev-parse", "-q", "--verify", lease_ref).decode().strip()
+        except WorkError:
+            lease = ""           # the forge had no such branch when the job started
+        # A lease on where the forge's branch was when orch sent the job its base: orch's
+        # own branch is replaced (a re-run's work over an earlier one's), but a commit
+        # someone pushed to it while the job ran is never overwritten.
+        try:
+            self._git("push", "--quiet", "--no-verify", f"--force-with-lease={ref}:{lease}",
+                      "--", self.url, f"{ref}:{ref}", forge=True)
+        except WorkError as exc:
+            raise WorkError(f"{self.repo}: someone pushed to {branch} while orch worked on "
+                            f"it, or the forge refused the push: {exc.message}",
+                            hint=exc.hint) from None
+        self._git("update-ref", "-d", lease_ref)
+
+    async def push(self, branch: str, task_id: str, commit: str) -> None:
+        """Push `branch` (at `commit`) of the mirror to the forge with orch's token,
+        leased on where the forge had it when task `task_id` started (update)."""
+        await self._locked(self._push, branch, task_id, commit)
 
     # ---------------------------------------------------------------- the host side
 

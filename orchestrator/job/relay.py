@@ -47,10 +47,12 @@ def _lock(mirror_sh: str) -> str:
             "fi\n")
 
 
-async def send_base(conn: Connection, central: CentralMirror, host_mirror: str) -> None:
-    """Update the central mirror from the forge, then the host's mirror from it: two
-    round trips, the second carrying only the objects the host lacks."""
-    await central.update()
+async def send_base(conn: Connection, central: CentralMirror, host_mirror: str, *,
+                    branch: str, task_id: str) -> None:
+    """Update the central mirror from the forge (noting where it has `branch`, the lease
+    of task `task_id`'s push), then the host's mirror from it: two round trips, the
+    second carrying only the objects the host lacks."""
+    await central.update(branch, task_id)
     m = shell.path(host_mirror)
     ask = (f"m={m}\n"
            'mkdir -p "$(dirname "$m")" || exit 3\n'
@@ -80,10 +82,11 @@ async def send_base(conn: Connection, central: CentralMirror, host_mirror: str) 
 
 
 async def bring_back(conn: Connection, central: CentralMirror, host_mirror: str,
-                     branch: str, commit: str) -> None:
+                     branch: str, commit: str, *, task_id: str) -> None:
     """Fetch `branch` (the job pushed it into the host's mirror) at `commit` into the
-    central mirror and push it to the forge. Idempotent: a branch the central mirror
-    already holds at `commit` is not fetched again, and pushing it again changes nothing."""
+    central mirror and push it to the forge, leased on where the forge had it when the
+    job started (send_base). Idempotent: a branch the central mirror already holds at
+    `commit` is not fetched again, nor pushed when the forge has it already."""
     if not _SHA.fullmatch(commit or "") or not _REF.fullmatch(f"refs/heads/{branch}"):
         raise WorkError(f"{conn.host.name}: no commit to bring back for {branch!r}")
     heads = await central.branches()
@@ -109,7 +112,7 @@ async def bring_back(conn: Connection, central: CentralMirror, host_mirror: str,
             raise WorkError(f"{conn.host.name}: the branch {branch} is over "
                             f"{MAX_BUNDLE_BYTES >> 20} MiB: not delivered")
         await central.take(base64.b64decode(got.stdout), branch, commit)
-    await central.push(branch)
+    await central.push(branch, task_id, commit)
 
 
 def mirrors(state_dir: Path, settings: Settings, repo: str, workspace: str,

@@ -162,7 +162,8 @@ async def _bring_back(app: App, conn: Connection, forge: Forge, task: Task) -> N
     url = await asyncio.to_thread(clone_url, app.settings, task.repo, lambda: forge)
     central, host_mirror = relay.mirrors(app.state_dir, app.settings, task.repo,
                                          task.workspace or "", url)
-    await relay.bring_back(conn, central, host_mirror, task.branch or "", task.commit or "")
+    await relay.bring_back(conn, central, host_mirror, task.branch or "", task.commit or "",
+                           task_id=task.id)
 
 
 async def _remove_quietly(conn: Connection, task: Task) -> None:

@@ -40,7 +40,8 @@ async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
         conn = await fleet.connection(host.name)
         if spec.git_via == "orch":       # the host never talks to the forge: orch sends the base
             await relay.send_base(conn, *relay.mirrors(app.state_dir, s, task.repo,
-                                                       spec.workspace, spec.clone_url))
+                                                       spec.workspace, spec.clone_url),
+                                  branch=spec.branch, task_id=task.id)
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt,
                                   env=remote.job_env(s), credentials=credentials.read(s))
     except OrchError as exc:
