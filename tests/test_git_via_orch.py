@@ -159,3 +159,31 @@ def test_via_orch_a_lost_host_s_task_runs_again_elsewhere(make_world, tmp_path):
     assert_one_pr_per_issue(w, [n])
     assert w.remote.read(t.branch, "api.txt") == "ok\n"
     w.fleet.start(dead)
+
+
+def test_via_orch_a_commit_pushed_to_the_branch_meanwhile_fails_the_task_not_the_person(
+        make_world, tmp_path):
+    w, _ = _world(make_world, tmp_path, "orch", tests=FAST_TESTS)
+    n = w.issue("Add greeting", "orch-standin: slow 0.3\norch-standin: turns 10\n"
+                "orch-standin: write greet.txt hi\n")
+    r = w.orch("dispatch", f"{w.repo}#{n}", "--detach", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [task] = tasks(w)
+    status = Path(task.workspace) / "status"
+    wait_for(lambda: read_status(status).get("step") == "agent", 60, "the agent step")
+    # A person pushes to orch's branch on the forge while the job works.
+    person = tmp_path / "person"
+    git("clone", "-q", w.remote.url, str(person))
+    (person / "theirs.txt").write_text("theirs\n")
+    git("add", "-A", cwd=person)
+    git("-c", "user.name=p", "-c", "user.email=p@x", "commit", "-q", "-m", "theirs", cwd=person)
+    git("push", "-q", "origin", f"HEAD:refs/heads/{task.branch}", cwd=person)
+    theirs = git("rev-parse", "HEAD", cwd=person).strip()
+
+    run_passes(w, all_final(1), timeout=240)
+    [t] = tasks(w)
+    assert t.status == "failed" and t.error_kind == "push_failed", (t.status, t.error)
+    assert "someone pushed to" in t.error
+    assert w.remote.commit(task.branch)["sha"] == theirs
+    assert w.github.pulls(w.repo) == []
+    assert any("someone pushed to" in c["body"] for c in w.github.comments(w.repo, n))

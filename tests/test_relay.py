@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.models import Host
-from orchestrator.errors import WorkError
-from orchestrator.forge.mirror import CentralMirror
+from orchestrator.forge.mirror import CentralMirror, DeliveryRefused
 from orchestrator.job import relay
 from orchestrator.transport.local import LocalConnection
 from tests.fixtures_git import git
@@ -78,10 +77,10 @@ def test_a_branch_whose_tip_is_not_the_status_commit_is_not_delivered(ends, git_
     _send(central, host_mirror, "orch/2-x", "t2b")
     _job_commit(host_mirror, tmp_path, "orch/2-x", "second")
     for claimed in (git_remote.commit("main")["sha"], "0" * 40):
-        with pytest.raises(WorkError, match="not"):
+        with pytest.raises(DeliveryRefused, match="not"):
             _back(central, host_mirror, "orch/2-x", claimed, "t2b")
         assert git_remote.commit("orch/2-x")["sha"] == first
-    with pytest.raises(WorkError, match="no commit to bring back"):
+    with pytest.raises(DeliveryRefused, match="no commit to bring back"):
         _back(central, host_mirror, "orch/2-x; rm -rf /", first, "t2b")
 
 
@@ -100,7 +99,7 @@ def test_a_commit_someone_pushed_to_the_branch_meanwhile_is_never_overwritten(
     git("-c", "user.name=p", "-c", "user.email=p@x", "commit", "-q", "-m", "theirs", cwd=person)
     git("push", "-q", "origin", "orch/1-x", cwd=person)
     theirs = git("rev-parse", "HEAD", cwd=person).strip()
-    with pytest.raises(WorkError, match="someone pushed to orch/1-x"):
+    with pytest.raises(DeliveryRefused, match="someone pushed to orch/1-x"):
         _back(central, host_mirror, "orch/1-x", ours, "follow")
     assert git_remote.commit("orch/1-x")["sha"] == theirs
 

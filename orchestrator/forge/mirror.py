@@ -48,6 +48,11 @@ def credential_helper(token_env: str | None) -> list[str]:
     return ["-c", "credential.helper=", "-c", f"credential.helper={helper}"]
 
 
+class DeliveryRefused(WorkError):
+    """The branch cannot be delivered as it is, and trying again would not help (the
+    forge refused the leased push, or the host's branch is not what its job said)."""
+
+
 class CentralMirror:
     """One repository's bare mirror on this machine."""
 
@@ -138,9 +143,11 @@ class CentralMirror:
             self._git("push", "--quiet", "--no-verify", f"--force-with-lease={ref}:{lease}",
                       "--", self.url, f"{ref}:{ref}", forge=True)
         except WorkError as exc:
-            raise WorkError(f"{self.repo}: someone pushed to {branch} while orch worked on "
-                            f"it, or the forge refused the push: {exc.message}",
-                            hint=exc.hint) from None
+            if "[rejected]" not in exc.message and "stale info" not in exc.message:
+                raise            # the forge unreachable, the token refused: try again later
+            raise DeliveryRefused(f"{self.repo}: someone pushed to {branch} while orch "
+                                  f"worked on it: orch's commit was not pushed over theirs "
+                                  f"({exc.message})") from None
         self._git("update-ref", "-d", lease_ref)
 
     async def push(self, branch: str, task_id: str, commit: str) -> None:
@@ -199,7 +206,7 @@ class CentralMirror:
                       f"refs/heads/{branch}:refs/heads/{branch}")
         got = self._git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").decode().strip()
         if got != expect:
-            raise WorkError(f"{self.repo}: the host sent {branch} at {got[:12]}, its status "
+            raise DeliveryRefused(f"{self.repo}: the host sent {branch} at {got[:12]}, its status "
                             f"says {expect[:12]}: not delivered")
 
     async def take(self, data: bytes, branch: str, expect: str) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..config.settings import Settings
 from ..core import shell
 from ..errors import WorkError
-from ..forge.mirror import CentralMirror
+from ..forge.mirror import CentralMirror, DeliveryRefused
 from ..transport.base import Connection
 from .playbook import mirror_path
 
@@ -36,6 +36,8 @@ _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 # git's own rules forbid spaces and control characters; this refuses them again.
 _REF = re.compile(r"refs/heads/[^\s\x00-\x1f\x7f~^:?*\[\\]+")
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024     # what a host may send back for one branch
+
+__all__ = ["DeliveryRefused", "MAX_BUNDLE_BYTES", "bring_back", "mirrors", "send_base"]
 
 
 def _lock(mirror_sh: str) -> str:
@@ -88,7 +90,7 @@ async def bring_back(conn: Connection, central: CentralMirror, host_mirror: str,
     job started (send_base). Idempotent: a branch the central mirror already holds at
     `commit` is not fetched again, nor pushed when the forge has it already."""
     if not _SHA.fullmatch(commit or "") or not _REF.fullmatch(f"refs/heads/{branch}"):
-        raise WorkError(f"{conn.host.name}: no commit to bring back for {branch!r}")
+        raise DeliveryRefused(f"{conn.host.name}: no commit to bring back for {branch!r}")
     heads = await central.branches()
     if heads.get(f"refs/heads/{branch}") != commit:    # else: fetched by an earlier finalize
         known = sorted(set(heads.values()))
@@ -106,10 +108,12 @@ async def bring_back(conn: Connection, central: CentralMirror, host_mirror: str,
                   '} | git -C "$m" bundle create --quiet - --stdin | base64 || exit 5\n')
         got = await conn.run(script)
         if not got.ok:
-            raise WorkError(f"{conn.host.name}: could not fetch {branch} back from "
+            # exit 4: the host's mirror has not the branch the job's status names
+            kind = DeliveryRefused if got.exit_status == 4 else WorkError
+            raise kind(f"{conn.host.name}: could not fetch {branch} back from "
                             f"{host_mirror}: {got.stderr.strip() or f'exit {got.exit_status}'}")
         if len(got.stdout) > MAX_BUNDLE_BYTES * 4 // 3 + 1024:
-            raise WorkError(f"{conn.host.name}: the branch {branch} is over "
+            raise DeliveryRefused(f"{conn.host.name}: the branch {branch} is over "
                             f"{MAX_BUNDLE_BYTES >> 20} MiB: not delivered")
         await central.take(base64.b64decode(got.stdout), branch, commit)
     await central.push(branch, task_id, commit)

@@ -120,9 +120,15 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
     task = app.store.update(task.id, **{k: v for k, v in ran.items() if v is not None})
     done_fields = dict(finalized=True, claimed_by=None, claimed_at=None)
 
-    if verdict.state == "succeeded":
-        if s.git.via == "orch":     # the job pushed into the host's mirror: orch takes it on
+    if verdict.state == "succeeded" and s.git.via == "orch":
+        # The job pushed into the host's mirror: orch takes the branch on to the forge. A
+        # refusal that trying again cannot mend fails the task; anything else (the forge
+        # or the host unreachable) leaves it running for the next finalize.
+        try:
             await _bring_back(app, conn, forge, task)
+        except relay.DeliveryRefused as exc:
+            verdict = Verdict("failed", exc.message, "push_failed")
+    if verdict.state == "succeeded":
         result = last_result(lines)
         delivered = await kind_of(task).deliver(forge, task, result.result if result and
                                                 result.result else "")
