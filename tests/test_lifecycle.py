@@ -172,10 +172,8 @@ def test_poll_and_dispatch_keep_no_rule_of_their_own(life, monkeypatch):
 
 
 def _facts(app: App):
-    from orchestrator.fleet.pool import Fleet
-
     async def go():
-        async with Fleet(app.hosts, app.settings) as fleet:
+        async with app.fleet() as fleet:
             return await admit.probe(fleet)
     return asyncio.run(go())
 
