@@ -133,6 +133,7 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
         # The job pushed into the host's mirror: orch takes the branch on to the forge. A
         # refusal that trying again cannot mend fails the task; anything else (the forge
         # or the host unreachable) leaves it running for the next finalize.
+        app.store.renew(task.id, fence)   # still ours, right before the branch is pushed
         try:
             await _bring_back(app, conn, forge, task)
         except relay.DeliveryRefused as exc:
