@@ -125,7 +125,7 @@ class PgStore:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         try:
-            conn = self._pg.connect(self._dsn(), autocommit=True,
+            conn = self._pg.connect(self.url, autocommit=True,
                                     connect_timeout=CONNECT_TIMEOUT,
                                     application_name="orch")
         except self._pg.Error as exc:
@@ -133,10 +133,6 @@ class PgStore:
         self._conn = conn
         self._migrate()
         return conn
-
-    def _dsn(self) -> str:
-        # "postgres://" is libpq's too; "postgresql+psycopg://" (SQLAlchemy style) is not.
-        return self.url
 
     def _scrub(self, text: str) -> str:
         """An error text without the URL's password, should libpq ever repeat it."""
