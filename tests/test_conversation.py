@@ -267,3 +267,59 @@ def test_plan_then_approve(make_world):
     assert t.status == "succeeded", t.error
     assert w.remote.read(t.branch, "p.txt") == "P\n"
     assert "plan: write p.txt" in str(t.request.get("plan"))
+
+
+def _push_as_person(w, tmp_path, branch: str, name: str, text: str) -> str:
+    clone = tmp_path / f"person-{name}"
+    git("clone", "-q", "-b", branch, w.remote.url, str(clone))
+    (clone / name).write_text(text)
+    git("add", name, cwd=clone)
+    git("-c", "user.name=Pat", "-c", "user.email=pat@example.com", "commit", "-q", "-m",
+        f"a person adds {name}", cwd=clone)
+    git("push", "-q", "origin", branch, cwd=clone)
+    return git("rev-parse", "HEAD", cwd=clone).strip()
+
+
+def _while_the_agent_runs(w, then) -> None:
+    from tests.helpers_poll import wait_for
+    proc, data = poll(w)
+    assert proc.returncode == 0 and len(data["dispatched"]) == 1, data
+    fu = next(t for t in tasks(w) if t.kind == "followup")
+    log = Path(fu.workspace) / "job.log"
+    wait_for(lambda: log.is_file() and "::orch:: agent" in log.read_text(), 60, "the agent run")
+    then()
+
+
+def test_someone_pushing_during_a_followup_gets_orchs_commit_rebased_on_theirs(make_world, tmp_path):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n, pr = _first_pr(w)
+    w.github.add_comment(w.repo, pr["number"],
+                         "@orch add r\norch-standin: slow 4\norch-standin: write r.txt R", user=ALICE)
+    theirs: list[str] = []
+    _while_the_agent_runs(w, lambda: theirs.append(
+        _push_as_person(w, tmp_path, pr["head"], "theirs.txt", "t\n")))
+    run_passes(w, _final("followup"), timeout=180)
+    fu = next(t for t in tasks(w) if t.kind == "followup")
+    assert fu.status == "succeeded", fu.error
+    log = _log(w, pr["head"])
+    assert log[0].split()[0] == fu.commit and log[1].split()[0] == theirs[0]   # on top of theirs
+    assert w.remote.read(pr["head"], "r.txt") == "R\n"
+    assert "rebasing orch's commit on it, once" in Path(fu.log_path).read_text()
+
+
+def test_a_conflicting_push_during_a_followup_fails_it_and_keeps_theirs(make_world, tmp_path):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n, pr = _first_pr(w)
+    cid = w.github.add_comment(w.repo, pr["number"],
+                               "@orch add r\norch-standin: slow 4\norch-standin: write r.txt R",
+                               user=ALICE)
+    theirs: list[str] = []
+    _while_the_agent_runs(w, lambda: theirs.append(
+        _push_as_person(w, tmp_path, pr["head"], "r.txt", "mine\n")))
+    run_passes(w, _final("followup"), timeout=180)
+    fu = next(t for t in tasks(w) if t.kind == "followup")
+    assert fu.status == "failed" and fu.error_kind == "push_failed", (fu.status, fu.error)
+    assert "does not apply on top of theirs" in fu.error
+    assert w.remote.commit(pr["head"])["sha"] == theirs[0]     # theirs, nothing of orch's on it
+    assert w.remote.read(pr["head"], "r.txt") == "mine\n"
+    assert w.github.reactions(w.repo, cid) == ["eyes", "confused"]
