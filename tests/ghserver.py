@@ -307,6 +307,26 @@ class GitHubServer:
             c = self._find_comment(self._repo(repo), str(comment_id))
             c.update(body=body, editor=by, edited_at=_when(at), updated_at=_when(at))
 
+    def add_pull(self, repo: str, head: str, *, base: str = "main", title: str = "a change",
+                 body: str = "", user: str | None = None) -> int:
+        """An open pull request from `head` (no check that the branch exists), by `user`
+        (default: the token's user, as when orch opened it); its number."""
+        with self._lock:
+            r = self._repo(repo)
+            n = self._next_number(r)
+            now = _ts(datetime.now(UTC))
+            who = user or self.user
+            r.pulls[n] = {"id": self._new_id(), "number": n, "head": head, "base": base,
+                          "title": title, "body": body, "state": "open",
+                          "html_url": f"{self.web_url}/{repo}/pull/{n}", "commit": None,
+                          "created_at": now, "user": who, "draft": False, "reviewers": [],
+                          "updated_at": now}
+            r.issues[n] = {"id": r.pulls[n]["id"], "number": n, "title": title, "body": body,
+                           "labels": [], "user": who, "state": "open", "created_at": now,
+                           "updated_at": now, "pull_request": True, "edits": [], "events": []}
+            r.comments.setdefault(n, [])
+            return n
+
     def add_review(self, repo: str, number: int, *, user: str, event: str = "COMMENT",
                    body: str = "", comments: list[dict[str, Any]] | tuple = ()) -> int:
         """`user` submits a review (event APPROVE, REQUEST_CHANGES or COMMENT) with line
