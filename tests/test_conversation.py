@@ -323,3 +323,26 @@ def test_a_conflicting_push_during_a_followup_fails_it_and_keeps_theirs(make_wor
     assert w.remote.commit(pr["head"])["sha"] == theirs[0]     # theirs, nothing of orch's on it
     assert w.remote.read(pr["head"], "r.txt") == "mine\n"
     assert w.github.reactions(w.repo, cid) == ["eyes", "confused"]
+
+
+def test_the_plan_label_asks_for_a_plan_and_is_taken_off(make_world):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n = w.issue("Add pl", "orch-standin: write pl.txt P", labels=("orch:plan",))
+    run_passes(w, _final("plan"), timeout=180)
+    [plan] = tasks(w)
+    assert plan.kind == "plan" and plan.status == "succeeded", plan.error
+    assert "orch:plan" not in w.github.labels(w.repo, n)
+    assert w.remote.branches() == ["main"]
+    assert any("plan: write pl.txt" in c["body"] for c in w.github.comments(w.repo, n))
+    proc, data = poll(w)
+    assert data["dispatched"] == [] and len(tasks(w)) == 1
+
+
+def test_a_plan_label_added_by_a_stranger_runs_nothing(make_world):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n = w.issue("Add pm", "orch-standin: write pm.txt P", labels=())
+    w.github.label_issue(w.repo, n, "orch:plan", by=MALLORY)
+    proc, data = poll(w)
+    assert proc.returncode == 0 and data["dispatched"] == [], data
+    assert tasks(w) == []
+    assert any("orch:plan" in s["reason"] and "mallory" in s["reason"] for s in data["skipped"])

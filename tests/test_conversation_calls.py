@@ -47,11 +47,12 @@ def test_a_pass_finds_commands_with_a_constant_number_of_calls(tmp_path, github_
     # The last pass was just now: nothing has changed since.
     app.store.set_cursor(name, (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     quiet = _scan(app, gh)
-    assert quiet == 4, [(r.method, r.path) for r in gh.requests[-quiet:]]
-    # /user, the repository-wide comment and line-comment lists, the open pull requests
+    assert quiet == 6, [(r.method, r.path) for r in gh.requests[-quiet:]]
+    # /user, the repository-wide comment and line-comment lists, the open pull requests,
+    # the issues labelled orch:plan (and the repository, read once per pass by any listing)
     paths = sorted(r.path for r in gh.requests[-quiet:])
-    assert paths == ["/repos/octo/app/issues/comments", "/repos/octo/app/pulls",
-                     "/repos/octo/app/pulls/comments", "/user"]
+    assert paths == ["/repos/octo/app", "/repos/octo/app/issues", "/repos/octo/app/issues/comments",
+                     "/repos/octo/app/pulls", "/repos/octo/app/pulls/comments", "/user"]
 
     # Comments on 200 issues since the last pass (none a command): a second page of the
     # comment list; and every pull request of orch's changed in the window (they were all
@@ -61,6 +62,6 @@ def test_a_pass_finds_commands_with_a_constant_number_of_calls(tmp_path, github_
     for n in range(60, 260):
         gh.add_comment(REPO, n, "looks good", user="alice")
     busy = _scan(app, gh)
-    assert busy == 4 + 1 + 50, busy
+    assert busy == 6 + 1 + 50, busy
     app.store.set_cursor(name, (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    assert _scan(app, gh) == 4
+    assert _scan(app, gh) == 6

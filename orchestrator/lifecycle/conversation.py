@@ -34,10 +34,11 @@ from ..app import App
 from ..core import report
 from ..core.commands import RUN, Command, command_key, parse_command
 from ..core.models import HostFacts, Remark
+from ..core.trust import permission_at_least
 from ..errors import ForgeUnavailable, OrchError
 from ..forge.base import Forge
 from ..store import parse_time
-from .admit import Reservation, prepare, reserve_new
+from .admit import Reservation, issue_refusal, prepare, reserve_new
 from .followup import (
     OrchPull,
     Vetting,
@@ -134,6 +135,7 @@ async def scan_commands(app: App, forge: Forge, repo: str, facts: dict[str, Host
                                        command_key(repo, "review", v.id), op))
     found.sort(key=lambda f: (f.remark.created_at, f.remark.id))
     ctx = Context(app, forge, repo, facts, Vetting(app, forge, repo, own), out)
+    await _plan_labels(ctx)
     waiting: str | None = None
     for f in found:
         if app.store.command(f.key) is not None:
@@ -157,6 +159,33 @@ async def scan_commands(app: App, forge: Forge, repo: str, facts: dict[str, Host
     # The next scan starts from here, or from the oldest command still waiting.
     app.store.set_cursor(name, waiting or _iso(began))
     return out
+
+
+async def _plan_labels(ctx: Context) -> None:
+    """Issues labelled `orch:plan`: a plan run each, as for the trigger label (orch takes the
+    label off when the plan is posted, so a label put back asks for a new plan). The
+    person who added the label must have trigger.min_permission."""
+    app, label = ctx.app, report.LABEL_PLAN
+    listed = await asyncio.to_thread(ctx.forge.list_open_issues, ctx.repo, label)
+    ctx.scan.calls += 1
+    for issue in listed:
+        try:
+            early = issue_refusal(app, ctx.repo, issue.number, retake=True)
+            if early is not None:
+                raise early
+            prepared = await prepare(ctx.forge, ctx.repo, issue.number, app.settings)
+            added = [e for e in prepared.intake.issue.events if e.kind == "labeled" and e.label == label]
+            who = added[-1].actor if added else ""
+            if not who or not permission_at_least(await ctx.vet.role(who), ctx.vet.need):
+                raise Refused(Refusal.UNTRUSTED, f"the `{label}` label was added by "
+                                                 f"{who or 'an unknown account'}, who lacks "
+                                                 f"{ctx.vet.need!r}")
+            request = {"handle": app.settings.trigger.mention}
+            ctx.scan.reservations.append(reserve_new(app, prepared, ctx.facts, label=label,
+                                                     kind="plan", fields={"request": request}))
+        except Refused as exc:
+            ctx.scan.skipped.append({"repo": ctx.repo, "issue": issue.number,
+                                     "reason": f"{label}: {exc.message}", "code": exc.code.value})
 
 
 async def _take(ctx: Context, f: Found) -> None:
