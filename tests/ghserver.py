@@ -957,7 +957,7 @@ class GitHubServer:
         b = b if isinstance(b, dict) else {}
         v = self._review(r, int(number), self.user, str(b.get("event") or "COMMENT"),
                          str(b.get("body") or ""), list(b.get("comments") or []))
-        return 200, self._review_json(r, v), {}           # 200, not 201 (FIELD-NOTES)
+        return 200, self._review_json(r, v), {}           # 200, not 201 (docs/FIELD-NOTES.md)
 
     def h_review_comments(self, q, b, name, number, rid):
         r = self._lookup(name)
