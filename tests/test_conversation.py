@@ -72,8 +72,23 @@ def test_an_unauthorised_mention_is_ignored_with_one_reply(make_world):
     replies = [c for c in w.github.comments(w.repo, n) if c["user"] == w.github.user]
     assert len(replies) == 1, replies
     assert "does not take commands" in replies[0]["body"] and "'write'" in replies[0]["body"]
-    # orch's own reply (which names the handle) is no command either.
+    # orch's own comments are never commands, and get no reply.
+    w.github.add_comment(w.repo, n, "@orch do it\norch-standin: write self.txt x",
+                         user=w.github.user)
+    proc, data = poll(w)
+    assert data["dispatched"] == [] and tasks(w) == []
+    assert len([c for c in w.github.comments(w.repo, n) if c["user"] == w.github.user]) == 2
+
+
+def test_a_command_on_an_issue_by_a_stranger_is_declined_with_the_reason(make_world):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n = w.issue("Strange", "orch-standin: write s.txt x", labels=(), user=MALLORY)
+    w.github.add_comment(w.repo, n, "@orch take it", user=ALICE)
+    poll(w)
+    poll(w)
     assert tasks(w) == []
+    said = [c["body"] for c in w.github.comments(w.repo, n) if c["user"] == w.github.user]
+    assert len(said) == 1 and "mallory" in said[0] and "does not take commands" not in said[0]
 
 
 def test_a_followup_adds_a_commit_on_the_same_pr_keeping_a_persons_commit(make_world, tmp_path):

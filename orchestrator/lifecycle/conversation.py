@@ -149,7 +149,7 @@ async def scan_commands(app: App, forge: Forge, repo: str, facts: dict[str, Host
                                     "reason": f"command {f.key} waits: {exc.message}",
                                     "code": exc.code.value})
             elif exc.code is not Refusal.TAKEN:
-                await _refuse(ctx, f, exc.message)
+                await _decline(ctx, f, exc.message)
         except ForgeUnavailable:
             raise
         except OrchError as exc:
@@ -197,7 +197,7 @@ async def _take(ctx: Context, f: Found) -> None:
     where = "pull" if f.pull is not None else "issue"
     handler = HANDLERS.get((where, f.command.verb))
     if handler is None:
-        await _refuse(ctx, f, f"`{f.command.verb}` is not a command on "
+        await _decline(ctx, f, f"`{f.command.verb}` is not a command on "
                               f"{'a pull request' if where == 'pull' else 'an issue'} here")
         return
     said = await handler(ctx, f)
@@ -207,9 +207,16 @@ async def _take(ctx: Context, f: Found) -> None:
 
 
 async def _refuse(ctx: Context, f: Found, why: str) -> None:
-    """The one reply to a command orch will not carry out (taken, so said once)."""
+    """The one reply to a command whose author may not give it (taken, so said once)."""
     if ctx.app.store.take_command(f.key, outcome="refused", why=why):
         await _say(ctx, f, report.reply_refused(f.remark.author, why))
+
+
+async def _decline(ctx: Context, f: Found, why: str) -> None:
+    """The one reply to a command orch cannot carry out (a closed issue, an issue whose
+    own text is not trusted, a verb it does not know here)."""
+    if ctx.app.store.take_command(f.key, outcome="declined", why=why):
+        await _say(ctx, f, report.reply_note(why))
 
 
 async def _say(ctx: Context, f: Found, body: str) -> None:
