@@ -42,7 +42,7 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
     if host is not None:
         app.host(host)   # an unknown --host is bad input, before any network
     check_local(app, forge.kind, host, on_notice)
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         if followup is not None and not dry_run:
             reservation = await by_hand(app, forge, await probe(fleet), repo, number, followup,
                                         pinned=host)
