@@ -361,3 +361,19 @@ def test_a_plan_label_added_by_a_stranger_runs_nothing(make_world):
     assert proc.returncode == 0 and data["dispatched"] == [], data
     assert tasks(w) == []
     assert any("orch:plan" in s["reason"] and "mallory" in s["reason"] for s in data["skipped"])
+
+
+def test_dispatch_followup_by_hand_adds_a_commit_to_orchs_pr(make_world):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n, pr = _first_pr(w)
+    data = w.orch_json("dispatch", f"{w.repo}#{n}", "--followup", "orch-standin: write h.txt H")
+    assert data["status"] == "succeeded" and data["kind"] == "followup", data
+    assert data["pr_number"] == pr["number"] and data["parent"]
+    assert w.remote.read(pr["head"], "h.txt") == "H\n"
+    assert len(w.github.pulls(w.repo)) == 1
+    said = [c["body"] for c in w.github.comments(w.repo, pr["number"]) if c["user"] == w.github.user]
+    assert len(said) == 1 and "pushed" in said[0]
+    # Not one of orch's pull requests: refused, exit 2, nothing changed.
+    other = w.github.add_pull(w.repo, "feature/x", user=ALICE)
+    proc = w.orch("dispatch", f"{w.repo}#{other}", "--followup", "x")
+    assert proc.returncode == 2 and "not an open pull request of orch's" in proc.stderr
