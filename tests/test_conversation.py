@@ -276,6 +276,13 @@ def test_plan_then_approve(make_world):
     said = [c["body"] for c in w.github.comments(w.repo, n) if c["user"] == w.github.user]
     assert any("plan: write p.txt" in b and "approve" in b for b in said), said
     assert w.github.reactions(w.repo, pc) == ["eyes", "rocket"]
+    # A further `@orch plan <changes>` revises it: the previous plan is in its prompt.
+    w.github.add_comment(w.repo, n, "@orch plan and say why", user=ALICE)
+    run_passes(w, _final("plan", 2), timeout=180)
+    revised = next(t for t in tasks(w) if t.kind == "plan" and t.id != plan.id)
+    assert revised.status == "succeeded", revised.error
+    assert "plan: write p.txt" in revised.request["revise"]
+    assert revised.request["command"]["text"] == "and say why"
     w.github.add_comment(w.repo, n, "@orch approve", user=ALICE)
     run_passes(w, _final("issue"), timeout=180)
     t = next(t for t in tasks(w) if t.kind == "issue")
@@ -377,3 +384,29 @@ def test_dispatch_followup_by_hand_adds_a_commit_to_orchs_pr(make_world):
     other = w.github.add_pull(w.repo, "feature/x", user=ALICE)
     proc = w.orch("dispatch", f"{w.repo}#{other}", "--followup", "x")
     assert proc.returncode == 2 and "not an open pull request of orch's" in proc.stderr
+    # A command on a pull request orch did not make does nothing at all.
+    before = len(tasks(w))
+    w.github.add_comment(w.repo, other, "@orch fix it", user=ALICE)
+    proc, data = poll(w)
+    assert data["dispatched"] == [] and len(tasks(w)) == before
+    assert [c for c in w.github.comments(w.repo, other) if c["user"] == w.github.user] == []
+
+
+def test_cancel_and_retry_commands(make_world):
+    w = make_world(hosts=1, tests=FAST_TESTS)
+    n = w.issue("Slow", "orch-standin: slow 30\norch-standin: write sl.txt S", labels=())
+    w.github.add_comment(w.repo, n, "@orch go", user=ALICE)
+    proc, data = poll(w)
+    assert len(data["dispatched"]) == 1, data
+    cc = w.github.add_comment(w.repo, n, "@orch cancel", user=ALICE)
+    proc, data = poll(w)
+    [t] = tasks(w)
+    assert t.status == "cancelled", (t.status, t.error)
+    said = [c["body"] for c in w.github.comments(w.repo, n) if c["user"] == w.github.user]
+    assert any("is cancelled" in b for b in said), said
+    w.github.add_comment(w.repo, n, "@orch retry", user=ALICE)
+    poll(w)
+    [t] = tasks(w)
+    assert t.status in ("queued", "running"), t.status
+    assert w.orch("cancel", t.id).returncode == 0
+    assert cc
