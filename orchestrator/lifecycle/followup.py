@@ -18,7 +18,7 @@ from typing import Any
 from ..app import App
 from ..core.events import last_result
 from ..core.models import HostFacts, PullRequest, Remark, Task
-from ..core.trust import MEMBER_ASSOCIATIONS, permission_at_least
+from ..core.trust import outsider, permission_at_least
 from ..forge.base import Forge
 from .admit import Reservation, prepare, reserve_new
 from .refusals import Refusal, Refused
@@ -82,8 +82,7 @@ class Vetting:
     async def allowed(self, r: Remark) -> bool:
         if not r.author or r.author == self.own:
             return False
-        if r.association and r.association not in MEMBER_ASSOCIATIONS \
-                and permission_at_least(self.need, "triage"):
+        if outsider(r.association, self.need):
             return False          # GitHub says they cannot hold the role: no API call
         return permission_at_least(await self.role(r.author), self.need)
 
