@@ -14,6 +14,7 @@ from ..app import App
 from ..core.models import Placement, Task
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
+from ..job import credentials
 from .admit import Reservation, check_local, place_task, prepare, probe, reserve_new
 from .finalize import finalize
 from .follow import LineSink, NoticeSink, follow
@@ -41,6 +42,7 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
     (lifecycle/followup.py)."""
     if host is not None:
         app.host(host)   # an unknown --host is bad input, before any network
+    credentials.read(app.settings)   # a missing agent.credentials variable too (exit 2)
     check_local(app, forge.kind, host, on_notice)
     async with app.fleet() as fleet:
         if followup is not None and not dry_run:
