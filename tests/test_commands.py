@@ -101,3 +101,13 @@ def test_the_followup_prompt_attributes_every_request_and_comment():
     plain = render_prompt("general", issue=issue, repo="o/r", branch="b", test_command=None,
                           request={"command": {"text": "also docs", "author": "alice"}})
     assert "The request that started this run (by @alice)" in plain and "also docs" in plain
+
+
+def test_old_command_records_are_forgotten_recent_ones_kept(tmp_path):
+    store = Store(tmp_path)
+    store.take_command("o/r|issue_comment|1")
+    store.update_command("o/r|issue_comment|1", taken_at="2020-01-01T00:00:00+00:00")
+    store.take_command("o/r|issue_comment|2")
+    assert store.forget_commands("2021-01-01T00:00:00+00:00") == 1
+    assert store.command("o/r|issue_comment|1") is None
+    assert store.command("o/r|issue_comment|2") is not None

@@ -52,6 +52,7 @@ from .refusals import Refusal, Refused
 
 LOOKBACK_SECONDS = 24 * 3600   # the first scan of a repository reads this far back
 MARGIN_SECONDS = 120           # each scan starts this long before the last one began (clocks)
+KEEP_RECORDS_SECONDS = 7 * 24 * 3600   # a taken command's record outlives its window this long
 # Refusals that mean "not now": the command is left for the next pass, not taken.
 _NOT_NOW = (Refusal.NO_CAPACITY, Refusal.DUPLICATE)
 
@@ -158,6 +159,8 @@ async def scan_commands(app: App, forge: Forge, repo: str, facts: dict[str, Host
             waiting = min(waiting or f.remark.created_at, f.remark.created_at)
     # The next scan starts from here, or from the oldest command still waiting.
     app.store.set_cursor(name, waiting or _iso(began))
+    # Records older than the window (and than any run they could still answer for).
+    app.store.forget_commands(_iso(since_ts - KEEP_RECORDS_SECONDS))
     return out
 
 

@@ -463,6 +463,18 @@ class Store:
         """The command records that started task `task_id`."""
         return [dict(d) for d in self._commands.search(Query().task_id == task_id)]
 
+    def forget_commands(self, taken_before: str) -> int:
+        """Drop the records of commands taken before `taken_before` (ISO time): a command
+        scan never reads a comment written before its window again, so these can never
+        be met again; the hot file does not grow with every command ever given."""
+        cut = parse_time(taken_before)
+        with self.locked():
+            old = [d.doc_id for d in self._commands.all()
+                   if parse_time(str(d.get("taken_at") or taken_before)) < cut]
+            if old:
+                self._commands.remove(doc_ids=old)
+            return len(old)
+
     def cursor(self, name: str) -> str | None:
         found = self._cursors.get(Query().name == name)
         return str(found["at"]) if isinstance(found, dict) and found.get("at") else None
