@@ -53,6 +53,17 @@ filter, as GitHub does. When a repository's clone_url is a local git repository,
 pull request checks that the head branch exists there (422 "head invalid" otherwise) and
 records its commit, so a test notices a PR opened before the push.
 
+Conversations on pull requests (lifecycle/conversation.py reads them), shaped as GitHub
+shapes them (docs/FIELD-NOTES.md): ``add_review`` (a submitted review, with line comments;
+its author may not approve or request changes on their own PR: 422) and
+``add_review_comment`` (a line comment alone gets a COMMENTED review of its own; a reply
+attaches to the thread's first comment); the repository-wide ``/issues/comments`` and
+``/pulls/comments`` lists with ``since``/``sort``/``direction``/``per_page`` and Link
+pagination; reviews answered 200 on create; reactions 201 when new, 200 when the same
+user already reacted so; ``author_association`` OWNER / COLLABORATOR / NONE from the
+repository's people; a PR's issue timeline (``/issues/N/timeline``: commented, reviewed,
+committed events). A PR's head sha is read from the repository each time (people push).
+
 Run standalone for manual poking: ``python -m tests.ghserver`` prints the URL and token.
 """
 
@@ -139,6 +150,9 @@ class _Repo:
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)        # number -> issue
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # number -> list
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)         # number -> pull
+    reviews: list[dict[str, Any]] = field(default_factory=list)            # every PR's reviews
+    review_comments: list[dict[str, Any]] = field(default_factory=list)    # every line comment
+    reactions: list[dict[str, Any]] = field(default_factory=list)          # on any comment
 
 
 class _HTTPError(Exception):
@@ -293,6 +307,60 @@ class GitHubServer:
             c = self._find_comment(self._repo(repo), str(comment_id))
             c.update(body=body, editor=by, edited_at=_when(at), updated_at=_when(at))
 
+    def add_pull(self, repo: str, head: str, *, base: str = "main", title: str = "a change",
+                 body: str = "", user: str | None = None) -> int:
+        """An open pull request from `head` (no check that the branch exists), by `user`
+        (default: the token's user, as when orch opened it); its number."""
+        with self._lock:
+            r = self._repo(repo)
+            n = self._next_number(r)
+            now = _ts(datetime.now(UTC))
+            who = user or self.user
+            r.pulls[n] = {"id": self._new_id(), "number": n, "head": head, "base": base,
+                          "title": title, "body": body, "state": "open",
+                          "html_url": f"{self.web_url}/{repo}/pull/{n}", "commit": None,
+                          "created_at": now, "user": who, "draft": False, "reviewers": [],
+                          "updated_at": now}
+            r.issues[n] = {"id": r.pulls[n]["id"], "number": n, "title": title, "body": body,
+                           "labels": [], "user": who, "state": "open", "created_at": now,
+                           "updated_at": now, "pull_request": True, "edits": [], "events": []}
+            r.comments.setdefault(n, [])
+            return n
+
+    def add_review(self, repo: str, number: int, *, user: str, event: str = "COMMENT",
+                   body: str = "", comments: list[dict[str, Any]] | tuple = ()) -> int:
+        """`user` submits a review (event APPROVE, REQUEST_CHANGES or COMMENT) with line
+        comments ({path, line, body}); the review's id. GitHub's rules: 422 for the PR's
+        author approving or requesting changes."""
+        with self._lock:
+            r = self._repo(repo)
+            return self._review(r, number, user, event, body, list(comments))["id"]
+
+    def add_review_comment(self, repo: str, number: int, body: str, *, user: str,
+                           path: str = "", line: int | None = None,
+                           in_reply_to: int | None = None) -> int:
+        """A line comment made alone (a COMMENTED review of its own), or a reply in the
+        thread of comment `in_reply_to`; the comment's id."""
+        with self._lock:
+            r = self._repo(repo)
+            return self._line_comment_alone(r, number, user, body, path, line, in_reply_to)["id"]
+
+    def edit_review_comment(self, repo: str, comment_id: int, body: str, *, by: str) -> None:
+        with self._lock:
+            c = self._find_review_comment(self._repo(repo), str(comment_id))
+            c.update(body=body, updated_at=_ts(datetime.now(UTC)), editor=by)
+
+    def review_comments(self, repo: str, number: int | None = None) -> list[dict[str, Any]]:
+        """Line comments (of one PR, or all), oldest first."""
+        with self._lock:
+            return [dict(c) for c in self._repo(repo).review_comments
+                    if number is None or c["pull"] == number]
+
+    def reactions(self, repo: str, comment_id: int) -> list[str]:
+        """The reactions on a comment (issue or line comment), in the order given."""
+        with self._lock:
+            return [x["content"] for x in self._repo(repo).reactions if x["comment"] == comment_id]
+
     def set_permission(self, repo: str, login: str, permission: str) -> None:
         """Role of `login` on `repo`: none/read/triage/write/maintain/admin (unknown: none)."""
         if permission not in ROLES:
@@ -415,6 +483,94 @@ class GitHubServer:
             if name not in i["labels"]:
                 i["events"].append({"kind": "labeled", "actor": by, "at": now, "label": name})
 
+    def _pull_of(self, r: _Repo, number: int | str) -> dict[str, Any]:
+        p = r.pulls.get(int(number))
+        if p is None:
+            raise _HTTPError(404)
+        return p
+
+    def _association(self, r: _Repo, login: str) -> str:
+        """What GitHub derives from the repository's people (the values docs/FIELD-NOTES.md lists)."""
+        owner = r.full_name.split("/")[0]
+        return "OWNER" if login == owner else "COLLABORATOR" if login in r.permissions \
+            else "NONE"
+
+    def _hunk(self, r: _Repo, p: dict[str, Any], path: str, line: int | None) -> str:
+        """A diff hunk ending at the commented line, from the PR's head when it is local."""
+        text = ""
+        if os.path.isdir(r.clone_url) and path:
+            out = subprocess.run(["git", "-C", r.clone_url, "show", f"refs/heads/{p['head']}:{path}"],
+                                 capture_output=True, text=True, timeout=30)
+            text = out.stdout if out.returncode == 0 else ""
+        lines = text.splitlines()
+        n = line or 1
+        shown = lines[max(0, n - 3):n] or [""]
+        return f"@@ -{max(1, n - len(shown) + 1)},{len(shown)} +{max(1, n - len(shown) + 1)},{len(shown)} @@\n" \
+            + "\n".join("+" + x for x in shown)
+
+    def _review(self, r: _Repo, number: int, user: str, event: str, body: str,
+                comments: list[dict[str, Any]]) -> dict[str, Any]:
+        p = self._pull_of(r, number)
+        states = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED",
+                  "COMMENT": "COMMENTED"}
+        if event not in states:
+            raise _HTTPError(422, "Validation Failed",
+                             [{"resource": "PullRequestReview", "field": "event", "code": "invalid"}])
+        if user == p["user"] and event != "COMMENT":
+            verb = "approve" if event == "APPROVE" else "request changes on"
+            raise _HTTPError(422, "Unprocessable Entity",
+                             [{"message": f"Review Can not {verb} your own pull request"}])
+        if event != "APPROVE" and not body and not comments:
+            raise _HTTPError(422, "Unprocessable Entity",
+                             [{"message": "Review body is required"}])
+        now = _ts(datetime.now(UTC))
+        review = {"id": self._new_id(), "pull": int(number), "user": user, "body": body,
+                  "state": states[event], "submitted_at": now,
+                  "commit_id": _git_rev(r.clone_url, p["head"]) if os.path.isdir(r.clone_url)
+                  else "0" * 40}
+        r.reviews.append(review)
+        for c in comments:
+            self._add_line_comment(r, p, user, str(c.get("body") or ""), str(c.get("path") or ""),
+                                   c.get("line"), None, review["id"])
+        self._touch(r, p, now)
+        return review
+
+    def _add_line_comment(self, r: _Repo, p: dict[str, Any], user: str, body: str, path: str,
+                          line: int | None, in_reply_to: int | None, review_id: int) -> dict[str, Any]:
+        now = _ts(datetime.now(UTC))
+        c = {"id": self._new_id(), "pull": p["number"], "user": user, "body": body, "path": path,
+             "line": line, "diff_hunk": self._hunk(r, p, path, line), "in_reply_to_id": in_reply_to,
+             "review_id": review_id, "created_at": now, "updated_at": now, "editor": None}
+        r.review_comments.append(c)
+        self._touch(r, p, now)
+        return c
+
+    def _line_comment_alone(self, r: _Repo, number: int, user: str, body: str, path: str,
+                            line: int | None, in_reply_to: int | None) -> dict[str, Any]:
+        p = self._pull_of(r, number)
+        if in_reply_to is not None:
+            first = self._find_review_comment(r, str(in_reply_to))
+            top = first["in_reply_to_id"] or first["id"]    # replies attach to the first comment
+            top_c = self._find_review_comment(r, str(top))
+            path, line = top_c["path"], top_c["line"]
+            in_reply_to = top
+        now = _ts(datetime.now(UTC))
+        review = {"id": self._new_id(), "pull": int(number), "user": user, "body": "",
+                  "state": "COMMENTED", "submitted_at": now, "commit_id": "0" * 40}
+        r.reviews.append(review)
+        return self._add_line_comment(r, p, user, body, path, line, in_reply_to, review["id"])
+
+    def _touch(self, r: _Repo, p: dict[str, Any], now: str) -> None:
+        p["updated_at"] = now
+        if p["number"] in r.issues:
+            r.issues[p["number"]]["updated_at"] = now
+
+    def _find_review_comment(self, r: _Repo, cid: str) -> dict[str, Any]:
+        for c in r.review_comments:
+            if c["id"] == int(cid):
+                return c
+        raise _HTTPError(404)
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             if self._outage is not None:
@@ -472,23 +628,51 @@ class GitHubServer:
 
     def _comment_json(self, r: _Repo, c: dict[str, Any]) -> dict[str, Any]:
         return {"id": c["id"], "body": c["body"], "user": self._user_json(c["user"]),
+                "author_association": self._association(r, c["user"]),
                 "created_at": c["created_at"], "updated_at": c["updated_at"],
                 "url": self._api(f"/repos/{r.full_name}/issues/comments/{c['id']}"),
                 "issue_url": self._api(f"/repos/{r.full_name}/issues/{c['issue']}"),
                 "html_url": f"{self.web_url}/{r.full_name}/issues/{c['issue']}#issuecomment-{c['id']}"}
 
+    def _review_comment_json(self, r: _Repo, c: dict[str, Any]) -> dict[str, Any]:
+        base = f"/repos/{r.full_name}/pulls"
+        data = {"id": c["id"], "pull_request_review_id": c["review_id"], "body": c["body"],
+                "user": self._user_json(c["user"]),
+                "author_association": self._association(r, c["user"]),
+                "path": c["path"], "line": c["line"], "original_line": c["line"],
+                "side": "RIGHT", "diff_hunk": c["diff_hunk"], "commit_id": "0" * 40,
+                "created_at": c["created_at"], "updated_at": c["updated_at"],
+                "url": self._api(f"{base}/comments/{c['id']}"),
+                "pull_request_url": self._api(f"{base}/{c['pull']}"),
+                "html_url": f"{self.web_url}/{r.full_name}/pull/{c['pull']}#discussion_r{c['id']}"}
+        if c["in_reply_to_id"] is not None:
+            data["in_reply_to_id"] = c["in_reply_to_id"]
+        return data
+
+    def _review_json(self, r: _Repo, v: dict[str, Any]) -> dict[str, Any]:
+        return {"id": v["id"], "user": self._user_json(v["user"]), "body": v["body"],
+                "state": v["state"], "submitted_at": v["submitted_at"], "commit_id": v["commit_id"],
+                "author_association": self._association(r, v["user"]),
+                "pull_request_url": self._api(f"/repos/{r.full_name}/pulls/{v['pull']}"),
+                "html_url": f"{self.web_url}/{r.full_name}/pull/{v['pull']}#pullrequestreview-{v['id']}"}
+
     def _pull_json(self, r: _Repo, p: dict[str, Any]) -> dict[str, Any]:
         owner = r.full_name.split("/")[0]
         repo = self._repo_json(r)
+        sha = (_git_rev(r.clone_url, p["head"]) if os.path.isdir(r.clone_url) else None) \
+            or p["commit"] or "0" * 40
         return {
             "id": p["id"], "number": p["number"], "title": p["title"], "body": p["body"],
-            "state": p["state"], "merged": False, "draft": False,
+            "state": p["state"], "merged": False, "draft": bool(p.get("draft")),
             "user": self._user_json(p["user"]),
-            "head": {"ref": p["head"], "label": f"{owner}:{p['head']}", "sha": p["commit"] or "0" * 40,
+            "head": {"ref": p["head"], "label": f"{owner}:{p['head']}", "sha": sha,
                      "repo": repo, "user": self._user_json(owner)},
             "base": {"ref": p["base"], "label": f"{owner}:{p['base']}", "sha": "0" * 40,
                      "repo": repo, "user": self._user_json(owner)},
-            "created_at": p["created_at"], "updated_at": p["created_at"],
+            "requested_reviewers": [self._user_json(x) for x in p.get("reviewers", [])],
+            "labels": [self._label_json(r, r.labels[x]) for x in r.issues[p["number"]]["labels"]
+                       if x in r.labels] if p["number"] in r.issues else [],
+            "created_at": p["created_at"], "updated_at": p.get("updated_at") or p["created_at"],
             "url": self._api(f"/repos/{r.full_name}/pulls/{p['number']}"),
             "issue_url": self._api(f"/repos/{r.full_name}/issues/{p['number']}"),
             "html_url": p["html_url"],
@@ -669,11 +853,163 @@ class GitHubServer:
         html = f"{self.web_url}/{name}/pull/{n}"
         r.pulls[n] = {"id": self._new_id(), "number": n, "head": head, "base": b["base"],
                       "title": b["title"], "body": b.get("body") or "", "state": "open",
-                      "html_url": html, "commit": commit, "created_at": now, "user": self.user}
+                      "html_url": html, "commit": commit, "created_at": now, "user": self.user,
+                      "draft": bool(b.get("draft")), "reviewers": [], "updated_at": now}
         r.issues[n] = {"id": r.pulls[n]["id"], "number": n, "title": b["title"],
                        "body": b.get("body") or "", "labels": [], "user": self.user,
-                       "state": "open", "created_at": now, "updated_at": now, "pull_request": True}
+                       "state": "open", "created_at": now, "updated_at": now, "pull_request": True,
+                       "edits": [], "events": []}
         return 201, self._pull_json(r, r.pulls[n]), {}
+
+    def h_pull_edit(self, q, b, name, number):
+        r = self._lookup(name)
+        p = self._pull_of(r, number)
+        b = b if isinstance(b, dict) else {}
+        for key in ("title", "body", "state"):
+            if isinstance(b.get(key), str):
+                p[key] = b[key]
+                if p["number"] in r.issues:
+                    r.issues[p["number"]][key] = b[key]
+        self._touch(r, p, _ts(datetime.now(UTC)))
+        return 200, self._pull_json(r, p), {}
+
+    def h_requested_reviewers(self, q, b, name, number):
+        r = self._lookup(name)
+        p = self._pull_of(r, number)
+        wanted = (b or {}).get("reviewers") if isinstance(b, dict) else None
+        if not isinstance(wanted, list):
+            raise _HTTPError(422, "Validation Failed")
+        for login in wanted:
+            if login == p["user"]:
+                raise _HTTPError(422, "Review cannot be requested from pull request author.")
+            if login not in r.permissions:
+                raise _HTTPError(422, "Reviews may only be requested from collaborators. One or "
+                                      "more of the users or teams you specified is not a "
+                                      "collaborator of the " + name + " repository.")
+        p["reviewers"] = list(dict.fromkeys(p.get("reviewers", []) + wanted))
+        return 201, self._pull_json(r, p), {}
+
+    def _since(self, q: dict[str, str], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """GitHub's `since` (updated at or after), `sort` (created | updated) and
+        `direction` on a repository-wide comment list."""
+        since = q.get("since")
+        if since:
+            try:
+                cut = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            except ValueError:
+                raise _HTTPError(422, "Invalid since parameter") from None
+            items = [c for c in items
+                     if datetime.fromisoformat(c["updated_at"].replace("Z", "+00:00")) >= cut]
+        key = "updated_at" if q.get("sort") == "updated" else "created_at"
+        return sorted(items, key=lambda c: (c[key], c["id"]),
+                      reverse=q.get("direction", "asc" if not q.get("sort") else "desc") == "desc")
+
+    def h_repo_comments(self, q, b, name):
+        r = self._lookup(name)
+        items = [c for cs in r.comments.values() for c in cs]
+        return self._paginate(f"/repos/{name}/issues/comments", q,
+                              [self._comment_json(r, c) for c in self._since(q, items)])
+
+    def h_repo_review_comments(self, q, b, name):
+        r = self._lookup(name)
+        return self._paginate(f"/repos/{name}/pulls/comments", q,
+                              [self._review_comment_json(r, c)
+                               for c in self._since(q, list(r.review_comments))])
+
+    def h_pull_comments(self, q, b, name, number):
+        r = self._lookup(name)
+        self._pull_of(r, number)
+        items = [c for c in r.review_comments if c["pull"] == int(number)]
+        return self._paginate(f"/repos/{name}/pulls/{number}/comments", q,
+                              [self._review_comment_json(r, c) for c in items])
+
+    def h_pull_comment_create(self, q, b, name, number):
+        r = self._lookup(name)
+        b = b if isinstance(b, dict) else {}
+        if not isinstance(b.get("body"), str) or not b["body"]:
+            raise _HTTPError(422, "Validation Failed",
+                             [{"resource": "PullRequestReviewComment", "field": "body",
+                               "code": "missing_field"}])
+        c = self._line_comment_alone(r, int(number), self.user, b["body"], str(b.get("path") or ""),
+                                     b.get("line"), b.get("in_reply_to"))
+        return 201, self._review_comment_json(r, c), {}
+
+    def h_pull_comment_reply(self, q, b, name, number, cid):
+        r = self._lookup(name)
+        self._pull_of(r, number)
+        first = self._find_review_comment(r, cid)
+        if first["pull"] != int(number):
+            raise _HTTPError(404)
+        if not isinstance(b, dict) or not isinstance(b.get("body"), str) or not b["body"]:
+            raise _HTTPError(422, "Validation Failed")
+        c = self._line_comment_alone(r, int(number), self.user, b["body"], "", None, int(cid))
+        return 201, self._review_comment_json(r, c), {}
+
+    def h_reviews(self, q, b, name, number):
+        r = self._lookup(name)
+        self._pull_of(r, number)
+        items = [v for v in r.reviews if v["pull"] == int(number)]
+        return self._paginate(f"/repos/{name}/pulls/{number}/reviews", q,
+                              [self._review_json(r, v) for v in items])
+
+    def h_review_create(self, q, b, name, number):
+        r = self._lookup(name)
+        b = b if isinstance(b, dict) else {}
+        v = self._review(r, int(number), self.user, str(b.get("event") or "COMMENT"),
+                         str(b.get("body") or ""), list(b.get("comments") or []))
+        return 200, self._review_json(r, v), {}           # 200, not 201 (docs/FIELD-NOTES.md)
+
+    def h_review_comments(self, q, b, name, number, rid):
+        r = self._lookup(name)
+        items = [c for c in r.review_comments if c["pull"] == int(number) and c["review_id"] == int(rid)]
+        if not any(v["id"] == int(rid) for v in r.reviews):
+            raise _HTTPError(404)
+        return self._paginate(f"/repos/{name}/pulls/{number}/reviews/{rid}/comments", q,
+                              [self._review_comment_json(r, c) for c in items])
+
+    _REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
+
+    def _react(self, r: _Repo, comment_id: int, b: Any) -> tuple[int, Any, dict[str, str]]:
+        content = b.get("content") if isinstance(b, dict) else None
+        if content not in self._REACTIONS:
+            raise _HTTPError(422, "Validation Failed",
+                             [{"resource": "Reaction", "field": "content", "code": "invalid"}])
+        for x in r.reactions:
+            if x["comment"] == comment_id and x["user"] == self.user and x["content"] == content:
+                return 200, self._reaction_json(x), {}      # the same user, again: 200
+        x = {"id": self._new_id(), "comment": comment_id, "user": self.user, "content": content,
+             "created_at": _ts(datetime.now(UTC))}
+        r.reactions.append(x)
+        return 201, self._reaction_json(x), {}
+
+    def _reaction_json(self, x: dict[str, Any]) -> dict[str, Any]:
+        return {"id": x["id"], "user": self._user_json(x["user"]), "content": x["content"],
+                "created_at": x["created_at"]}
+
+    def h_comment_reaction(self, q, b, name, cid):
+        r = self._lookup(name)
+        self._find_comment(r, cid)
+        return self._react(r, int(cid), b)
+
+    def h_review_comment_reaction(self, q, b, name, cid):
+        r = self._lookup(name)
+        self._find_review_comment(r, cid)
+        return self._react(r, int(cid), b)
+
+    def h_timeline(self, q, b, name, number):
+        """The issue timeline's commented / reviewed events (enough for a PR's story)."""
+        r = self._lookup(name)
+        self._lookup_issue(r, number)
+        events = [{"event": "commented", "id": c["id"], "actor": self._user_json(c["user"]),
+                   "body": c["body"], "created_at": c["created_at"],
+                   "author_association": self._association(r, c["user"])}
+                  for c in r.comments.get(int(number), [])]
+        events += [{"event": "reviewed", "id": v["id"], "user": self._user_json(v["user"]),
+                    "body": v["body"], "state": v["state"].lower(), "submitted_at": v["submitted_at"],
+                    "author_association": self._association(r, v["user"])}
+                   for v in r.reviews if v["pull"] == int(number)]
+        events.sort(key=lambda e: (e.get("created_at") or e.get("submitted_at"), e["id"]))
+        return self._paginate(f"/repos/{name}/issues/{number}/timeline", q, events)
 
     def h_repo_labels(self, q, b, name):
         r = self._lookup(name)
@@ -769,6 +1105,19 @@ _ROUTES: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any, dict[str
         ("GET", r"/user", GitHubServer.h_user),
         ("GET", _R, GitHubServer.h_repo),
         ("GET", _R + r"/issues", GitHubServer.h_issues),
+        ("GET", _R + r"/issues/comments", GitHubServer.h_repo_comments),
+        ("POST", _R + r"/issues/comments/(\d+)/reactions", GitHubServer.h_comment_reaction),
+        ("GET", _R + r"/issues/(\d+)/timeline", GitHubServer.h_timeline),
+        ("GET", _R + r"/pulls/comments", GitHubServer.h_repo_review_comments),
+        ("POST", _R + r"/pulls/comments/(\d+)/reactions", GitHubServer.h_review_comment_reaction),
+        ("PATCH", _R + r"/pulls/(\d+)", GitHubServer.h_pull_edit),
+        ("POST", _R + r"/pulls/(\d+)/requested_reviewers", GitHubServer.h_requested_reviewers),
+        ("GET", _R + r"/pulls/(\d+)/comments", GitHubServer.h_pull_comments),
+        ("POST", _R + r"/pulls/(\d+)/comments", GitHubServer.h_pull_comment_create),
+        ("POST", _R + r"/pulls/(\d+)/comments/(\d+)/replies", GitHubServer.h_pull_comment_reply),
+        ("GET", _R + r"/pulls/(\d+)/reviews", GitHubServer.h_reviews),
+        ("POST", _R + r"/pulls/(\d+)/reviews", GitHubServer.h_review_create),
+        ("GET", _R + r"/pulls/(\d+)/reviews/(\d+)/comments", GitHubServer.h_review_comments),
         ("GET", _R + r"/issues/comments/(\d+)", GitHubServer.h_comment_get),
         ("PATCH", _R + r"/issues/comments/(\d+)", GitHubServer.h_comment_edit),
         ("GET", _R + r"/issues/(\d+)", GitHubServer.h_issue),

@@ -205,7 +205,21 @@ BAD_CONFIGS = [
     ("agent:\n  max_turn: 3\n", 2, "agent.max_turn", "unknown key"),
     ("agent:\n  max_turns: 1\n  max_turns: 2\n", 3, "agent.max_turns", "twice (first on line 2)"),
     ("- a\n- b\n", 1, None, "expected a mapping"),
+    ("trigger:\n  mention: orch\n", 2, "trigger.mention", "expected @ and a login"),
+    ("trigger:\n  review: maybe\n", 2, "trigger.review", "true or false"),
+    ("pr:\n  reviewers: [alice, 'bob smith']\n", 2, "pr.reviewers[1]", "not a GitHub login"),
+    ("pr:\n  draft: 1\n", 2, "pr.draft", "true or false"),
 ]
+
+
+def test_conversation_and_pr_keys(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "trigger:\n  mention: '@bot'\n  review: false\n"
+                                      "pr:\n  draft: true\n  reviewers: ['@alice', bob]\n"
+                                      "  labels: [orch-made]\n"))
+    assert (s.trigger.mention, s.trigger.review) == ("@bot", False)
+    assert (s.pr.draft, s.pr.reviewers, s.pr.labels) == (True, ["alice", "bob"], ["orch-made"])
+    d = Settings()
+    assert (d.trigger.mention, d.trigger.review, d.pr.draft, d.pr.reviewers) == ("@orch", True, False, [])
 
 
 @pytest.mark.parametrize("text, line, key, words", BAD_CONFIGS)

@@ -17,7 +17,8 @@ from tests.test_report import _task
 HOSTILE = "@octo-org/admins [re-authorize orch](https://evil) ![x](https://evil/t.png)"
 TABLE_BREAKER = "passed | [click](https://evil) |"
 _MD = MarkdownIt("commonmark").enable("table")
-OWN_HTML = {"<!-- orch -->", "<details><summary>what the log says</summary>", "</details>"}
+OWN_HTML = {"<!-- orch -->", "<details><summary>what the log says</summary>", "</details>",
+            "<!-- orch:runs -->"}   # the end of a PR body's runs table (core/report.py)
 
 
 def live_parts(body: str) -> dict[str, list[str]]:

@@ -18,9 +18,13 @@ from ..app import App
 @click.option("--detach", is_flag=True, help="Start the job and return; follow later with `orch logs -f`.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (specialty, host and why); change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON (no live log).")
+@click.option("--followup", metavar="TEXT",
+              help="A follow-up run on orch's pull request (ISSUE is the PR or its issue), "
+                   "with TEXT as the request.")
 @click.pass_obj
 def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
-             specialty: str | None, detach: bool, dry_run: bool, as_json: bool) -> None:
+             specialty: str | None, detach: bool, dry_run: bool, as_json: bool,
+             followup: str | None) -> None:
     """Run ISSUE (OWNER/NAME#N, an issue URL, or a Markdown file with --repo) on the best host."""
     from ..forge import kind_for_ref
     from ..lifecycle.dispatch import dispatch as run_dispatch
@@ -38,7 +42,7 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
 
     result = asyncio.run(run_dispatch(app, forge, repo, number, host=host, specialty=specialty,
                                       dry_run=dry_run, detach=detach, on_line=on_line,
-                                      on_notice=on_notice))
+                                      on_notice=on_notice, followup=followup))
     ctx = click.get_current_context()
     if dry_run:
         if as_json:

@@ -142,6 +142,25 @@ def repo_name(value: Any, loc: Loc) -> str:
     return text
 
 
+_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
+
+
+def login(value: Any, loc: Loc) -> str:
+    """A GitHub login (a user, or an app's `name[bot]`), without the @."""
+    text = string(value, loc).removeprefix("@")
+    if not _LOGIN.match(text):
+        loc.error(f"not a GitHub login: {describe(value)}", hint="e.g. reviewers: [alice, bob]")
+    return text
+
+
+def mention_handle(value: Any, loc: Loc) -> str:
+    """trigger.mention: `@` and a login (what a person types first in a command comment)."""
+    text = string(value, loc)
+    if not text.startswith("@") or not _LOGIN.match(text[1:]):
+        loc.error(f"expected @ and a login, got {describe(value)}", hint='e.g. mention: "@orch"')
+    return text
+
+
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOKEN_LIKE = re.compile(r"^(gh[pousr]_|github_pat_)")
 
@@ -310,6 +329,8 @@ SCHEMA: dict[str, Validator] = {
     "trigger.label": string,
     "trigger.min_permission": choice(*PERMISSIONS),
     "trigger.comments": choice(*COMMENT_MODES),
+    "trigger.mention": mention_handle,
+    "trigger.review": boolean,
     "ssh.known_hosts": local_path,
     "ssh.config": optional(local_path),
     "ssh.connect_timeout": duration(),
@@ -341,6 +362,9 @@ SCHEMA: dict[str, Validator] = {
     "metrics.textfile": optional(local_path),
     "report.log_tail": choice(*LOG_TAIL_MODES),
     "provision.agent_source": optional(agent_source),
+    "pr.draft": boolean,
+    "pr.reviewers": list_of(login, "list of GitHub logins"),
+    "pr.labels": list_of(string, "list of label names"),
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),

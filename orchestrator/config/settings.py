@@ -33,6 +33,8 @@ class TriggerSettings:
     label: str = "orch"
     min_permission: str = "write"     # none < read < triage < write < maintain < admin
     comments: str = "trusted"         # trusted | none: which comments reach the prompt
+    mention: str = "@orch"            # a comment whose first line starts with it is a command
+    review: bool = True               # "Request changes" on orch's PR starts a follow-up
 
 
 @dataclass
@@ -107,6 +109,13 @@ class ReportSettings:
 
 
 @dataclass
+class PullRequestSettings:
+    draft: bool = False               # open orch's pull requests as drafts
+    reviewers: list[str] = field(default_factory=list)   # logins asked to review
+    labels: list[str] = field(default_factory=list)      # labels put on the pull request
+
+
+@dataclass
 class ProvisionSettings:
     # `orch provision`'s agent: "npm:<package spec>" or a local file (absolute or ~/ path,
     # made absolute by the loader); None: provision checks the agent, installs nothing.
@@ -128,6 +137,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     provision: ProvisionSettings = field(default_factory=ProvisionSettings)
+    pr: PullRequestSettings = field(default_factory=PullRequestSettings)
     specialties: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
                                  for k, v in DEFAULT_SPECIALTIES.items()})

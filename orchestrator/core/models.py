@@ -122,6 +122,46 @@ class Issue:
         return f"{self.repo}#{self.number}"
 
 
+REMARK_SOURCES = ("issue_comment", "review_comment", "review")
+
+
+@dataclass(frozen=True)
+class Remark:
+    """A comment on an issue or pull request, a line comment in a review, or a review
+    itself, as the forge lists it: who wrote it and where. Untrusted like any issue text
+    (core/trust.py decides whose text reaches a prompt; core/report.py fences it)."""
+
+    source: str                       # REMARK_SOURCES
+    id: int
+    number: int                       # the issue's or pull request's number
+    body: str
+    author: str = ""                  # login; "" = unknown (never trusted)
+    association: str = ""             # GitHub's author_association
+    created_at: str = ""
+    updated_at: str = ""
+    path: str = ""                    # a line comment's file
+    line: int | None = None           # ... and line (None: the file, or an outdated line)
+    diff_hunk: str = ""
+    in_reply_to: int | None = None    # a reply in a review thread: the thread's first comment
+    review_id: int | None = None      # the review a line comment belongs to
+    state: str = ""                   # a review's: APPROVED, CHANGES_REQUESTED, COMMENTED
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request as orch needs it: which branch, whose, open or not."""
+
+    number: int
+    head: str                         # the head branch
+    head_sha: str
+    base: str
+    state: str                        # open | closed
+    author: str
+    url: str
+    body: str = ""
+    updated_at: str = ""
+
+
 @dataclass(frozen=True)
 class RepoFacts:
     """What a job needs to know of its repository, read from the forge before a slot is
@@ -224,6 +264,10 @@ class Task:
     parent: str | None = None         # the task it belongs to (a follow-up's first run, a part's whole)
     pr_number: int | None = None      # the pull request it works on (a follow-up)
     session_id: str | None = None     # the agent session of its last run (the init event)
+    # What a command asked for (lifecycle/conversation.py): the command (id, where, author,
+    # text), and the vetted context its prompt carries (review comments, reviews, the
+    # previous run's summary, a plan); None for a task no command started.
+    request: dict[str, Any] | None = None
     error_kind: str | None = None     # one of ERROR_KINDS when it failed, was lost or stopped
     avoid_hosts: list[str] = field(default_factory=list)  # hosts an attempt was lost on or could not start on
     # The claim's fence (raised by every claim: a write made with an older one is refused)

@@ -10,6 +10,7 @@ login: `{{ comment }}` is its text, `{{ comment.author }}` who wrote it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,10 +61,52 @@ class ShownComment(str):
         return str(self)
 
 
+class Shown(str):
+    """Text from a command, a review or a line comment as a template sees it: cut and
+    defanged, with its author and, for a line comment, the file, line and diff hunk."""
+
+    author: str
+    path: str
+    line: int | None
+    diff_hunk: str
+    state: str
+
+    def __new__(cls, item: Mapping[str, Any]) -> Shown:
+        body = str(item.get("body") or item.get("text") or "")
+        if len(body) > COMMENT_LIMIT:
+            body = body[:COMMENT_LIMIT] + "\n[… cut …]"
+        shown = super().__new__(cls, _defang(body))
+        shown.author = _defang(str(item.get("author") or "")) or "unknown"
+        shown.path = _defang(str(item.get("path") or ""))
+        line = item.get("line")
+        shown.line = line if isinstance(line, int) else None
+        shown.diff_hunk = _defang(str(item.get("diff_hunk") or ""))[-COMMENT_LIMIT:]
+        shown.state = str(item.get("state") or "")
+        return shown
+
+
+def _request(request: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a command asked (Task.request), for the templates: every text vetted already
+    (lifecycle/conversation.py lets through only authorised authors)."""
+    r = request or {}
+    raw_command, raw_previous = r.get("command"), r.get("previous")
+    command = raw_command if isinstance(raw_command, Mapping) else None
+    previous: Mapping[str, Any] = raw_previous if isinstance(raw_previous, Mapping) else {}
+    return {
+        "instruction": Shown(command) if command and (command.get("text") or "").strip() else None,
+        "review_comments": [Shown(c) for c in r.get("comments") or [] if isinstance(c, Mapping)],
+        "reviews": [Shown(v) for v in r.get("reviews") or [] if isinstance(v, Mapping)],
+        "previous_summary": _defang(str(previous.get("summary") or "")).strip()[:COMMENT_LIMIT],
+        "plan": _defang(str(r.get("plan") or "")).strip()[:4 * COMMENT_LIMIT],
+        "revise": _defang(str(r.get("revise") or "")).strip()[:4 * COMMENT_LIMIT],
+    }
+
+
 def _context(issue: Issue, repo: str, branch: str, test_command: str | None,
-             specialty: str) -> dict[str, Any]:
+             specialty: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
     comments = [ShownComment(c) for c in issue.comments[-MAX_COMMENTS:]]
     return {
+        **_request(request),
         "issue": issue,
         "number": issue.number,
         "title": _defang(issue.title),
@@ -81,15 +124,20 @@ def _context(issue: Issue, repo: str, branch: str, test_command: str | None,
 
 
 def render_prompt(specialty: str, *, issue: Issue, repo: str, branch: str,
-                  test_command: str | None, prompts_dir: Path | str | None = None) -> str:
-    """The first run's prompt: `<specialty>.md.j2`, or general.md.j2 for an unknown one."""
+                  test_command: str | None, prompts_dir: Path | str | None = None,
+                  request: Mapping[str, Any] | None = None, template: str | None = None) -> str:
+    """The first run's prompt: `<specialty>.md.j2`, or general.md.j2 for an unknown one;
+    `template` names another (followup.md.j2, plan.md.j2). `request`: what a command
+    asked (Task.request), shown after the issue."""
     env = _env(prompts_dir)
-    name = f"{specialty}.md.j2"
+    name = template or f"{specialty}.md.j2"
     try:
-        template = env.get_template(name)
+        chosen = env.get_template(name)
     except Exception:   # jinja2.TemplateNotFound, without importing jinja2 at module level
-        template = env.get_template("general.md.j2")
-    return template.render(_context(issue, repo, branch, test_command, specialty))
+        if template is not None:
+            raise
+        chosen = env.get_template("general.md.j2")
+    return chosen.render(_context(issue, repo, branch, test_command, specialty, request))
 
 
 def render_fix_prompt(*, issue: Issue, repo: str, branch: str, test_command: str | None,

@@ -23,6 +23,7 @@ from .text import clean
 LABEL_RUNNING = "orch:running"
 LABEL_DONE = "orch:done"
 LABEL_FAILED = "orch:failed"
+LABEL_PLAN = "orch:plan"       # asks for a plan first (lifecycle/conversation.py)
 MARKER = "<!-- orch -->"   # lets a person (and orch) recognise orch's own comment
 
 BODY_LIMIT = 65_536            # GitHub refuses longer issue comments and PR bodies (422)
@@ -232,8 +233,84 @@ def pr_body(task: Task, number: int, summary: str) -> str:
         text = _cut(plain(summary).strip(), cap) or "(the agent gave no summary)"
         return (f"{MARKER}\nThis pull request was made by **orch**: the agent ran on host "
                 f"{code(task.host)}.\n\n### What changed\n\n{fenced(text, 'text')}\n\n"
-                f"### Run\n\n{_table(task)}\n\nCloses #{int(number)}\n")
+                f"### Run\n\n{_table(task)}\n\n{RUNS_HEADING}\n\n{RUNS_HEAD}\n{run_row(task)}\n"
+                f"{RUNS_END}\n\nCloses #{int(number)}\n")
     return _fit(render, SUMMARY_LIMIT)
+
+
+# -- the runs table of a PR body: one row per run on the PR (the first, then follow-ups) --
+
+RUNS_HEADING = "### Runs"
+RUNS_HEAD = "| run | task | host | turns | cost | tests |\n|---|---|---|---|---|---|"
+RUNS_END = "<!-- orch:runs -->"    # rows go above it; a body without it gets a new table
+
+
+def run_row(task: Task) -> str:
+    turns = str(int(task.turns)) if isinstance(task.turns, int) else "n/a"
+    return (f"| {code(task.kind, cell=True)} | {code(task.id, cell=True)} | "
+            f"{code(task.host or '-', cell=True)} | {turns} | {_money(task.cost_usd)} | "
+            f"{tests_word(task.tests)} |")
+
+
+def with_run_row(body: str, task: Task) -> str:
+    """The PR body with `task`'s row in its runs table (replacing the task's row when it is
+    there already: finalize may run twice). A body orch did not write (or a person cut the
+    table from) gets the table at its end."""
+    row = run_row(task)
+    lines = body.splitlines()
+    tag = f"| {code(task.kind, cell=True)} | {code(task.id, cell=True)} |"
+    kept = [x for x in lines if not x.startswith(tag)]
+    if RUNS_END in kept:
+        at = kept.index(RUNS_END)
+        kept.insert(at, row)
+        out = "\n".join(kept)
+    else:
+        out = "\n".join(kept).rstrip() + f"\n\n{RUNS_HEADING}\n\n{RUNS_HEAD}\n{row}\n{RUNS_END}"
+    return out[:BODY_LIMIT] + ("\n" if body.endswith("\n") else "")
+
+
+# -- replies to commands (lifecycle/conversation.py) ---------------------------------------
+
+def reply_taken(task: Task, what: str) -> str:
+    return (f"{MARKER}\n:eyes: **orch** took this: {what} (task {code(task.id)}). "
+            f"`orch logs {task.id} -f` follows it.")
+
+
+def reply_followup_done(task: Task, summary: str, commit: str | None) -> str:
+    text = _cut(plain(summary).strip(), SUMMARY_LIMIT) or "(the agent gave no summary)"
+    pushed = f"pushed {code(commit[:12])}" if commit else "pushed a commit"
+    return (f"{MARKER}\n:rocket: **orch** {pushed} to this pull request (task {code(task.id)}, "
+            f"host {code(task.host)}):\n\n{fenced(text, 'text')}\n\n" + _table(task))
+
+
+def reply_plan(task: Task, plan_text: str, handle: str) -> str:
+    text = _cut(plain(plan_text).strip(), SUMMARY_LIMIT) or "(the agent gave no plan)"
+    return (f"{MARKER}\n:memo: **orch**'s plan for this issue (by the agent on host "
+            f"{code(task.host)}, task {code(task.id)}; nothing was changed):\n\n"
+            f"{fenced(text, 'markdown')}\n\n{code(handle + ' approve')} starts the work with "
+            f"this plan; {code(handle + ' plan <what to change>')} revises it.")
+
+
+def reply_failed(task: Task, reason: str) -> str:
+    return (f"{MARKER}\n:confused: **orch** could not do this (task {code(task.id)}); the pull "
+            f"request's commits are as they were:\n\n" + _reason(reason)
+            + next_step(task.error_kind))
+
+
+def reply_stopped(task: Task, status: str, reason: str) -> str:
+    return (f"{MARKER}\n:stop_sign: **orch** task {code(task.id)} was {code(status)}:\n\n"
+            + _reason(reason))
+
+
+def reply_refused(author: str, why: str) -> str:
+    """The one reply to a command orch will not take (its author lacks the permission)."""
+    return (f"{MARKER}\n**orch** does not take commands from {code(author or 'an unknown account')}: "
+            f"{plain(why)}.")
+
+
+def reply_note(text: str) -> str:
+    """A short answer of orch's own words (a command it cannot carry out now)."""
+    return f"{MARKER}\n**orch**: {plain(text)}"
 
 
 # -- the outcome of a task, as the issue hears it (lifecycle/tell.py says it) ------------

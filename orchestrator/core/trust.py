@@ -49,10 +49,15 @@ def permission_at_least(have: str, need: str) -> bool:
     return rank >= PERMISSIONS.index(need)
 
 
+def outsider(association: str, need: str) -> bool:
+    """An author GitHub calls `association` cannot have `need`: no API call to ask."""
+    return bool(association) and association not in MEMBER_ASSOCIATIONS \
+        and PERMISSIONS.index(need) >= PERMISSIONS.index("triage")
+
+
 def _outsider(c: Comment, need: str) -> bool:
     """The comment's author cannot have `need` (GitHub says so by their association)."""
-    return bool(c.association) and c.association not in MEMBER_ASSOCIATIONS \
-        and PERMISSIONS.index(need) >= PERMISSIONS.index("triage")
+    return outsider(c.association, need)
 
 
 def logins_to_check(issue: Issue, label: str, comments: str = "trusted",

@@ -48,6 +48,13 @@ Beyond the CLI, for the tests that pin how orch calls it:
                          prompt came from, and `credential_sha256`: a SHA-256 of each of
                          ANTHROPIC_API_KEY / CLAUDE_CODE_OAUTH_TOKEN it was given (never
                          the value), so a test can tell the key arrived
+  sessions               like the CLI: the init event's session_id is --session-id when
+                         given, else a fresh one; each run appends its transcript to
+                         ${CLAUDE_CONFIG_DIR:-~/.claude}/projects/<cwd, / as ->/<id>.jsonl;
+                         --resume ID continues session ID when its transcript is on this
+                         machine (in any project), else exits 1 "No conversation found"
+  --permission-mode plan like the CLI's plan mode: no file is changed; the result is the
+                         plan (the file directives it would carry out, as steps)
   .mcp.json              like the CLI, the project's MCP servers (`mcpServers` in the
                          working directory's .mcp.json) are started, unless
                          --strict-mcp-config is given (then only --mcp-config counts, and
@@ -278,8 +285,10 @@ class Run:
         self.stdin = stdin
         self.argv = list(argv or [])
         digest = hashlib.sha256(prompt.encode("utf-8", "surrogateescape")).hexdigest()
-        self.out = Emitter(str(uuid.uuid5(uuid.NAMESPACE_URL, "orch-standin:" + digest)),
-                           opts.output_format == "stream-json", opts.json_style)
+        session = opts.resume or opts.session_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"orch-standin:{digest}:{time.time_ns()}"))
+        self.prompt = prompt
+        self.out = Emitter(session, opts.output_format == "stream-json", opts.json_style)
         self.turns = 0
         self.started = time.monotonic()
         self.notes: list[str] = []
@@ -341,7 +350,9 @@ class Run:
             while True:
                 time.sleep(3600)
         try:
-            if self.fix:
+            if self.opts.permission_mode == "plan":
+                self.plan_run()
+            elif self.fix:
                 self.fix_run()
             else:
                 self.first_run()
@@ -355,7 +366,14 @@ class Run:
                                text="API Error: 500 (orch stand-in: is-error, as the prompt asked)")
         summary = "; ".join(self.notes) or "no orch-standin directives: nothing to change"
         o.text(f"(stand-in) done: {summary}")
+        save_transcript(o.session_id, self.prompt, summary)
         return self.result(is_error=False, subtype="success", text=f"Stand-in run: {summary}.")
+
+    def plan_run(self) -> None:
+        """Plan mode: read-only; the plan lists what the file directives would do."""
+        steps = [f"{verb} {args[0]}" for verb, args in self.plan.actions if verb != "say"]
+        self.turn("Read", {"file_path": os.getcwd()}, "(stand-in) plan mode: reading only")
+        self.notes.append("plan: " + ("; ".join(steps) or "nothing to change"))
 
     def first_run(self) -> None:
         if not self.plan.actions and not self.plan.turns:
@@ -412,6 +430,31 @@ class MaxTurns(Exception):
     pass
 
 
+def _config_dir() -> Path:
+    return Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+
+
+def find_transcript(session: str) -> Path | None:
+    """The transcript of `session` in any project on this machine (what --resume searches)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", session or ""):
+        return None
+    return next(iter(sorted((_config_dir() / "projects").glob(f"*/{session}.jsonl"))), None)
+
+
+def save_transcript(session: str, prompt: str, summary: str) -> None:
+    """Append this run to its session's transcript (the project dir is the cwd, / as -)."""
+    project = re.sub(r"[^A-Za-z0-9]", "-", os.getcwd())
+    where = find_transcript(session) or _config_dir() / "projects" / project / f"{session}.jsonl"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        with open(where, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"type": "user", "prompt_sha256": hashlib.sha256(
+                prompt.encode("utf-8", "surrogateescape")).hexdigest()}) + "\n")
+            fh.write(json.dumps({"type": "result", "result": summary}) + "\n")
+    except OSError:
+        pass   # like the CLI, a transcript that cannot be written does not fail the run
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orch-standin-agent", add_help=True,
                                 description="A deterministic stand-in for the Claude Code CLI "
@@ -428,6 +471,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-budget-usd", type=float)
     p.add_argument("--setting-sources")
     p.add_argument("--session-id")
+    p.add_argument("-r", "--resume")
     p.add_argument("--allowedTools", "--allowed-tools", dest="allowed_tools")
     p.add_argument("--strict-mcp-config", action="store_true")
     p.add_argument("--mcp-config", action="append")
@@ -464,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     if not prompt.strip():
         sys.stderr.write("Error: Input must be provided either through stdin or as a prompt "
                          "argument when using --print\n")
+        return 1
+    if opts.resume and find_transcript(opts.resume) is None:
+        sys.stderr.write(f"No conversation found with session ID: {opts.resume}\n")
         return 1
     try:
         return Run(opts, prompt, raw, list(sys.argv[1:] if argv is None else argv)).main()

@@ -60,12 +60,12 @@ class ForgeKind:
 
 def _github(settings: Settings, state_dir: Path) -> Forge:
     from .github import GithubForge
-    return GithubForge(settings.github, repo_urls=settings.repo_urls)
+    return GithubForge(settings.github, repo_urls=settings.repo_urls, pr=settings.pr)
 
 
 def _local(settings: Settings, state_dir: Path) -> Forge:
     from .local import LocalForge
-    return LocalForge(state_dir)
+    return LocalForge(state_dir, pr=settings.pr)
 
 
 def _local_claims(ref: str, repo: str | None) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
-from ..core.models import Issue
+from ..core.models import Issue, PullRequest, Remark
 from ..core.prompts import MAX_COMMENTS
 from ..core.trust import PERMISSIONS, permission_at_least
 from ..errors import UsageError
@@ -73,7 +73,9 @@ class Forge(Protocol):
 
     def open_pull_request(self, repo: str, *, head: str, base: str, title: str, body: str) -> str:
         """Open a PR from branch `head` into `base` and return its URL; if an open PR for
-        `head` already exists, return that one instead (never two PRs for one branch)."""
+        `head` already exists, return that one instead (never two PRs for one branch).
+        A PR it opens follows config `pr.*` (draft, reviewers asked, labels), which the
+        forge was built with (forge/__init__.py)."""
         ...
 
     def find_pull_request(self, repo: str, head: str) -> str | None:
@@ -87,6 +89,42 @@ class Forge(Protocol):
     def set_labels(self, repo: str, number: int, add: list[str], remove: list[str]) -> None:
         """Add and remove labels on an issue; missing repo labels are created, removing an
         absent label is fine. A label in both lists is added."""
+        ...
+
+    # -- the conversation on issues and pull requests (lifecycle/conversation.py) ----------
+
+    def remarks_since(self, repo: str, since: str) -> list[Remark]:
+        """Every issue and pull request comment, and every line comment of a review,
+        created or edited at or after `since` (ISO time), oldest first: the repository-wide
+        lists, so the cost does not grow with the number of open issues."""
+        ...
+
+    def open_pulls(self, repo: str) -> list[PullRequest]:
+        """The repository's open pull requests (one paginated list)."""
+        ...
+
+    def get_pull(self, repo: str, number: int) -> PullRequest:
+        """One pull request; a missing one is IssueNotFound."""
+        ...
+
+    def reviews(self, repo: str, number: int) -> list[Remark]:
+        """The submitted reviews of a pull request (source "review"), oldest first."""
+        ...
+
+    def review_comments(self, repo: str, number: int, review_id: int | None = None) -> list[Remark]:
+        """A pull request's line comments (only those of review `review_id` when given)."""
+        ...
+
+    def react(self, repo: str, remark: Remark, content: str) -> None:
+        """Put reaction `content` (eyes, rocket, confused, ...) on a comment; idempotent."""
+        ...
+
+    def reply(self, repo: str, remark: Remark, body: str) -> int:
+        """Answer `remark`: in its review thread for a line comment, else a comment on its
+        issue or pull request. The new comment's id."""
+        ...
+
+    def edit_pull_body(self, repo: str, number: int, body: str) -> None:
         ...
 
 

@@ -52,8 +52,8 @@ from github.GithubException import (
 )
 from urllib3 import Retry
 
-from ..config.settings import GithubSettings
-from ..core.models import Comment, Issue, IssueEvent
+from ..config.settings import GithubSettings, PullRequestSettings
+from ..core.models import Comment, Issue, IssueEvent, PullRequest, Remark
 from ..errors import ForgeUnavailable, OrchError, UsageError, WorkError
 from .base import COMMENTS_SCANNED, PERMISSIONS, IssueNotFound, head_branch
 
@@ -249,7 +249,8 @@ class GithubForge:
 
     def __init__(self, settings: GithubSettings, *, repo_urls: dict[str, str] | None = None,
                  max_retry_wait: float | None = None, backoff_factor: float | None = None,
-                 backoff_max: float = DEFAULT_BACKOFF_MAX, per_page: int = 100) -> None:
+                 backoff_max: float = DEFAULT_BACKOFF_MAX, per_page: int = 100,
+                 pr: PullRequestSettings | None = None) -> None:
         """`repo_urls` overrides clone URLs (config `repo_urls:`); `max_retry_wait` caps
         every wait GitHub asks for (default: settings.max_retry_wait if present, else 60 s);
         `backoff_factor` scales the exponential backoff between attempts."""
@@ -268,6 +269,7 @@ class GithubForge:
         factor = backoff_factor if backoff_factor is not None else getattr(
             settings, "backoff_factor", DEFAULT_BACKOFF_FACTOR)
         self.repo_urls = dict(repo_urls or {})
+        self.pr = pr or PullRequestSettings()   # pr.*: how the PRs it opens look
         self._gh = Github(
             auth=Auth.Token(token),
             base_url=self.url,
@@ -497,17 +499,113 @@ class GithubForge:
         what = f"opening a pull request {branch} -> {base} in {repo}"
         with self._api(what, missing=f"repository {repo} not found at {_display_url(self.url)}"):
             try:
-                pr = self._repo(repo).create_pull(base=base, head=branch, title=title, body=body)
-                return str(_raw(pr).get("html_url"))
+                pr = self._repo(repo).create_pull(base=base, head=branch, title=title, body=body,
+                                                  draft=self.pr.draft)
+                data = _raw(pr)
             except GithubException as exc:
                 if not _already_exists(exc):
                     raise
+            else:
+                self._pr_options(repo, int(data["number"]), tuple(self.pr.reviewers),
+                                 tuple(self.pr.labels))
+                return str(data.get("html_url"))
         # A retried POST (or a concurrent orch) got there first.
         found = self.find_pull_request(repo, branch)
         if found is None:
             raise WorkError(f"{what}: GitHub says a pull request already exists, "
                             "but none is open for that branch")
         return found
+
+    def _pr_options(self, repo: str, number: int, reviewers: tuple[str, ...],
+                    labels: tuple[str, ...]) -> None:
+        """pr.reviewers and pr.labels on a pull request just opened."""
+        if reviewers:
+            with self._api(f"requesting reviews on {repo}#{number}"):
+                self._gh.requester.requestJsonAndCheck(
+                    "POST", f"/repos/{repo}/pulls/{number}/requested_reviewers",
+                    input={"reviewers": list(reviewers)})
+        if labels:
+            self.set_labels(repo, number, list(labels), [])
+
+    # -- the conversation ----------------------------------------------------------------
+
+    def _list(self, what: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a paginated REST list (Link: rel="next" followed), as JSON."""
+        out: list[dict[str, Any]] = []
+        with self._api(what):
+            url: str | None = path
+            query: dict[str, Any] | None = {"per_page": 100, **params}
+            while url:
+                headers, data = self._gh.requester.requestJsonAndCheck("GET", url, parameters=query)
+                out += [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+                url, query = _next_link(headers), None
+        return out
+
+    def remarks_since(self, repo: str, since: str) -> list[Remark]:
+        self._check_repo(repo)
+        params = {"since": since, "sort": "updated", "direction": "asc"}
+        found = [_remark("issue_comment", d) for d in self._list(
+            f"listing comments of {repo}", f"/repos/{repo}/issues/comments", params)]
+        found += [_remark("review_comment", d) for d in self._list(
+            f"listing review comments of {repo}", f"/repos/{repo}/pulls/comments", params)]
+        return sorted((r for r in found if r is not None), key=lambda r: (r.updated_at, r.id))
+
+    def open_pulls(self, repo: str) -> list[PullRequest]:
+        self._check_repo(repo)
+        return [_pull(d) for d in self._list(f"listing pull requests of {repo}",
+                                             f"/repos/{repo}/pulls", {"state": "open"})]
+
+    def get_pull(self, repo: str, number: int) -> PullRequest:
+        self._check_repo(repo)
+        missing = f"pull request {repo}#{number} not found at {_display_url(self.url)}"
+        with self._api(f"reading pull request {repo}#{number}", missing=missing):
+            _, data = self._gh.requester.requestJsonAndCheck("GET", f"/repos/{repo}/pulls/{int(number)}")
+        return _pull(data)
+
+    def reviews(self, repo: str, number: int) -> list[Remark]:
+        self._check_repo(repo)
+        data = self._list(f"listing reviews of {repo}#{number}",
+                          f"/repos/{repo}/pulls/{int(number)}/reviews", {})
+        found = [_remark("review", {**d, "pull_request_number": int(number)}) for d in data]
+        return [r for r in found if r is not None]
+
+    def review_comments(self, repo: str, number: int, review_id: int | None = None) -> list[Remark]:
+        self._check_repo(repo)
+        path = (f"/repos/{repo}/pulls/{int(number)}/reviews/{int(review_id)}/comments"
+                if review_id is not None else f"/repos/{repo}/pulls/{int(number)}/comments")
+        found = [_remark("review_comment", d) for d in self._list(
+            f"listing line comments of {repo}#{number}", path, {})]
+        return [r for r in found if r is not None]
+
+    def react(self, repo: str, remark: Remark, content: str) -> None:
+        self._check_repo(repo)
+        if remark.source == "review":
+            return            # GitHub has no reactions on a review itself
+        kind = "pulls" if remark.source == "review_comment" else "issues"
+        with self._api(f"reacting to comment {remark.id} in {repo}"):
+            self._gh.requester.requestJsonAndCheck(
+                "POST", f"/repos/{repo}/{kind}/comments/{int(remark.id)}/reactions",
+                input={"content": content})
+
+    def reply(self, repo: str, remark: Remark, body: str) -> int:
+        self._check_repo(repo)
+        if remark.source == "review_comment":
+            top = remark.in_reply_to or remark.id   # replies attach to the thread's first comment
+            with self._api(f"replying in a review thread of {repo}#{remark.number}"):
+                _, data = self._gh.requester.requestJsonAndCheck(
+                    "POST", f"/repos/{repo}/pulls/{int(remark.number)}/comments/{int(top)}/replies",
+                    input={"body": body})
+            return int(data["id"])
+        with self._api(f"commenting on {repo}#{remark.number}"):
+            _, data = self._gh.requester.requestJsonAndCheck(
+                "POST", f"/repos/{repo}/issues/{int(remark.number)}/comments", input={"body": body})
+        return int(data["id"])
+
+    def edit_pull_body(self, repo: str, number: int, body: str) -> None:
+        self._check_repo(repo)
+        with self._api(f"editing pull request {repo}#{number}"):
+            self._gh.requester.requestJsonAndCheck("PATCH", f"/repos/{repo}/pulls/{int(number)}",
+                                                   input={"body": body})
 
     # -- comments and labels -----------------------------------------------------------
 
@@ -586,3 +684,56 @@ class GithubForge:
                 except GithubException as exc:
                     if exc.status != 404:            # not on the issue: nothing to do
                         raise
+
+
+_NUMBER_AT_END = re.compile(r"/(?:issues|pulls)/(\d+)$")
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+
+
+def _next_link(headers: dict[str, Any]) -> str | None:
+    """The rel="next" URL of a Link header (GitHub's pagination), or None on the last page."""
+    link = next((v for k, v in (headers or {}).items() if k.lower() == "link"), "")
+    m = _NEXT.search(str(link or ""))
+    return m.group(1) if m else None
+
+
+def _number_of(data: dict[str, Any]) -> int | None:
+    if isinstance(data.get("pull_request_number"), int):
+        return int(data["pull_request_number"])
+    for key in ("issue_url", "pull_request_url"):
+        m = _NUMBER_AT_END.search(str(data.get(key) or ""))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _remark(source: str, data: dict[str, Any]) -> Remark | None:
+    """An item of GitHub's comment, review-comment or review lists; None without a number."""
+    number, ident = _number_of(data), _opt_int(data.get("id"))
+    if number is None or ident is None:
+        return None
+    created = _stamp(data.get("submitted_at") if source == "review" else data.get("created_at"))
+    return Remark(source=source, id=ident, number=number, body=str(data.get("body") or ""),
+                  author=_login(data.get("user")),
+                  association=str(data.get("author_association") or ""),
+                  created_at=created, updated_at=_stamp(data.get("updated_at")) or created,
+                  path=str(data.get("path") or ""), line=_opt_int(data.get("line")),
+                  diff_hunk=str(data.get("diff_hunk") or ""),
+                  in_reply_to=_opt_int(data.get("in_reply_to_id")),
+                  review_id=_opt_int(data.get("pull_request_review_id")),
+                  state=str(data.get("state") or ""))
+
+
+def _pull(data: dict[str, Any]) -> PullRequest:
+    raw_head, raw_base = data.get("head"), data.get("base")
+    head: dict[str, Any] = raw_head if isinstance(raw_head, dict) else {}
+    base: dict[str, Any] = raw_base if isinstance(raw_base, dict) else {}
+    return PullRequest(number=int(data["number"]), head=str(head.get("ref") or ""),
+                       head_sha=str(head.get("sha") or ""), base=str(base.get("ref") or ""),
+                       state=str(data.get("state") or ""), author=_login(data.get("user")),
+                       url=str(data.get("html_url") or ""), body=str(data.get("body") or ""),
+                       updated_at=_stamp(data.get("updated_at")))

@@ -57,7 +57,8 @@ import yaml
 from filelock import FileLock
 
 from ..atomic import replace_file
-from ..core.models import Comment, Issue, IssueEvent
+from ..config.settings import PullRequestSettings
+from ..core.models import Comment, Issue, IssueEvent, PullRequest, Remark
 from ..core.shell import slug
 from ..errors import ConfigError, UsageError, WorkError
 from ..private import FILE_MODE, private_dir
@@ -246,7 +247,9 @@ class LocalForge:
 
     kind = "local"
 
-    def __init__(self, state_dir: str | Path, issues_dir: str | Path | None = None) -> None:
+    def __init__(self, state_dir: str | Path, issues_dir: str | Path | None = None,
+                 pr: PullRequestSettings | None = None) -> None:
+        self.pr = pr or PullRequestSettings()
         self.state_dir = Path(state_dir).expanduser()
         self.issues_dir = Path(issues_dir).expanduser() if issues_dir else self.state_dir / "issues"
         self.pulls_dir = self.state_dir / "pulls"
@@ -438,7 +441,8 @@ class LocalForge:
         return data if isinstance(data, dict) else None
 
     def open_pull_request(self, repo: str, *, head: str, base: str, title: str, body: str) -> str:
-        """Record the PR; like GitHub, the branch must exist in the repository."""
+        """Record the PR; like GitHub, the branch must exist in the repository. pr.* (draft,
+        reviewers, labels) is recorded with it: nobody reviews here."""
         repo = self._check_repo(repo)
         branch = head_branch(head)
         path = self._pull_path(repo, branch)
@@ -452,8 +456,43 @@ class LocalForge:
             url = path.resolve().as_uri()
             _write_json(path, {"repo": repo, "branch": branch, "base": base, "title": title,
                                "body": body, "commit": commit, "created_at": _now(),
-                               "state": "open", "url": url})
+                               "state": "open", "url": url, "draft": self.pr.draft,
+                               "reviewers": list(self.pr.reviewers),
+                               "labels": list(self.pr.labels)})
         return url
+
+    # -- the conversation: none here -------------------------------------------------------
+    # Local issues are Markdown files and local "pull requests" JSON records: nobody comments
+    # on them, so a command scan finds nothing and a follow-up cannot be asked for here.
+
+    def remarks_since(self, repo: str, since: str) -> list[Remark]:
+        return []
+
+    def open_pulls(self, repo: str) -> list[PullRequest]:
+        return []
+
+    def _no_conversation(self) -> UsageError:
+        return UsageError("the local forge has no pull request conversations (reviews, "
+                          "comments, follow-ups)",
+                          hint="follow-ups and @orch commands need a GitHub repository")
+
+    def get_pull(self, repo: str, number: int) -> PullRequest:
+        raise self._no_conversation()
+
+    def reviews(self, repo: str, number: int) -> list[Remark]:
+        raise self._no_conversation()
+
+    def review_comments(self, repo: str, number: int, review_id: int | None = None) -> list[Remark]:
+        raise self._no_conversation()
+
+    def react(self, repo: str, remark: Remark, content: str) -> None:
+        raise self._no_conversation()
+
+    def reply(self, repo: str, remark: Remark, body: str) -> int:
+        raise self._no_conversation()
+
+    def edit_pull_body(self, repo: str, number: int, body: str) -> None:
+        raise self._no_conversation()
 
     # -- comments and labels -----------------------------------------------------------
 

@@ -27,6 +27,7 @@ from . import credentials, engine
 DEFAULT_PLAYBOOK = "dispatch.yml"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")   # what finalize records
 _AUTHOR = re.compile(r"^\s*([^<>\n]*?)\s*<([^<>\s]+)>\s*$")
 
 
@@ -69,11 +70,15 @@ class JobSpec:
     kill_grace: float = 3.0              # seconds between SIGINT, SIGTERM and SIGKILL
     result_grace: int = 15               # seconds an agent may linger after its result
     test_tail_lines: int = 200           # failing output lines given to the fix run
+    start_from_branch: bool = False      # a follow-up: `branch` exists; add commits, push with a lease
+    resume_session: str | None = None    # the agent session to resume if its transcript is on the host
+    plan_only: bool = False              # plan mode: no edits, so no tests, commit or push
 
     @classmethod
     def from_settings(cls, settings: Settings, *, task_id: str, workspace: str, clone_url: str,
                       branch: str, commit_message: str, base_branch: str | None = None,
-                      agent_command: str | None = None) -> JobSpec:
+                      agent_command: str | None = None, start_from_branch: bool = False,
+                      resume_session: str | None = None, plan_only: bool = False) -> JobSpec:
         a, t = settings.agent, settings.tests
         return cls(task_id=task_id, workspace=workspace, clone_url=clone_url, branch=branch,
                    commit_message=commit_message, base_branch=base_branch,
@@ -83,7 +88,9 @@ class JobSpec:
                    allow_root=a.allow_root, agent_env=dict(a.env),
                    credential_names=credentials.names(settings), test_command=t.command,
                    test_timeout=t.timeout, max_fix_attempts=t.max_fix_attempts,
-                   git_author=settings.git.author, git_via=settings.git.via)
+                   git_author=settings.git.author, git_via=settings.git.via,
+                   start_from_branch=start_from_branch, resume_session=resume_session,
+                   plan_only=plan_only)
 
 
 def parse_author(author: str) -> tuple[str, str]:
@@ -121,6 +128,8 @@ def _check(spec: JobSpec) -> None:
         raise UsageError("max_turns must be >= 1 and max_fix_attempts >= 0")
     if not spec.clone_url:
         raise UsageError("the job has no clone URL")
+    if spec.resume_session is not None and not _SESSION.fullmatch(spec.resume_session):
+        raise UsageError(f"session id {spec.resume_session!r} is not one the agent writes")
     if spec.git_via not in GIT_VIA:
         raise UsageError(f"git.via {spec.git_via!r} is not one of {', '.join(GIT_VIA)}")
     if spec.git_via == "orch" and not spec.use_mirror:
@@ -154,6 +163,8 @@ def job_values(spec: JobSpec) -> dict[str, Any]:
         "result_grace": max(1, int(spec.result_grace)),
         "test_tail_lines": max(1, int(spec.test_tail_lines)),
         "fix_marker": TEST_OUTPUT_MARKER,
+        "follow_on": 1 if spec.start_from_branch else 0,
+        "plan_only": 1 if spec.plan_only else 0,
         "credential_env": credential_env(spec.credential_names),
     }
 

@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ..app import App
 from ..config.settings import Settings
@@ -191,12 +192,18 @@ async def prepare(forge: Forge, repo: str, number: int, settings: Settings, *,
 
 def reserve_new(app: App, prepared: Prepared, facts: dict[str, HostFacts], *,
                 pinned: str | None = None, label: str | None = None, kind: str = "issue",
-                parent: str | None = None, pr_number: int | None = None) -> Reservation:
+                parent: str | None = None, pr_number: int | None = None,
+                prefer: str | None = None, command: str | None = None,
+                fields: dict[str, Any] | None = None) -> Reservation:
     """A new task of `kind` for a prepared issue, placed and reserved, or Refused.
 
     `label`: the trigger label when the label is what asks (orch poll): the issue must
     still carry it, and its earlier tasks must let it be taken again (retake_refusal).
     Without it (a person's `orch dispatch`), only the one-live-task rule applies.
+    `prefer`: the host to use when it has a slot (a follow-up's previous host).
+    `command`: the key of the command comment that asks (core/commands.py): taken in the
+    same locked write as the task is created, so it is taken once or not at all (TAKEN
+    when another process took it first). `fields`: other Task fields it starts with.
     """
     it = prepared.intake
     issue = it.issue
@@ -209,18 +216,32 @@ def reserve_new(app: App, prepared: Prepared, facts: dict[str, HostFacts], *,
                              read_at=prepared.read_at)
         if gate is not None:
             raise gate
+        if command is not None and app.store.command(command) is not None:
+            raise Refused(Refusal.TAKEN, f"command {command} was taken already")
         try:
-            placement = place_task(app, it.specialty, it.specialty_reason, facts,
-                                   forge=prepared.forge, pinned=pinned)
+            placement = _placed(app, it, facts, prepared.forge, pinned, prefer)
             if placement.host is None:
                 raise Refused(Refusal.NO_CAPACITY, f"{issue.ref}: {placement.reason}")
             task = app.store.create(issue.repo, issue.number, issue.title, it.specialty,
                                     forge=prepared.forge, kind=kind, parent=parent,
-                                    pr_number=pr_number)
+                                    pr_number=pr_number, **(fields or {}))
         except DuplicateTask as exc:
             raise Refused(Refusal.DUPLICATE, exc.message, hint=exc.hint, task=exc.live) from None
+        if command is not None:
+            app.store.take_command(command, task_id=task.id)
         task = _reserve(app, task, placement, kind_of(task).branch(task, issue))
     return Reservation(task, issue, prepared.repo, placement)
+
+
+def _placed(app: App, it: Intake, facts: dict[str, HostFacts], forge: str,
+            pinned: str | None, prefer: str | None) -> Placement:
+    """The placement, on `prefer` when it names an inventory host with a slot."""
+    if pinned is None and prefer is not None and any(h.name == prefer for h in app.hosts):
+        preferred = place_task(app, it.specialty, it.specialty_reason, facts, forge=forge,
+                               pinned=prefer)
+        if preferred.host is not None:
+            return preferred
+    return place_task(app, it.specialty, it.specialty_reason, facts, forge=forge, pinned=pinned)
 
 
 async def admit_issue(app: App, forge: Forge, facts: dict[str, HostFacts], repo: str,

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 from ..app import App
 from ..core.models import Placement, Task
+from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..job import credentials
-from .admit import check_local, place_task, prepare, probe, reserve_new
+from .admit import Reservation, check_local, place_task, prepare, probe, reserve_new
 from .finalize import finalize
 from .follow import LineSink, NoticeSink, follow
+from .followup import by_hand
 from .launch import start
 from .tell import tell_running
 
@@ -32,15 +34,21 @@ class DispatchResult:
 
 async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str | None = None,
                    specialty: str | None = None, dry_run: bool = False, detach: bool = False,
-                   on_line: LineSink | None = None, on_notice: NoticeSink | None = None
-                   ) -> DispatchResult:
+                   on_line: LineSink | None = None, on_notice: NoticeSink | None = None,
+                   followup: str | None = None) -> DispatchResult:
     """One issue to one host. Raises Refused (lifecycle/refusals.py) when orch will not
-    take it: bad input (exit 2) or no host with room (exit 1)."""
+    take it: bad input (exit 2) or no host with room (exit 1). `followup`: a follow-up
+    on orch's pull request (`number` is the PR or its issue) with that text as the request
+    (lifecycle/followup.py)."""
     if host is not None:
         app.host(host)   # an unknown --host is bad input, before any network
     credentials.read(app.settings)   # a missing agent.credentials variable too (exit 2)
     check_local(app, forge.kind, host, on_notice)
     async with app.fleet() as fleet:
+        if followup is not None and not dry_run:
+            reservation = await by_hand(app, forge, await probe(fleet), repo, number, followup,
+                                        pinned=host)
+            return await _run(app, fleet, forge, reservation, detach, on_line, on_notice)
         prepared = await prepare(forge, repo, number, app.settings, specialty=specialty)
         facts = await probe(fleet)
         if dry_run:
@@ -49,8 +57,13 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
                                              forge=prepared.forge, pinned=host),
                                   None, live=app.store.live_for(it.issue.repo, it.issue.number))
         reservation = reserve_new(app, prepared, facts, pinned=host)
-        task = await tell_running(app, forge, await start(app, fleet, reservation))
-        if not detach:
-            await follow(fleet, task, on_line or (lambda _l: None), on_notice=on_notice)
-            task = await finalize(app, fleet, forge, task)
-        return DispatchResult(reservation.placement, task)
+        return await _run(app, fleet, forge, reservation, detach, on_line, on_notice)
+
+
+async def _run(app: App, fleet: Fleet, forge: Forge, reservation: Reservation, detach: bool,
+               on_line: LineSink | None, on_notice: NoticeSink | None) -> DispatchResult:
+    task = await tell_running(app, forge, await start(app, fleet, reservation))
+    if not detach:
+        await follow(fleet, task, on_line or (lambda _l: None), on_notice=on_notice)
+        task = await finalize(app, fleet, forge, task)
+    return DispatchResult(reservation.placement, task)

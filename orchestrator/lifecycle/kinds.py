@@ -11,8 +11,18 @@ differ:
   comment that says so. A failure, a cancel and a lost task end the same way for every
   kind (lifecycle/tell.py), with the task's error and error_kind.
 
-An `issue` task (the only kind built so far) works on `orch/<N>-<slug>` from the default
-branch, with the specialty's prompt, and delivers a pull request that closes the issue.
+An `issue` task works on `orch/<N>-<slug>` from the default branch, with the specialty's
+prompt (and a command's extra instruction or approved plan, Task.request), and delivers a
+pull request that closes the issue. A `followup` works on its pull request's head branch
+as it is on the remote, adds a commit on top, and delivers a row in the PR body's runs
+table and a reply to the command that asked (docs/conversation.md). A `plan` runs the
+agent in plan mode (no edits) and delivers the plan as a comment on the issue.
+
+Two optional class attributes say how the forge hears a task of the kind (tell.py reads
+them; a kind without them is told like an issue): `replies` (True: the outcome is a reply
+to the command that started the task, the issue's labels are left alone) and
+`labels_outcome` (False: orch:running while it runs, but no orch:done / orch:failed and
+the trigger label stays, since the issue's work is still to come).
 
 Adding a kind (docs/SPEC.md: followup, plan, part): a class with these methods and its
 row in KINDS; its tasks are created with `kind=` (and `parent`, `pr_number` as it needs)
@@ -27,6 +37,7 @@ rule keyed by more than the issue: that rule lives in store/filestore.py (Store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,10 +83,13 @@ class IssueKind:
     def branch(self, task: Task, issue: Issue) -> str:
         return shell.branch_name(issue.number, issue.title)
 
+    template: str | None = None       # the first run's template (None: the specialty's)
+
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
         where, branch, tests = prompts_dir(settings), task.branch or "", settings.tests.command
         return (render_prompt(task.specialty, issue=issue, repo=task.repo, branch=branch,
-                              test_command=tests, prompts_dir=where),
+                              test_command=tests, prompts_dir=where, request=task.request,
+                              template=self.template),
                 render_fix_prompt(issue=issue, repo=task.repo, branch=branch,
                                   test_command=tests, prompts_dir=where,
                                   specialty=task.specialty))
@@ -97,7 +111,59 @@ class IssueKind:
         return Delivery(pr_url, report.comment_succeeded(task, pr_url))
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (IssueKind(),)}
+class FollowupKind(IssueKind):
+    """A follow-up on orch's pull request: the PR's head branch as it is now, one more
+    commit on top (pushed with a lease), the PR body's runs table and a reply."""
+
+    name = "followup"
+    template = "followup.md.j2"
+    replies = True
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        assert task.branch, "a follow-up is created with its pull request's head branch"
+        return task.branch
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        assert task.branch and task.workspace
+        previous = (task.request or {}).get("previous") or {}
+        # The previous run's session is resumed only where it ran (its transcript is
+        # there); the job checks that the transcript is still on the host.
+        resume = previous.get("session_id") if previous.get("host") == host.name else None
+        return JobSpec.from_settings(
+            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
+            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
+            start_from_branch=True, resume_session=resume if isinstance(resume, str) else None,
+            commit_message=f"{issue.title} (#{issue.number}): follow-up\n\norch task {task.id} "
+                           f"(follow-up on pull request #{task.pr_number}).\n")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        assert task.pr_number is not None
+        pr = await asyncio.to_thread(forge.get_pull, task.repo, task.pr_number)
+        await asyncio.to_thread(forge.edit_pull_body, task.repo, pr.number,
+                                report.with_run_row(pr.body, task))
+        return Delivery(pr.url, report.reply_followup_done(task, summary, task.commit))
+
+
+class PlanKind(IssueKind):
+    """Plan first: the agent in plan mode (nothing edited, nothing pushed); the plan is
+    posted on the issue, and `@orch approve` starts an issue task with it."""
+
+    name = "plan"
+    template = "plan.md.j2"
+    labels_outcome = False
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        spec = super().job(settings, host, task, issue, repo)
+        return dataclasses.replace(spec, plan_only=True)
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        handle = str((task.request or {}).get("handle") or "@orch")
+        return Delivery(None, report.reply_plan(task, summary, handle))
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (IssueKind(), FollowupKind(), PlanKind())}
 
 
 def kind_of(task: Task) -> Kind:

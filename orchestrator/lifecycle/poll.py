@@ -171,6 +171,7 @@ class _Pass:
                 await self.queued(task)
             for repo in repos:
                 await self.new_work(repo)
+                await self.commands(repo)
         except ForgeUnavailable as exc:
             out.aborted = (f"{exc.message}; this pass stopped there (nothing is lost: the "
                            f"next pass goes on from here)")
@@ -224,6 +225,21 @@ class _Pass:
                 raise
             except OrchError as exc:
                 self.out.errors.append(f"{repo}#{listed.number}: {exc.message}")
+
+    async def commands(self, repo: str) -> None:
+        """`@orch` commands and change requests on the repository (lifecycle/conversation.py)."""
+        from .conversation import scan_commands
+        forge = self.forges(DEFAULT_FORGE)
+        try:
+            scan = await scan_commands(self.app, forge, repo, self.facts)
+        except ForgeUnavailable:
+            raise
+        except OrchError as exc:
+            self.out.errors.append(f"{repo}: commands: {exc.message}")
+            return
+        self.out.skipped += scan.skipped
+        for reservation in scan.reservations:
+            self.begin(forge, reservation)
 
     async def take(self, forge: Forge, listed: Issue, label: str) -> None:
         """Reserve one listed issue and begin its job, or raise Refused (changing nothing)."""

@@ -15,15 +15,31 @@ from ..core import report
 from ..core.models import Task
 from ..errors import OrchError
 from ..forge.base import Forge
+from . import answer
+from .kinds import kind_of
 
 
 async def tell(app: App, forge: Forge, task: Task, status: str, body: str) -> int:
     """Comment `body` on the task's issue and set the labels of `status`; the comment's
-    id. Forge errors propagate."""
-    add, remove = report.labels_for(status, app.settings.trigger.label)
-    comment_id = await asyncio.to_thread(forge.upsert_comment, task.repo, task.issue, body,
-                                         task.comment_id)
-    await asyncio.to_thread(forge.set_labels, task.repo, task.issue, add, remove)
+    id. Forge errors propagate. A kind that `replies` (a follow-up) answers its command
+    instead and leaves the issue's labels alone; a task a command started also marks
+    the command with a reaction (lifecycle/answer.py)."""
+    kind = kind_of(task)
+    if getattr(kind, "replies", False):
+        if status == "running" and answer.command_of(task) is not None:
+            comment_id = task.comment_id or 0      # the eyes say it; the reply comes at the end
+        else:
+            comment_id = await answer.reply(app, forge, task, status, body)
+    else:
+        trigger = app.settings.trigger.label
+        add, remove = report.labels_for(status, trigger)
+        if not getattr(kind, "labels_outcome", True):
+            add = [report.LABEL_RUNNING] if status == "running" else []
+            remove = [] if status == "running" else [report.LABEL_RUNNING, report.LABEL_PLAN]
+        comment_id = await asyncio.to_thread(forge.upsert_comment, task.repo, task.issue, body,
+                                             task.comment_id)
+        await asyncio.to_thread(forge.set_labels, task.repo, task.issue, add, remove)
+    await answer.react(forge, task, status)
     return comment_id
 
 

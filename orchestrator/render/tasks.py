@@ -28,7 +28,8 @@ def task_json(task: Task) -> dict[str, Any]:
 
 def dispatch_json(task: Task) -> dict[str, Any]:
     keys = ("repo", "issue", "host", "specialty", "status", "branch", "pr_url", "error",
-            "cost_usd", "turns", "attempts", "workspace", "tests", "commit")
+            "cost_usd", "turns", "attempts", "workspace", "tests", "commit", "kind", "parent",
+            "pr_number", "session_id")
     data: dict[str, Any] = {"task_id": task.id}
     data.update({k: getattr(task, k) for k in keys})
     return data
@@ -55,17 +56,27 @@ def task_table(tasks: list[Task], archived: int = 0) -> None:
                       markup=False, highlight=False)
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "issue", "status", "host", "specialty", "att", "cost", "pr / error"):
+    for col in ("id", "issue", "kind", "status", "host", "specialty", "att", "cost", "pr / error"):
         table.add_column(col, no_wrap=col in ("id", "status"))
     for t in tasks:
         cost = f"${t.cost_usd:.2f}" if t.cost_usd is not None else ""
         tail = clean_line(t.pr_url or (t.error or ""))
-        table.add_row(text(t.id), text(f"{t.repo}#{t.issue}"), _status(t.status),
-                      text(t.host or ""), text(t.specialty), str(t.attempts), cost,
-                      text(tail[:80]))
+        table.add_row(text(t.id), text(f"{t.repo}#{t.issue}"), text(kind_cell(t)),
+                      _status(t.status), text(t.host or ""), text(t.specialty),
+                      str(t.attempts), cost, text(tail[:80]))
     console.print(table)
     if more:
         console.print(more, markup=False, highlight=False)
+
+
+def kind_cell(task: Task) -> str:
+    """`issue`, or `followup of <parent> (PR #n)`: what a task is and what it belongs to."""
+    out = task.kind
+    if task.parent:
+        out += f" of {task.parent}"
+    if task.pr_number is not None:
+        out += f" (PR #{task.pr_number})"
+    return out
 
 
 def task_detail(task: Task, extra: dict[str, Any] | None = None) -> None:
@@ -73,7 +84,7 @@ def task_detail(task: Task, extra: dict[str, Any] | None = None) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in task.to_json().items():
-        if key in ("history",) or value in (None, "", []):
+        if key in ("history", "request") or value in (None, "", []):
             continue
         table.add_row(key, _status(value) if key == "status" else text(str(value)))
     console.print(table)

@@ -56,6 +56,8 @@ from .hotfile import HotStorage, Tables
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 TABLE = "tasks"
+COMMANDS = "commands"  # command comments taken (lifecycle/conversation.py), by command key
+CURSORS = "cursors"    # per-repository "read up to" times of the command scan
 DEFAULT_LOCK_TIMEOUT = 60.0   # seconds; every critical section is local and short
 KEEP_RECENT = 50      # finished, reported tasks the hot file keeps (the default view)
 ARCHIVE_BATCH = 50    # ... and how many more it may hold before they move, all at once
@@ -102,6 +104,8 @@ class Store:
         self._hot: HotStorage = self._db.storage   # type: ignore[assignment]
         # cache_size=0: other processes change the file, so a query cache would go stale.
         self._table = self._db.table(TABLE, cache_size=0)
+        self._commands = self._db.table(COMMANDS, cache_size=0)
+        self._cursors = self._db.table(CURSORS, cache_size=0)
         self.archive = Archive(self.state_dir)
         self.lease = rules.lease()
 
@@ -480,6 +484,52 @@ class Store:
             f = self.state_dir / name
             if f.exists():
                 f.chmod(0o400)
+
+    # ----------------------------------------------------------------- commands
+    def command(self, key: str) -> dict[str, Any] | None:
+        """The record of a command comment taken before (core/commands.py command_key)."""
+        found = self._commands.get(Query().key == key)
+        return dict(found) if isinstance(found, dict) else None
+
+    def take_command(self, key: str, **record: Any) -> bool:
+        """Record command `key` as taken, once: False when it was taken before (by this
+        or any other orch process). The caller holds `locked()` around this and whatever
+        the command starts (a task created), so both are one write: a crash leaves either
+        neither or both, and a second pass finds the record."""
+        with self.locked():
+            if self._commands.contains(Query().key == key):
+                return False
+            self._commands.insert({"key": key, "taken_at": now_iso(), **record})
+            return True
+
+    def update_command(self, key: str, **fields: Any) -> None:
+        """Add to a taken command's record (what orch replied, how it ended)."""
+        with self.locked():
+            self._commands.update(fields, Query().key == key)
+
+    def commands_for(self, task_id: str) -> builtins.list[dict[str, Any]]:
+        """The command records that started task `task_id`."""
+        return [dict(d) for d in self._commands.search(Query().task_id == task_id)]
+
+    def forget_commands(self, taken_before: str) -> int:
+        """Drop the records of commands taken before `taken_before` (ISO time): a command
+        scan never reads a comment written before its window again, so these can never
+        be met again; the hot file does not grow with every command ever given."""
+        cut = parse_time(taken_before)
+        with self.locked():
+            old = [d.doc_id for d in self._commands.all()
+                   if parse_time(str(d.get("taken_at") or taken_before)) < cut]
+            if old:
+                self._commands.remove(doc_ids=old)
+            return len(old)
+
+    def cursor(self, name: str) -> str | None:
+        found = self._cursors.get(Query().name == name)
+        return str(found["at"]) if isinstance(found, dict) and found.get("at") else None
+
+    def set_cursor(self, name: str, at: str) -> None:
+        with self.locked():
+            self._cursors.upsert({"name": name, "at": at}, Query().name == name)
 
     # ----------------------------------------------------------------- internals
     def _transition(self, task_id: str, action: str, reason: str, *,
