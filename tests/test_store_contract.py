@@ -372,3 +372,21 @@ def test_the_state_in_force_and_the_demo_sandbox(tmp_path: Path,
     assert backend_of("postgres://x@y/z") is BACKENDS["postgresql"]
     with pytest.raises(UsageError, match="unknown state backend 'mysql'"):
         backend_of("mysql://x@y/z")
+
+
+def test_commands_are_taken_once_and_cursors_kept(make: Callable[[], Any]) -> None:
+    s, other = make(), make()
+    assert s.command("octo/api#1/c9") is None
+    assert s.take_command("octo/api#1/c9", task_id="t1") is True
+    assert other.take_command("octo/api#1/c9", task_id="t2") is False     # once, for all
+    other.update_command("octo/api#1/c9", replies={"answered": 77})
+    rec = s.command("octo/api#1/c9")
+    assert rec["task_id"] == "t1" and rec["replies"] == {"answered": 77} and rec["taken_at"]
+    assert [r["key"] for r in s.commands_for("t1")] == ["octo/api#1/c9"]
+    assert s.forget_commands("2000-01-01T00:00:00+00:00") == 0
+    assert s.forget_commands((datetime.now(UTC) + timedelta(minutes=1)).isoformat()) == 1
+    assert s.command("octo/api#1/c9") is None
+    assert s.cursor("octo/api") is None
+    s.set_cursor("octo/api", "2026-01-01T00:00:00+00:00")
+    other.set_cursor("octo/api", "2026-01-02T00:00:00+00:00")
+    assert s.cursor("octo/api") == "2026-01-02T00:00:00+00:00"

@@ -31,6 +31,8 @@ def test_migrate_20000_tasks_to_postgresql_and_back(tmp_path: Path, pg_url: str)
     write_legacy(src, year_of_state(20_000))
     before = _docs(Store(src).list(archived=True))   # opening it archives the old file
     assert len(before) > 20_000 and Store(src).archived_count() > 19_000
+    Store(src).take_command("octo/app#1/c42", task_id=next(iter(before)))   # a command taken
+    Store(src).set_cursor("octo/app", "2026-11-30T00:00:00+00:00")
 
     r = orch("--state-dir", str(src), "store", "migrate", "--to", pg_url, "--json")
     assert r.returncode == 0, r.stderr
@@ -39,6 +41,8 @@ def test_migrate_20000_tasks_to_postgresql_and_back(tmp_path: Path, pg_url: str)
     assert PASSWORD not in r.stdout + r.stderr and "***" in out["target"]
     pg = open_store(pg_url, tmp_path)
     assert _docs(pg.list(archived=True)) == before            # every field of every task
+    assert pg.command("octo/app#1/c42") is not None           # ... and never taken again
+    assert pg.cursor("octo/app") == "2026-11-30T00:00:00+00:00"
     assert pg.tally("2000-01-01").statuses() == Store(src).tally("2000-01-01").statuses()
 
     # The file is read-only now, and orch says where the state went.
@@ -66,6 +70,7 @@ def test_migrate_20000_tasks_to_postgresql_and_back(tmp_path: Path, pg_url: str)
     again = Store(back)
     assert _docs(again.list(archived=True)) == before
     assert again.archived_count() > 19_000                    # finished ones archived
+    assert again.take_command("octo/app#1/c42") is False
     pg.close()
 
 

@@ -523,6 +523,20 @@ class Store:
                 self._commands.remove(doc_ids=old)
             return len(old)
 
+    def conversation(self) -> tuple[builtins.list[dict[str, Any]], dict[str, str]]:
+        """Every command record and cursor (`orch store migrate` copies them)."""
+        return ([dict(d) for d in self._commands.all()],
+                {str(d["name"]): str(d["at"]) for d in self._cursors.all() if d.get("name")})
+
+    def put_conversation(self, commands: builtins.list[dict[str, Any]],
+                         cursors: dict[str, str]) -> None:
+        """Insert or replace command records and cursors."""
+        with self.locked():
+            for rec in commands:
+                self._commands.upsert(dict(rec), Query().key == rec["key"])
+            for name, at in cursors.items():
+                self._cursors.upsert({"name": name, "at": at}, Query().name == name)
+
     def cursor(self, name: str) -> str | None:
         found = self._cursors.get(Query().name == name)
         return str(found["at"]) if isinstance(found, dict) and found.get("at") else None

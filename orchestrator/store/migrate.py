@@ -35,8 +35,11 @@ def migrate(source: Any, target: Any) -> Migrated:
     records = list(source.records())
     if hasattr(target, "unmark_moved"):
         target.unmark_moved()   # migrating back into a state that was moved away
+    commands, cursors = source.conversation()
     with target.locked():
         copied = target.put_all(iter(records))
+        # The command comments already taken: a migrated state must not take one again.
+        target.put_conversation(commands, cursors)
     check(records, target)
     if hasattr(source, "mark_moved"):
         source.mark_moved(target.where)

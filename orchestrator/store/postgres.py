@@ -80,6 +80,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
              owner text PRIMARY KEY,
              seen timestamptz NOT NULL)""",
     ),
+    # Command comments taken (lifecycle/conversation.py) and the command scan's cursors.
+    2: (
+        """CREATE TABLE orch_commands (
+             key text PRIMARY KEY,
+             taken_at timestamptz NOT NULL,
+             task_id text,
+             record jsonb NOT NULL)""",
+        "CREATE INDEX orch_commands_task ON orch_commands (task_id)",
+        "CREATE TABLE orch_cursors (name text PRIMARY KEY, at text NOT NULL)",
+    ),
 }
 
 
@@ -518,6 +528,63 @@ class PgStore:
         if not task.lease_until:
             return timedelta(0)
         return parse_time(task.lease_until) - self.now()
+
+    # ----------------------------------------------------------------- commands
+    def command(self, key: str) -> dict[str, Any] | None:
+        """The record of a command comment taken before (core/commands.py command_key)."""
+        rows = self._rows("SELECT record FROM orch_commands WHERE key = %s", (key,))
+        return dict(rows[0][0]) if rows else None
+
+    def take_command(self, key: str, **record: Any) -> bool:
+        """Record command `key` as taken, once (the primary key decides between
+        orchestrators): False when it was taken before."""
+        with self.locked():
+            now = self.now()
+            doc = {"key": key, "taken_at": rules.iso(now), **record}
+            rows = self._rows("INSERT INTO orch_commands (key, taken_at, task_id, record) "
+                              "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING key",
+                              (key, now, record.get("task_id"), json.dumps(doc)))
+            return bool(rows)
+
+    def update_command(self, key: str, **fields: Any) -> None:
+        self._rows("UPDATE orch_commands SET record = record || %s::jsonb, task_id = "
+                   "coalesce(%s, task_id) WHERE key = %s",
+                   (json.dumps(fields), fields.get("task_id"), key))
+
+    def commands_for(self, task_id: str) -> builtins.list[dict[str, Any]]:
+        return [dict(r) for (r,) in self._rows(
+            "SELECT record FROM orch_commands WHERE task_id = %s ORDER BY taken_at", (task_id,))]
+
+    def forget_commands(self, taken_before: str) -> int:
+        rows = self._rows("DELETE FROM orch_commands WHERE taken_at < %s RETURNING key",
+                          (parse_time(taken_before),))
+        return len(rows)
+
+    def cursor(self, name: str) -> str | None:
+        rows = self._rows("SELECT at FROM orch_cursors WHERE name = %s", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def set_cursor(self, name: str, at: str) -> None:
+        self._rows("INSERT INTO orch_cursors (name, at) VALUES (%s, %s) ON CONFLICT (name) "
+                   "DO UPDATE SET at = excluded.at", (name, at))
+
+    def conversation(self) -> tuple[builtins.list[dict[str, Any]], dict[str, str]]:
+        """Every command record and cursor (`orch store migrate` copies them)."""
+        commands = [dict(r) for (r,) in self._rows("SELECT record FROM orch_commands ORDER BY key")]
+        cursors = {n: str(a) for n, a in self._rows("SELECT name, at FROM orch_cursors")}
+        return commands, cursors
+
+    def put_conversation(self, commands: builtins.list[dict[str, Any]],
+                         cursors: dict[str, str]) -> None:
+        """Insert or replace command records and cursors (inside the caller's transaction)."""
+        for rec in commands:
+            taken = parse_time(str(rec.get("taken_at"))) if rec.get("taken_at") else self.now()
+            self._rows("INSERT INTO orch_commands (key, taken_at, task_id, record) VALUES "
+                       "(%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET taken_at = "
+                       "excluded.taken_at, task_id = excluded.task_id, record = excluded.record",
+                       (rec["key"], taken, rec.get("task_id"), json.dumps(rec)))
+        for name, at in cursors.items():
+            self.set_cursor(name, at)
 
     # ----------------------------------------------------------------- migration
     def put_all(self, records: Iterator[tuple[int, dict[str, Any]]]) -> int:
