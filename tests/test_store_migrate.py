@@ -114,3 +114,29 @@ def test_a_role_without_rights_is_told_what_to_grant(tmp_path: Path, pg_server: 
     assert r.returncode == 1, r.stderr
     assert "refused orch's role" in r.stderr and "grant the role CREATE" in r.stderr
     assert "weak-pw" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_schema_migrations_are_applied_once_on_first_use(tmp_path: Path, pg_url: str) -> None:
+    """A database left at schema version 1 (the first release of the backend) gains the
+    later versions on first use, keeping its tasks; a second store applies nothing."""
+    import psycopg
+
+    from orchestrator.store.postgres import MIGRATIONS, PgStore
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orch_schema (version integer PRIMARY KEY, applied "
+                     "timestamptz NOT NULL DEFAULT now())")
+        for statement in MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO orch_schema (version) VALUES (1)")
+        conn.execute("INSERT INTO orch_tasks (id, repo, issue, status, doc) VALUES ('0ld00001', "
+                     "'octo/api', 5, 'queued', %s)", (json.dumps(
+                         {"id": "0ld00001", "repo": "octo/api", "issue": 5, "title": "old",
+                          "specialty": "general", "status": "queued"}),))
+    s = PgStore(pg_url)
+    assert s.get("0ld00001").title == "old" and s.get("0ld00001").fence == 0
+    assert s.schema_version() == max(MIGRATIONS)
+    assert s.take_command("octo/api#5/c1") is True                # version 2's table
+    again = PgStore(pg_url)
+    assert again.schema_version() == max(MIGRATIONS) and again.count() == 1
+    s.close()
+    again.close()
