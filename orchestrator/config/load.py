@@ -324,6 +324,8 @@ SCHEMA: dict[str, Validator] = {
     "metrics.textfile": optional(local_path),
     "report.log_tail": choice(*LOG_TAIL_MODES),
     "provision.agent_source": optional(agent_source),
+    "split.by_labels": boolean,
+    "split.max_parts": integer(1, 16),
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),

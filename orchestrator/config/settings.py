@@ -105,6 +105,13 @@ class ProvisionSettings:
 
 
 @dataclass
+class SplitSettings:
+    # docs/split.md: an issue labelled with two or more specialties is split into parts
+    by_labels: bool = True
+    max_parts: int = 4                # the most parts a planning run may return
+
+
+@dataclass
 class Settings:
     github: GithubSettings = field(default_factory=GithubSettings)
     repos: list[str] = field(default_factory=list)
@@ -119,6 +126,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     provision: ProvisionSettings = field(default_factory=ProvisionSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
     specialties: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
                                  for k, v in DEFAULT_SPECIALTIES.items()})

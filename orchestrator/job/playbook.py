@@ -25,6 +25,7 @@ from ..errors import ConfigError, UsageError
 from . import engine
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
+JOB_MODES = ("work", "integrate")
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AUTHOR = re.compile(r"^\s*([^<>\n]*?)\s*<([^<>\s]+)>\s*$")
@@ -66,14 +67,23 @@ class JobSpec:
     kill_grace: float = 3.0              # seconds between SIGINT, SIGTERM and SIGKILL
     result_grace: int = 15               # seconds an agent may linger after its result
     test_tail_lines: int = 200           # failing output lines given to the fix run
+    # A split issue (docs/split.md): `base_fallback` is started from while `base_branch`
+    # (the integration branch) does not exist yet; mode `integrate` runs no agent of its
+    # own: it merges `merge_branches` into `branch` (a conflict: an agent run on
+    # prompt.md), then the tests if `run_tests`, then commits what the fixes changed.
+    base_fallback: str | None = None
+    mode: str = "work"                   # work | integrate
+    merge_branches: tuple[str, ...] = ()
+    run_tests: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, *, task_id: str, workspace: str, clone_url: str,
                       branch: str, commit_message: str, base_branch: str | None = None,
-                      agent_command: str | None = None) -> JobSpec:
+                      agent_command: str | None = None, **split: Any) -> JobSpec:
+        """`split`: base_fallback, mode, merge_branches, run_tests (a split's jobs)."""
         a, t = settings.agent, settings.tests
         return cls(task_id=task_id, workspace=workspace, clone_url=clone_url, branch=branch,
-                   commit_message=commit_message, base_branch=base_branch,
+                   commit_message=commit_message, base_branch=base_branch, **split,
                    agent_command=agent_command or a.command, max_turns=a.max_turns,
                    model=a.model, permission_mode=a.permission_mode,
                    max_cost_usd=a.max_cost_usd, agent_timeout=a.timeout,
@@ -104,8 +114,11 @@ def _check(spec: JobSpec) -> None:
     check_workspace(spec.workspace)
     if not valid_branch(spec.branch):
         raise UsageError(f"branch {spec.branch!r} is not a valid git branch name")
-    if spec.base_branch is not None and not valid_branch(spec.base_branch):
-        raise UsageError(f"base branch {spec.base_branch!r} is not a valid git branch name")
+    for base in (spec.base_branch, spec.base_fallback, *spec.merge_branches):
+        if base is not None and not valid_branch(base):
+            raise UsageError(f"branch {base!r} is not a valid git branch name")
+    if spec.mode not in JOB_MODES:
+        raise UsageError(f"job mode {spec.mode!r} is not one of {', '.join(JOB_MODES)}")
     for name in spec.agent_env:
         if not _ENV_NAME.match(name):
             raise UsageError(f"agent.env: {name!r} is not a valid environment variable name")
@@ -143,6 +156,9 @@ def job_values(spec: JobSpec) -> dict[str, Any]:
         "result_grace": max(1, int(spec.result_grace)),
         "test_tail_lines": max(1, int(spec.test_tail_lines)),
         "fix_marker": TEST_OUTPUT_MARKER,
+        # valid_branch names only: safe to split on spaces in the job
+        "merge_branches": " ".join(spec.merge_branches),
+        "run_tests": 1 if spec.run_tests else 0,
     }
 
 

@@ -17,7 +17,7 @@ from ..app import App
 from ..core.models import Task
 from ..errors import HostUnreachable, UsageError, WorkError
 from ..fleet.pool import Fleet
-from . import claims
+from . import claims, split
 from .admit import admit_queued, probe
 from .launch import start
 from .refusals import Refused
@@ -36,6 +36,8 @@ async def cancel_task(app: App, task_id: str) -> Task:
     for a cancelled task.
     """
     task = app.store.get(task_id)
+    if task.kind == split.PARENT_KIND and task.status == "running":
+        return await split.cancel(app, task, CANCELLED)
     if task.status not in ("queued", "running", "lost"):
         return app.store.cancel(task.id)   # raises InvalidTransition with the reason
     if task.status in ("queued", "lost"):
@@ -95,6 +97,8 @@ async def retry_task(app: App, task_id: str, *, now: bool = False) -> Task:
                 if task.status == "running" else "the next `orch poll` dispatches it")
         raise UsageError(f"task {task.id} is {task.status}; only a failed, cancelled or lost "
                          f"task can be queued again", hint=hint)
+    if task.kind == split.PARENT_KIND:
+        return split.retry(app, task)   # its failed parts run on the next `orch poll`
     task = app.store.requeue(task.id, "retried by user", reset_attempts=True)
     if not now:
         return task

@@ -35,6 +35,7 @@ from ..fleet.pool import Fleet
 from ..forge import DEFAULT_FORGE
 from ..forge.base import Forge
 from ..private import FILE_MODE
+from . import split
 from .admit import (
     Reservation,
     issue_refusal,
@@ -162,6 +163,7 @@ class _Pass:
                 out.budget_note = note
                 out.skip(None, None, note, "budget")
                 return
+            await self.advance_splits()
             for task in reversed(self.app.store.list(status="queued")):   # oldest first
                 await self.queued(task)
             for repo in repos:
@@ -182,8 +184,9 @@ class _Pass:
 
     async def queued(self, task: Task) -> None:
         """Tasks already queued (retries, requeued lost tasks) go before new issues."""
+        pinned = split.pinned_host(self.app, task)
         pre = place_task(self.app, task.specialty, "queued", self.facts, forge=task.forge,
-                         avoid=task.avoid_hosts)
+                         avoid=task.avoid_hosts, pinned=pinned)
         if pre.host is None:   # no forge call for a task that cannot run now anyway
             self.out.skip(task.repo, task.issue, f"queued task {task.id} waits: {pre.reason}",
                           Refusal.NO_CAPACITY.value)
@@ -191,7 +194,8 @@ class _Pass:
         forge = self.forges(task.forge)
         try:
             prepared = await prepare_queued(self.app, forge, task)
-            self.begin(forge, reserve_queued(self.app, prepared, task, self.facts))
+            self.begin(forge, reserve_queued(self.app, prepared, task, self.facts,
+                                             pinned=pinned))
         except Refused as exc:
             if exc.code is not Refusal.TAKEN:
                 self.out.refused(task.repo, task.issue, exc)
@@ -228,6 +232,10 @@ class _Pass:
             if early.code is Refusal.UNREPORTED and early.task is not None:
                 raise await self._report(forge, early.task, early)
             raise early
+        parts = split.label_parts(app, listed.title, listed.labels)
+        if parts:
+            await self.take_split(forge, listed, label, parts)
+            return
         specialty, why = classify(listed, app.settings.specialties)
         pre = place_task(app, specialty, why, self.facts, forge=forge.kind)
         if pre.host is None:   # no API calls for an issue that cannot run now anyway
@@ -239,6 +247,39 @@ class _Pass:
             if exc.code is Refusal.NO_CAPACITY:
                 raise Refused(exc.code, f"left for the next pass: {exc.message}") from None
             raise
+
+    # -- split issues (lifecycle/split.py) ------------------------------------------------
+
+    async def take_split(self, forge: Forge, listed: Issue, label: str,
+                         parts: list[split.Part]) -> None:
+        """A labelled issue split into parts: the parent, then its first parts started
+        like queued tasks (each placed by its specialty)."""
+        prepared = await prepare(forge, listed.repo, listed.number, self.app.settings)
+        parts = split.label_parts(self.app, prepared.intake.issue.title,
+                                  prepared.intake.issue.labels) or parts
+        parent, children = await split.begin(self.app, forge, prepared, parts, label=label)
+        self.out.dispatched.append(parent)
+        for child in children:
+            await self.queued(child)
+
+    async def advance_splits(self) -> None:
+        """Every running split moved on (after reconcile finalized its children)."""
+        for parent in reversed(self.app.store.list(status="running")):
+            if parent.kind != split.PARENT_KIND:
+                continue
+            try:
+                made = await split.advance(self.app, self.fleet, self.forges(parent.forge),
+                                           parent)
+            except ForgeUnavailable:
+                raise
+            except OrchError as exc:
+                self.out.errors.append(f"split {parent.id}: {exc.message}")
+                continue
+            done = self.app.store.get(parent.id)
+            if done.status != "running":
+                self.out.finalized.append(done)
+            for child in made:
+                await self.queued(child)
 
     async def _report(self, forge: Forge, task: Task, why: Refused) -> Refused:
         """A finished task the forge has not heard of yet (cancelled, failed before its job
