@@ -271,3 +271,66 @@ def test_overlapping_polls_start_each_part_once(make_world, monkeypatch):
     assert parent_of(w).status == "succeeded"
     assert len(w.github.pulls(w.repo)) == 1
     assert len([t for t in tasks(w) if t.kind == "part"]) == 2
+
+
+def _plan(parts: list[dict[str, Any]]) -> str:
+    import json
+    return "orch-standin[plan]: structured '" + json.dumps({"parts": parts}) + "'\n"
+
+
+def _p(title: str, specialty: str, deps: list[int] = (), paths: list[str] = ()) -> dict[str, Any]:
+    return {"title": title, "specialty": specialty, "instructions": f"do {title}",
+            "paths": list(paths), "depends_on": list(deps)}
+
+
+def test_a_planning_run_returns_the_parts_which_then_run(make_world):
+    w = make_world(hosts=2, specialties={"h1": ["backend", "general"], "h2": ["frontend"]},
+                   tests={"command": "test -f api.txt && test -f ui.txt"})
+    n = w.issue("Plan me", _plan([_p("the API", "backend", paths=["api.txt"]),
+                                  _p("the page", "frontend", [1], ["ui.txt"])])
+                + "orch-standin[backend]: write api.txt api\n"
+                  "orch-standin[frontend]: write ui.txt ui\n",
+                labels=("orch", "orch:split"))
+    run_passes(w, split_done, timeout=240)
+    parent = parent_of(w)
+    assert parent.status == "succeeded", parent.error
+    planner, *rest = children(w, parent)
+    assert planner.kind == "planner" and planner.host == "h1"     # the general host
+    assert [p["title"] for p in parent.split["plan"]] == ["the API", "the page"]
+    parts = [t for t in rest if t.kind == "part"]
+    assert [(t.specialty, t.host) for t in parts] == [("backend", "h1"), ("frontend", "h2")]
+    # the frontend part depends on the backend one: it started after it was integrated
+    merges = [t for t in rest if t.kind == "integrate"]
+    assert parts[1].started_at >= merges[0].finished_at
+    [comment] = [c for c in w.github.comments(w.repo, n) if "<!-- orch -->" in c["body"]]
+    assert "`the page`" in comment["body"]          # the plan, posted (as code)
+    # the planning run was asked for structured output as the schema orch ships
+    log = (w.state_dir / "logs" / f"{planner.id}.log").read_text()
+    assert '"--json-schema"' in log and "depends_on" in log
+
+
+def test_an_invalid_plan_is_refused_with_the_reason_in_the_comment(make_world):
+    w = make_world(hosts=2, tests={"command": "true"}, split={"max_parts": 2})
+    cases = {
+        "a cycle": ([_p("a", "backend", [2]), _p("b", "frontend", [1])],
+                    "the parts depend on each other in a cycle: parts 1, 2"),
+        "an unknown specialty": ([_p("a", "backend"), _p("b", "wizardry")],
+                                 "part 2 names an unknown specialty 'wizardry'"),
+        "too many parts": ([_p("a", "backend"), _p("b", "frontend"), _p("c", "devops")],
+                           "the plan has 3 parts; split.max_parts allows 2"),
+    }
+    numbers = {w.issue(f"Plan with {what}", _plan(parts), labels=("orch", "orch:split")): why
+               for what, (parts, why) in cases.items()}
+
+    def all_done(ts: list[Any]) -> bool:
+        return sum(t.kind == "split" and t.status == "failed" for t in ts) == 3
+
+    run_passes(w, all_done, timeout=240)
+    for n, why in numbers.items():
+        [parent] = [t for t in tasks(w) if t.kind == "split" and t.issue == n]
+        assert parent.error_kind == "plan_refused" and why in parent.error
+        assert [t.kind for t in children(w, parent)] == ["planner"]     # no part ran
+        [comment] = [c for c in w.github.comments(w.repo, n) if "<!-- orch -->" in c["body"]]
+        assert why.replace("'", "'") in comment["body"], comment["body"]
+        assert "orch:failed" in w.github.labels(w.repo, n)
+    assert w.github.pulls(w.repo) == []

@@ -176,12 +176,13 @@ JOB_ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "no_result",
                    "merge_conflict", "merge_failed")   # a split's integration (docs/split.md)
 ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its host
                     "lost",               # the host vanished or the job died without a result
-                    "not_dispatchable")   # a queued task's issue was closed, gone, or its author lost permission
+                    "not_dispatchable",   # a queued task's issue was closed, gone, or its author lost permission
+                    "plan_refused")       # a planning run's plan was refused (core/split.py)
 ERROR_KINDS = JOB_ERROR_KINDS + ORCH_ERROR_KINDS + ("other",)
 
 # Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends).
 TASK_KINDS = ("issue", "followup", "plan", "part")
-SPLIT_TASK_KINDS = ("split", "integrate")   # a split issue's parent and its integrations (core/split.py)
+SPLIT_TASK_KINDS = ("split", "integrate", "planner")   # a split issue's parent and its integrations (core/split.py)
 
 
 @dataclass

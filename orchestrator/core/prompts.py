@@ -139,3 +139,11 @@ def render_merge_prompt(*, issue: Issue, repo: str, branch: str,
     return _env(prompts_dir).get_template("merge.md.j2").render(
         number=issue.number, title=_defang(issue.title), repo=repo, branch=branch, parts=shown,
         body=_defang(issue.body or "").rstrip() or "(no description)")
+
+
+def render_plan_prompt(*, issue: Issue, specialties: list[str], max_parts: int,
+                       prompts_dir: Path | str | None = None) -> str:
+    """split-plan.md.j2: a planning run's prompt (its answer: split-schema.json)."""
+    return _env(prompts_dir).get_template("split-plan.md.j2").render(
+        number=issue.number, title=_defang(issue.title), specialties=specialties,
+        max_parts=int(max_parts), body=_defang(issue.body or "").rstrip() or "(no description)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 from .models import Task
 from .text import clean
@@ -291,6 +292,8 @@ def _split_row(t: Task) -> str:
     if t.kind == "part":
         part = info.get("part", {})
         what = f"part {int(part.get('k', 0))}"
+    elif t.kind == "planner":
+        what = "plan"
     else:
         what = "tests" if info.get("final") else "merge"
     commit = code(t.commit[:12], cell=True) if t.commit else "-"
@@ -306,18 +309,40 @@ def split_table(children: list[Task]) -> str:
     return "\n".join([head, *(_split_row(t) for t in children)])
 
 
+def plan_table(plan: list[dict[str, Any]]) -> str:
+    """The parts of a plan (perhaps a planning run's: every cell is a code span)."""
+    rows = ["| part | specialty | title | paths | after |", "|---|---|---|---|---|"]
+    for p in plan:
+        rows.append(f"| {int(p.get('k', 0))} | {code(p.get('specialty', ''), cell=True)} | "
+                    f"{code(_cut(str(p.get('title', '')), 200), cell=True)} | "
+                    f"{code(', '.join(map(str, p.get('paths', [])))[:300] or '-', cell=True)} | "
+                    f"{', '.join(str(int(d)) for d in p.get('depends_on', [])) or '-'} |")
+    return "\n".join(rows)
+
+
+def _plan_of(parent: Task) -> str:
+    plan = (parent.split or {}).get("plan", [])
+    return plan_table(plan) + "\n\n" if plan else ""
+
+
 def comment_split(parent: Task, children: list[Task], parts: int) -> str:
-    """The tracking comment while the split runs (edited as parts start and finish)."""
+    """The tracking comment while the split runs (edited as parts start and finish): the
+    plan, then the runs."""
+    plan = (parent.split or {}).get("plan", [])
+    if not plan:
+        return (f"{MARKER}\n:robot: **orch** is planning how to split this issue into parts "
+                f"(task {code(parent.id)}).\n\n" + split_table(children))
     return (f"{MARKER}\n:robot: **orch** split this issue into {int(parts)} parts that run in "
             f"parallel on the fleet (task {code(parent.id)}); they are merged into "
             f"{code(parent.branch or '-')} and opened as one pull request.\n\n"
-            + split_table(children)
+            + plan_table(plan) + "\n\n" + split_table(children)
             + f"\n\nFollow every part with `orch logs {parent.id} -f`.")
 
 
 def comment_split_succeeded(parent: Task, children: list[Task], pr_url: str) -> str:
     return (f"{MARKER}\n:white_check_mark: **orch** opened {_url(pr_url)} for this issue: "
-            f"its parts, integrated and tested together.\n\n" + split_table(children))
+            f"its parts, integrated and tested together.\n\n" + _plan_of(parent)
+            + split_table(children))
 
 
 def comment_split_failed(parent: Task, children: list[Task], culprit: Task | None,
@@ -328,10 +353,11 @@ def comment_split_failed(parent: Task, children: list[Task], culprit: Task | Non
         info = culprit.split or {}
         who = (f"part {int(info.get('part', {}).get('k', 0))} ({code(culprit.specialty)}, task "
                f"{code(culprit.id)})" if culprit.kind == "part"
+               else f"the planning run (task {code(culprit.id)})" if culprit.kind == "planner"
                else f"the integration (task {code(culprit.id)})")
     return (f"{MARKER}\n:x: **orch** could not finish this issue: {who} failed, and the "
             f"parts still running were cancelled.\n\n" + _reason(reason) + "\n\n"
-            + split_table(children)
+            + _plan_of(parent) + split_table(children)
             + f"\n\n`orch retry {parent.id}` runs the failed parts and the integration again "
               f"(the parts that succeeded are kept).")
 

@@ -24,7 +24,9 @@ from .shell import branch_name, slug
 PARENT_KIND = "split"
 PART_KIND = "part"
 INTEGRATE_KIND = "integrate"
-CHILD_KINDS = (PART_KIND, INTEGRATE_KIND)   # tasks that belong to a parent split
+PLANNER_KIND = "planner"
+CHILD_KINDS = (PART_KIND, INTEGRATE_KIND, PLANNER_KIND)   # tasks that belong to a parent split
+SCHEMA_FILE = "split-schema.json"           # in prompts/: the planner's --json-schema
 SPLIT_LABEL = "orch:split"                  # asks for a planning run (docs/split.md)
 LAST_SPECIALTY = "testing"                  # by label, the testing part runs after the others
 UNSPLIT = ("general",)                      # a label that names no part of its own

@@ -83,7 +83,7 @@ _DIRECTIVE = re.compile(r"^[ \t>]*orch-standin(?:\[([A-Za-z0-9_-]+)\])?:[ \t]*(.
                         re.MULTILINE)
 # The scopes a prompt of a split issue carries (prompts/part.md.j2, merge.md.j2): the
 # part's specialty, or "merge" for the integration's conflict fix.
-_SCOPE = re.compile(r"^<!-- orch:(?:part ([A-Za-z0-9_-]+)|(merge)-prompt) -->$", re.MULTILINE)
+_SCOPE = re.compile(r"^<!-- orch:(?:part ([A-Za-z0-9_-]+)|(merge|plan)-prompt) -->$", re.MULTILINE)
 _ESCAPES = re.compile(r"\\(n|t|\\)")
 COST_PER_TURN = 0.0042
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError, UsageError
 from . import engine
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
-JOB_MODES = ("work", "integrate")
+JOB_MODES = ("work", "integrate", "plan")   # plan: the agent only answers; nothing is pushed
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AUTHOR = re.compile(r"^\s*([^<>\n]*?)\s*<([^<>\s]+)>\s*$")
@@ -75,6 +75,7 @@ class JobSpec:
     mode: str = "work"                   # work | integrate
     merge_branches: tuple[str, ...] = ()
     run_tests: bool = True
+    json_schema: str | None = None       # mode plan: the agent answers as this JSON schema says
 
     @classmethod
     def from_settings(cls, settings: Settings, *, task_id: str, workspace: str, clone_url: str,

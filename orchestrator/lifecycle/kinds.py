@@ -34,8 +34,23 @@ from ..config.resources import prompts_dir
 from ..config.settings import Settings
 from ..core import report, shell
 from ..core.models import Host, Issue, RepoFacts, Task
-from ..core.prompts import render_fix_prompt, render_merge_prompt, render_part_prompt, render_prompt
-from ..core.split import INTEGRATE_KIND, PARENT_KIND, PART_KIND, Part, integration_branch, part_branch
+from ..core.prompts import (
+    render_fix_prompt,
+    render_merge_prompt,
+    render_part_prompt,
+    render_plan_prompt,
+    render_prompt,
+)
+from ..core.split import (
+    INTEGRATE_KIND,
+    PARENT_KIND,
+    PART_KIND,
+    PLANNER_KIND,
+    SCHEMA_FILE,
+    Part,
+    integration_branch,
+    part_branch,
+)
 from ..errors import WorkError
 from ..forge.base import Forge
 from ..job.playbook import JobSpec
@@ -180,6 +195,47 @@ class IntegrateKind:
         return Delivery(None, "")   # lifecycle/split.py opens the PR once all is in
 
 
+class PlannerKind:
+    """A planning run: the agent, on a `general` host, answers with the parts of a split
+    (--json-schema, prompts/split-schema.json); nothing is committed or pushed.
+    lifecycle/split.py validates the answer before any part runs."""
+
+    name = PLANNER_KIND
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        return integration_branch(issue.number, issue.title) + "--plan"
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        from ..core.models import SPECIALTIES
+        known = list(dict.fromkeys([*settings.specialties, *SPECIALTIES]))
+        return (render_plan_prompt(issue=issue, specialties=known,
+                                   max_parts=settings.split.max_parts,
+                                   prompts_dir=prompts_dir(settings)),
+                _split_fix_prompt(settings, task, issue))
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        assert task.branch and task.workspace
+        return JobSpec.from_settings(
+            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
+            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
+            mode="plan", run_tests=False, json_schema=split_schema(settings),
+            commit_message=f"{issue.title} (#{issue.number}): plan\n")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        return Delivery(None, "")   # lifecycle/split.py reads and checks the plan
+
+
+def split_schema(settings: Settings) -> str:
+    """The planner's JSON schema, compact (prompts/split-schema.json; the shipped one when
+    a customised prompts_dir has none)."""
+    import json
+    path = prompts_dir(settings) / SCHEMA_FILE
+    if not path.is_file():
+        path = prompts_dir() / SCHEMA_FILE
+    return json.dumps(json.loads(path.read_text()), separators=(",", ":"))
+
+
 class SplitKind:
     """A split issue's parent: it holds no slot and runs no job (its parts do); it is
     moved on by lifecycle/split.py, which opens the one PR from the integration branch."""
@@ -200,7 +256,7 @@ class SplitKind:
         raise WorkError(f"task {task.id} is a split: lifecycle/split.py delivers it")
 
 
-KINDS.update({k.name: k for k in (PartKind(), IntegrateKind(), SplitKind())})
+KINDS.update({k.name: k for k in (PartKind(), IntegrateKind(), PlannerKind(), SplitKind())})
 
 
 def kind_of(task: Task) -> Kind:

@@ -233,7 +233,7 @@ class _Pass:
                 raise await self._report(forge, early.task, early)
             raise early
         parts = split.label_parts(app, listed.title, listed.labels)
-        if parts:
+        if parts or split.wants_planner(listed.labels):
             await self.take_split(forge, listed, label, parts)
             return
         specialty, why = classify(listed, app.settings.specialties)
@@ -255,9 +255,14 @@ class _Pass:
         """A labelled issue split into parts: the parent, then its first parts started
         like queued tasks (each placed by its specialty)."""
         prepared = await prepare(forge, listed.repo, listed.number, self.app.settings)
-        parts = split.label_parts(self.app, prepared.intake.issue.title,
-                                  prepared.intake.issue.labels) or parts
-        parent, children = await split.begin(self.app, forge, prepared, parts, label=label)
+        issue = prepared.intake.issue
+        if split.wants_planner(issue.labels):
+            parent, children = await split.begin(self.app, forge, prepared, [], label=label,
+                                                 source="planner")
+        else:
+            parent, children = await split.begin(
+                self.app, forge, prepared,
+                split.label_parts(self.app, issue.title, issue.labels) or parts, label=label)
         self.out.dispatched.append(parent)
         for child in children:
             await self.queued(child)

@@ -30,17 +30,21 @@ from typing import Any
 from ..app import App
 from ..core import report
 from ..core.events import last_result
-from ..core.models import LIVE_STATUSES, Task
+from ..core.models import LIVE_STATUSES, SPECIALTIES, Task
 from ..core.split import (
     INTEGRATE_KIND,
     LAST_SPECIALTY,
     PARENT_KIND,
     PART_KIND,
+    PLANNER_KIND,
+    SPLIT_LABEL,
     Part,
+    PlanRefused,
     dependency_order,
     integration_branch,
     parts_from_labels,
     ready_parts,
+    validate_plan,
 )
 from ..errors import HostUnreachable, OrchError, UsageError
 from ..fleet.pool import Fleet
@@ -59,6 +63,40 @@ def label_parts(app: App, title: str, labels: tuple[str, ...]) -> list[Part]:
     if not app.settings.split.by_labels:
         return []
     return parts_from_labels(title, labels, app.settings.specialties)
+
+
+def wants_planner(labels: tuple[str, ...]) -> bool:
+    """The `orch:split` label asks for a planning run (with the trigger label)."""
+    return SPLIT_LABEL in {label.strip().lower() for label in labels}
+
+
+def known_specialties(app: App) -> list[str]:
+    return list(dict.fromkeys([*app.settings.specialties, *SPECIALTIES]))
+
+
+def _structured(app: App, task: Task) -> Any:
+    """A planning run's structured output, from the log finalize kept (untrusted)."""
+    try:
+        text = app.task_log_path(task.id).read_text(errors="replace")
+    except OSError:
+        return None
+    result = last_result(text.splitlines())
+    return result.structured_output if result else None
+
+
+def _adopt_plan(app: App, parent: Task, children: list[Task]) -> tuple[Task, str | None, Task | None]:
+    """A planner parent without its plan yet: (parent, why the plan was refused or None,
+    the planning run). The plan is kept on the parent once it is valid."""
+    planner = next((c for c in children if c.kind == PLANNER_KIND), None)
+    if planner is None or planner.status != "succeeded":
+        return parent, None, planner
+    try:
+        parts = validate_plan(_structured(app, planner), known=known_specialties(app),
+                              max_parts=app.settings.split.max_parts)
+    except PlanRefused as exc:
+        return parent, str(exc), planner
+    info = {**(parent.split or {}), "plan": [p.to_json() for p in parts]}
+    return app.store.update(parent.id, split=info), None, planner
 
 
 def plan_of(parent: Task) -> list[Part]:
@@ -94,7 +132,12 @@ async def begin(app: App, forge: Forge, prepared: Prepared, parts: list[Part], *
         # running, with no host: it holds no slot (store.reserved counts hosts only)
         parent = app.store.start(parent.id, host="", branch=integration_branch(
             issue.number, issue.title), workspace="")
-        children = _create_ready(app, parent)
+        if source == "planner":   # the parts come from a planning run on a general host
+            children = [app.store.create(issue.repo, issue.number, issue.title, "general",
+                                         forge=prepared.forge, kind=PLANNER_KIND,
+                                         parent=parent.id, split={})]
+        else:
+            children = _create_ready(app, parent)
     try:
         cid = await tell(app, forge, parent, "running",
                          report.comment_split(parent, children, len(parts)))
@@ -209,20 +252,32 @@ async def advance(app: App, fleet: Fleet, forge: Forge, parent: Task) -> list[Ta
         if parent.status != "running" or claims.claim_held(parent):
             return []
         children = app.store.children(parent)
-        culprit = _culprit(children)
+        culprit, refused = _culprit(children), None
+        info = parent.split or {}
+        if culprit is None and info.get("source") == "planner" and not info.get("plan"):
+            parent, refused, planner = _adopt_plan(app, parent, children)
+            if refused is not None:
+                culprit = planner
+            elif not (parent.split or {}).get("plan"):
+                return []   # the planning run is still under way
+            planned = True
+        else:
+            planned = False
         if culprit is None:
             parent = _record(app, parent, children)
             made = _create_ready(app, parent)
             nxt = _integration(app, parent, [*children, *made])
             made += [nxt] if nxt is not None else []
     if culprit is not None:
-        await fail(app, fleet, forge, parent, culprit)
+        await fail(app, fleet, forge, parent, culprit,
+                   reason=None if refused is None else f"the plan was refused: {refused}",
+                   error_kind=None if refused is None else "plan_refused")
         return []
     if (parent.split or {}).get("tested"):
         await deliver(app, forge, parent)
         return []
-    if made:
-        await _tell_quietly(app, forge, parent)
+    if made or planned:
+        await _tell_quietly(app, forge, parent)   # a plan adopted: the comment shows it
     return made
 
 
@@ -263,15 +318,25 @@ async def deliver(app: App, forge: Forge, parent: Task) -> Task:
         raise
 
 
-async def fail(app: App, fleet: Fleet, forge: Forge, parent: Task, culprit: Task) -> Task:
-    """A child failed for good: stop the others, fail the parent, say which and why."""
+def child_name(task: Task) -> str:
+    """A child as the messages name it."""
+    part = part_of(task)
+    if part is not None:
+        return f"part {part.k} ({task.specialty}, task {task.id})"
+    if task.kind == PLANNER_KIND:
+        return f"the planning run (task {task.id})"
+    return f"the integration (task {task.id})"
+
+
+async def fail(app: App, fleet: Fleet, forge: Forge, parent: Task, culprit: Task, *,
+               reason: str | None = None, error_kind: str | None = None) -> Task:
+    """A child failed for good (or its plan was refused: `reason`): stop the others, fail
+    the parent, say which and why."""
     claimed = claims.take(app, parent.id)
     if claimed is None:
         return app.store.get(parent.id)
-    part = part_of(culprit)
-    what = (f"part {part.k} ({culprit.specialty}, task {culprit.id})" if part is not None
-            else f"the integration (task {culprit.id})")
-    reason = f"{what} {culprit.status}: {culprit.error or culprit.status}"
+    reason = reason or (f"{child_name(culprit)} {culprit.status}: "
+                        f"{culprit.error or culprit.status}")
     try:
         await stop_children(app, fleet, claimed, STOPPED)
         children = app.store.children(claimed)
@@ -284,8 +349,8 @@ async def fail(app: App, fleet: Fleet, forge: Forge, parent: Task, culprit: Task
         done: dict[str, Any] = dict(finalized=cid is not None, claimed_by=None, claimed_at=None)
         if cid is not None:
             done["comment_id"] = cid
-        return app.store.fail(claimed.id, reason, error_kind=culprit.error_kind or "other",
-                              **done)
+        return app.store.fail(claimed.id, reason,
+                              error_kind=error_kind or culprit.error_kind or "other", **done)
     except BaseException:
         claims.release(app, parent.id)
         raise
