@@ -334,3 +334,41 @@ def test_an_invalid_plan_is_refused_with_the_reason_in_the_comment(make_world):
         assert why.replace("'", "'") in comment["body"], comment["body"]
         assert "orch:failed" in w.github.labels(w.repo, n)
     assert w.github.pulls(w.repo) == []
+
+
+def test_seeing_a_split_tasks_show_json_and_logs_follow(make_world):
+    import json
+    w = make_world(hosts=2, specialties=TWO, tests={"command": "true"})
+    w.issue("Watch me", "orch-standin[backend]: write api.txt api\n"
+                        "orch-standin[backend]: slow 2\n"
+                        "orch-standin[frontend]: write ui.txt ui\n"
+                        "orch-standin[frontend]: slow 2\n", labels=LABELS)
+    proc, _ = poll(w)
+    assert proc.returncode == 0, proc.stderr
+    parent = parent_of(w)
+    follower = w.popen("logs", parent.id, "-f")
+    run_passes(w, split_done, timeout=240)
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    lines = out.splitlines()
+    for label in ("part 1 backend", "part 2 frontend", "tests"):
+        mine = [line for line in lines if line.startswith(f"[{label}] ")]
+        assert any("done succeeded" in line or "✓" in line or "succeeded" in line
+                   for line in mine), (label, out[-3000:])
+    assert all(line.startswith("[") for line in lines if line.strip()), out[-2000:]
+
+    parent = parent_of(w)
+    shown = w.orch_json("show", parent.id)
+    got = [(p["kind"], p["specialty"], p["status"]) for p in shown["parts"]]
+    assert got[:2] == [("part", "backend", "succeeded"), ("part", "frontend", "succeeded")]
+    assert got[2:] and all(k == "integrate" and s == "succeeded" for k, _, s in got[2:])
+    for p in shown["parts"]:
+        assert set(p) >= {"id", "specialty", "host", "status", "started_at", "finished_at",
+                          "branch", "commit"}
+        assert p["host"] in ("h1", "h2") and p["commit"]
+    listing = w.orch("tasks").stdout.splitlines()
+    at = next(i for i, line in enumerate(listing) if parent.id in line)
+    kids = [t.id for t in children(w, parent)]
+    assert [line.split()[1] for line in listing[at + 1: at + 1 + len(kids)]] == kids
+    assert all("└" in line for line in listing[at + 1: at + 1 + len(kids)])
+    assert json.loads(w.orch("show", parent.id, "--json").stdout)["kind"] == "split"
