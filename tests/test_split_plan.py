@@ -182,3 +182,20 @@ def test_the_split_settings(tmp_path):
         load_settings(path)
     assert "split.max_parts" in caught.value.message and ":3" in caught.value.message
     assert caught.value.exit_code == 2
+
+
+def test_orch_top_and_orch_tasks_show_parts_under_their_parent():
+    from orchestrator.ops.snapshot import order_live
+    from orchestrator.render.tasks import nested
+    parent = Task(id="p1", repo="o/r", issue=3, title="T", specialty="general", kind="split",
+                  status="running", host="", started_at="2026-01-01T00:00:00Z")
+    a = _task(id="a", started_at="2026-01-01T00:00:01Z")
+    b = _task(id="b", specialty="frontend", started_at="2026-01-01T00:00:02Z",
+              split={"part": {"k": 2}})
+    other = Task(id="z", repo="o/r", issue=4, title="U", specialty="backend", status="running",
+                 host="h1", started_at="2026-01-01T00:00:03Z")
+    assert [(t.id, d) for t, d in order_live([other, b, a, parent])] == [
+        ("p1", 0), ("a", 1), ("b", 1), ("z", 0)]
+    # orch tasks: newest first, a parent's children right under it, oldest first
+    assert [(t.id, d) for t, d in nested([other, b, a, parent])] == [
+        ("z", 0), ("p1", 0), ("a", 1), ("b", 1)]

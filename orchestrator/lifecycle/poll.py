@@ -158,12 +158,14 @@ class _Pass:
                 raise rec.forge_down
             if rec.finalized or rec.lost or rec.killed:
                 await self.probe()   # slots were freed
+            # splits move on (a PR, a failure, parts queued) even on a spent budget: what
+            # it queues waits for the budget like any queued task
+            await self.advance_splits()
             note = budget_spent(self.app)
             if note:
                 out.budget_note = note
                 out.skip(None, None, note, "budget")
                 return
-            await self.advance_splits()
             for task in reversed(self.app.store.list(status="queued")):   # oldest first
                 await self.queued(task)
             for repo in repos:
