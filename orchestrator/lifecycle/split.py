@@ -400,7 +400,7 @@ async def cancel(app: App, parent: Task, reason: str) -> Task:
                          f"({current.claimed_by}); nothing was changed",
                          hint="try again in a moment")
     try:
-        async with Fleet(app.hosts, app.settings) as fleet:
+        async with app.fleet() as fleet:
             await stop_children(app, fleet, claimed, reason)
         done = app.store.cancel(claimed.id, reason, error=reason, error_kind="cancelled",
                                 claimed_by=None, claimed_at=None)

@@ -59,7 +59,7 @@ async def _one(app: App, fleet: Fleet, child: Task, sink: LineSink, live: bool,
 async def split_logs(app: App, parent: Task, sink_for: SinkFor, *, live: bool,
                      on_notice: NoticeSink, every: float = 1.0) -> None:
     """Every child's log through `sink_for(label)`; with `live`, until the split ends."""
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         begun: dict[str, asyncio.Task[None]] = {}
         while True:
             current = app.store.get(parent.id)
