@@ -77,11 +77,30 @@ def one_run(fleet, seconds: float, parallel: bool, run: int) -> dict:
             integ = sum((parse_time(t.finished_at) - parse_time(t.started_at)).total_seconds()
                         for t in kids if t.kind == "integrate" and t.started_at and t.finished_at)
             hosts = sorted({t.host or "" for t in kids if t.kind == "part"})
+            phases = _phases(parent, kids) if parent is not None else {}
             return {"group": "split", "tool": "parallel" if parallel else "serial", "n": 3,
                     "run": run, "wall": wall, "ok": ok, "integration": integ, "hosts": hosts,
+                    "phases": phases,
                     "detail": "" if ok else f"issue {n}: {parent.error if parent else 'no split'}"}
         finally:
             w.close()
+
+
+def _phases(parent, kids) -> dict[str, float]:
+    """Where the make-span went, in whole seconds from the split's creation (the store's
+    stamps): parts started, parts finished, integration started and finished, the PR."""
+    from orchestrator.store import parse_time
+
+    def at(stamp: str | None) -> float:
+        return (parse_time(stamp) - parse_time(parent.created_at)).total_seconds() if stamp else -1.0
+
+    parts = [t for t in kids if t.kind == "part"]
+    integ = [t for t in kids if t.kind == "integrate"]
+    return {"parts_started": max((at(t.started_at) for t in parts), default=-1),
+            "parts_finished": max((at(t.finished_at) for t in parts), default=-1),
+            "integration_started": min((at(t.started_at) for t in integ), default=-1),
+            "integration_finished": max((at(t.finished_at) for t in integ), default=-1),
+            "pr": at(parent.finished_at)}
 
 
 def run(runs: int, seconds: float, fleet=None) -> list[dict]:
@@ -98,7 +117,9 @@ def run(runs: int, seconds: float, fleet=None) -> list[dict]:
                 s = one_run(fleet, seconds, parallel, i)
                 samples.append(s)
                 log(f"split run {i + 1}/{runs} {s['tool']}: {s['wall']:.1f}s on {s['hosts']}, "
-                    f"integration {s['integration']:.0f}s" + ("" if s["ok"] else f" FAILED {s['detail']}"))
+                    f"integration {s['integration']:.0f}s; "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in s.get("phases", {}).items())
+                    + ("" if s["ok"] else f" FAILED {s['detail']}"))
     finally:
         if own is not None:
             own.close(keep=False)

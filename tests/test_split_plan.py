@@ -199,3 +199,16 @@ def test_orch_top_and_orch_tasks_show_parts_under_their_parent():
     # orch tasks: newest first, a parent's children right under it, oldest first
     assert [(t.id, d) for t, d in nested([other, b, a, parent])] == [
         ("z", 0), ("p1", 0), ("a", 1), ("b", 1)]
+
+
+def test_split_by_labels_false_turns_the_label_rule_off(tmp_path):
+    from orchestrator.app import App
+    from orchestrator.lifecycle.split import label_parts, wants_planner
+    on, off = tmp_path / "on.yml", tmp_path / "off.yml"
+    on.write_text("repos: [o/r]\n")
+    off.write_text("repos: [o/r]\nsplit:\n  by_labels: false\n")
+    labels = ("orch", "backend", "frontend")
+    assert [p.specialty for p in label_parts(App(config_path=str(on)), "t", labels)] == [
+        "backend", "frontend"]
+    assert label_parts(App(config_path=str(off)), "t", labels) == []
+    assert wants_planner(("orch", "orch:split")) and not wants_planner(labels)
