@@ -147,9 +147,11 @@ def targets(samples: list[dict], seconds: float) -> list[str]:
     wall = statistics.median(s["wall"] for s in par)
     integ = statistics.median(s["integration"] for s in par)
     target = seconds * 1.2 + integ
+    inner = statistics.median(s["phases"].get("pr", -1) for s in par)
     return [f"split make-span {wall:.1f}s vs target T x 1.2 + integration = {seconds:g} x 1.2 + "
-            f"{integ:.0f} = {target:.1f}s: {'met' if wall <= target else 'NOT met'} "
-            f"(the rest is orch's passes: probe, reconcile, starts, the PR)"]
+            f"{integ:.0f} = {target:.1f}s: {'met' if wall <= target else 'NOT met'}; from the "
+            f"split's creation to its PR (without the first pass's start-up, which the one-host "
+            f"run pays too) {inner:.0f}s: {'met' if inner <= target else 'NOT met'}"]
 
 
 def main(argv: list[str] | None = None) -> int:

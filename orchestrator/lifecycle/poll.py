@@ -271,6 +271,7 @@ class _Pass:
 
     async def advance_splits(self) -> None:
         """Every running split moved on (after reconcile finalized its children)."""
+        await split.stop_strays(self.app, self.fleet)
         for parent in reversed(self.app.store.list(status="running")):
             if parent.kind != split.PARENT_KIND:
                 continue

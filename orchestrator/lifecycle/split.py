@@ -32,6 +32,7 @@ from ..core import report
 from ..core.events import last_result
 from ..core.models import LIVE_STATUSES, SPECIALTIES, Task
 from ..core.split import (
+    CHILD_KINDS,
     INTEGRATE_KIND,
     LAST_SPECIALTY,
     PARENT_KIND,
@@ -87,7 +88,7 @@ def _structured(app: App, task: Task) -> Any:
 def _adopt_plan(app: App, parent: Task, children: list[Task]) -> tuple[Task, str | None, Task | None]:
     """A planner parent without its plan yet: (parent, why the plan was refused or None,
     the planning run). The plan is kept on the parent once it is valid."""
-    planner = next((c for c in children if c.kind == PLANNER_KIND), None)
+    planner = next((c for c in reversed(children) if c.kind == PLANNER_KIND), None)   # the newest
     if planner is None or planner.status != "succeeded":
         return parent, None, planner
     try:
@@ -356,6 +357,22 @@ async def fail(app: App, fleet: Fleet, forge: Forge, parent: Task, culprit: Task
         raise
 
 
+async def stop_strays(app: App, fleet: Fleet) -> list[Task]:
+    """Live children of a split that has ended (one that another orch process was
+    starting while the split failed or was cancelled): stopped now. The parents named."""
+    ended: list[Task] = []
+    for child in app.store.list(status="running") + app.store.list(status="queued"):
+        if child.kind not in CHILD_KINDS or not child.parent:
+            continue
+        parent = app.store.get(child.parent)
+        if parent.status in ("failed", "cancelled") and parent.id not in {p.id for p in ended}:
+            ended.append(parent)
+    for parent in ended:
+        await stop_children(app, fleet, parent, STOPPED if parent.status == "failed"
+                            else "cancelled with its split")
+    return ended
+
+
 async def stop_children(app: App, fleet: Fleet, parent: Task, reason: str) -> None:
     """Cancel every live child: queued ones at once, running ones after their job's
     process group is stopped (an unreachable host's job is killed by a later reconcile,
@@ -424,6 +441,13 @@ def retry(app: App, parent: Task) -> Task:
         for child in app.store.children(parent):
             if child.status in ("failed", "cancelled", "lost"):
                 app.store.requeue(child.id, "retried with its split", reset_attempts=True)
+        info = parent.split or {}
+        if info.get("source") == "planner" and not info.get("plan") and not any(
+                c.kind == PLANNER_KIND and c.status in LIVE_STATUSES
+                for c in app.store.children(parent)):
+            # its plan was refused: a new planning run (the issue may say more now)
+            app.store.create(parent.repo, parent.issue, parent.title, "general",
+                             forge=parent.forge, kind=PLANNER_KIND, parent=parent.id, split={})
     return parent
 
 

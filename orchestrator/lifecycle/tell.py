@@ -67,7 +67,11 @@ async def tell_finished_quietly(app: App, forge: Forge, task: Task) -> Task:
 
 async def tell_split(app: App, forge: Forge, parent: Task) -> int:
     """A running split's tracking comment, redrawn from its parts as they stand (the
-    comment was made when the split began, so concurrent parts edit the same one)."""
+    comment was made when the split began, so concurrent parts edit the same one). A
+    finished split's comment is its last word: a straggler (a part that started as its
+    split failed) leaves it alone."""
+    if parent.status != "running":
+        return parent.comment_id or 0
     children = app.store.children(parent)
     parts = len((parent.split or {}).get("plan", []))
     comment_id = await asyncio.to_thread(forge.upsert_comment, parent.repo, parent.issue,
