@@ -372,3 +372,24 @@ def test_seeing_a_split_tasks_show_json_and_logs_follow(make_world):
     assert [line.split()[1] for line in listing[at + 1: at + 1 + len(kids)]] == kids
     assert all("└" in line for line in listing[at + 1: at + 1 + len(kids)])
     assert json.loads(w.orch("show", parent.id, "--json").stdout)["kind"] == "split"
+
+
+def test_a_refused_plan_is_planned_again_on_retry_and_a_part_alone_is_not_retried(make_world):
+    w = make_world(hosts=2, tests={"command": "true"})
+    n = w.issue("Plan twice", _plan([_p("a", "wizardry")]), labels=("orch", "orch:split"))
+    run_passes(w, split_done, timeout=240)
+    parent = parent_of(w)
+    assert parent.status == "failed" and parent.error_kind == "plan_refused"
+    [first] = children(w, parent)
+    refused = w.orch("retry", first.id)
+    assert refused.returncode == 2 and f"orch retry {parent.id}" in refused.stderr
+    w.github.edit_issue(w.repo, n, by="alice",
+                        body=_plan([_p("a", "backend")]) + "orch-standin[backend]: write a.txt a\n")
+    assert w.orch("retry", parent.id).returncode == 0
+    run_passes(w, split_done, timeout=240)
+    parent = parent_of(w)
+    assert parent.status == "succeeded", parent.error
+    kinds = [t.kind for t in children(w, parent)]
+    assert kinds[:2] == ["planner", "planner"] and "part" in kinds
+    [pr] = w.github.pulls(w.repo)
+    assert w.remote.read(pr["head"], "a.txt") == "a\n"

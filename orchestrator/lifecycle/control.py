@@ -86,6 +86,10 @@ async def retry_task(app: App, task_id: str, *, now: bool = False) -> Task:
     """Queue a failed, cancelled or lost task again (attempts start over); with `now`,
     place and start it at once (if no host has room, it stays queued for `orch poll`)."""
     task = app.store.get(task_id)
+    if task.kind in split.CHILD_KINDS and task.parent:
+        raise UsageError(f"task {task.id} is a {task.kind} of split {task.parent}; a split is "
+                         f"retried as a whole (its failed parts run again, the others are kept)",
+                         hint=f"orch retry {task.parent}")
     if task.status == "succeeded":
         raise UsageError(f"task {task.id} succeeded ({task.pr_url or 'no PR'}); there is "
                          f"nothing to retry",
