@@ -270,14 +270,14 @@ class _Pass:
             await self.queued(child)
 
     async def advance_splits(self) -> None:
-        """Every running split moved on (after reconcile finalized its children)."""
+        """Every running split moved on (after reconcile finalized its children); what it
+        queues is started by the queued tasks' loop that follows."""
         await split.stop_strays(self.app, self.fleet)
         for parent in reversed(self.app.store.list(status="running")):
             if parent.kind != split.PARENT_KIND:
                 continue
             try:
-                made = await split.advance(self.app, self.fleet, self.forges(parent.forge),
-                                           parent)
+                await split.advance(self.app, self.fleet, self.forges(parent.forge), parent)
             except ForgeUnavailable:
                 raise
             except OrchError as exc:
@@ -286,8 +286,6 @@ class _Pass:
             done = self.app.store.get(parent.id)
             if done.status != "running":
                 self.out.finalized.append(done)
-            for child in made:
-                await self.queued(child)
 
     async def _report(self, forge: Forge, task: Task, why: Refused) -> Refused:
         """A finished task the forge has not heard of yet (cancelled, failed before its job
