@@ -120,7 +120,8 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
     task = app.store.update(task.id, **{k: v for k, v in ran.items() if v is not None})
     done_fields = dict(finalized=True, claimed_by=None, claimed_at=None)
 
-    if verdict.state == "succeeded" and s.git.via == "orch":
+    if verdict.state == "succeeded" and s.git.via == "orch" and task.commit:
+        # (no commit: a job that pushes nothing, a split's planning run)
         # The job pushed into the host's mirror: orch takes the branch on to the forge. A
         # refusal that trying again cannot mend fails the task; anything else (the forge
         # or the host unreachable) leaves it running for the next finalize.

@@ -44,6 +44,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Document
 
 from ..core.models import FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
+from ..core.split import CHILD_KINDS
 from ..core.tally import TaskTally, tally
 from ..errors import UsageError
 from ..private import FILE_MODE, private_dir
@@ -276,10 +277,18 @@ class Store:
 
     def live_for(self, repo: str, issue: int) -> Task | None:
         """The issue's queued or running task, if any (there is at most one; live tasks are
-        never archived, so the hot file alone answers)."""
+        never archived, so the hot file alone answers). A split's parts and integrations
+        are not counted: their parent is live while they are, and speaks for them."""
         return next((t for t in reversed(self._all())
-                     if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES),
+                     if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES
+                     and t.kind not in CHILD_KINDS),
                     None)
+
+    def children(self, parent: Task) -> builtins.list[Task]:
+        """A split's parts and integrations, oldest first (archived ones too: the tasks
+        of the parent's issue)."""
+        return [t for t in reversed(self.for_issue(parent.repo, parent.issue))
+                if t.parent == parent.id and t.kind in CHILD_KINDS]
 
     def refuse_duplicate(self, repo: str, issue: int, task_id: str | None = None) -> None:
         """The rule "one live task per issue", the one place it is decided: DuplicateTask
@@ -340,7 +349,8 @@ class Store:
         if bad:
             raise ValueError(f"Store.create cannot set {', '.join(bad)}")
         with self.locked():
-            self.refuse_duplicate(repo, issue)
+            if fields.get("kind") not in CHILD_KINDS:   # a split's parts: one per plan entry (lifecycle/split.py)
+                self.refuse_duplicate(repo, issue)
             docs = self._table.all()
             existing = {d.get("id") for d in docs}
             task_id = uuid.uuid4().hex[:8]
@@ -427,7 +437,8 @@ class Store:
                     task, "queued again", ("lost", "failed", "cancelled"),
                     detail=(f"task {task.id} is lost after {task.attempts} of {max_attempts} "
                             f"attempts; it will not be queued again automatically"))
-            self.refuse_duplicate(task.repo, task.issue, task.id)
+            if task.kind not in CHILD_KINDS:
+                self.refuse_duplicate(task.repo, task.issue, task.id)
             previous = {"host": task.host, "pid": task.pid, "workspace": task.workspace}
             fields: dict[str, Any] = dict(host=None, pid=None, workspace=None, error=None,
                                           error_kind=None,
