@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from ..config.settings import Settings
@@ -29,6 +30,11 @@ ERROR_KINDS = JOB_ERROR_KINDS
 WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.pgid",
                    "fix-prompt.run.md", "test-tail.txt", "commit-msg.txt", "push.out", ".upload")
 _FOLLOW_TAG = "@@orch-follow"
+# job.sh's last log line (playbooks/dispatch.yml `finish`, and kill()): the status it writes
+# right after is final, and a final status means a complete log. Anything in the log may
+# say this too (test output is copied in raw), so a follower only believes it together
+# with a final status file.
+DONE_MARK = "::orch:: done "
 _GREP_LINE = re.compile(r"^(\d+):")
 
 # What a host says is untrusted (the agent can write the workspace): the status file and
@@ -340,7 +346,8 @@ tail -c {int(max_bytes)} "$f"
     return text
 
 
-async def follow(conn: Connection, workspace: str, offset: int = 0) -> AsyncIterator[tuple[int, str]]:
+async def follow(conn: Connection, workspace: str, offset: int = 0
+                 ) -> AsyncGenerator[tuple[int, str], None]:
     """Yield (byte offset just after the line, line) from byte `offset` of job.log until the
     job has ended and the log is drained.
 
@@ -371,9 +378,19 @@ else
 fi
 echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
 """
+    # Closed as soon as the caller stops reading (a follower that has seen the job's done
+    # line): the host's `tail -F` goes with the channel.
+    async with aclosing(conn.stream(cmd)) as stream:
+        async for item in _offsets(stream, offset, conn.host.name, workspace):
+            yield item
+
+
+async def _offsets(stream: AsyncIterator[str], offset: int, host: str, workspace: str
+                   ) -> AsyncIterator[tuple[int, str]]:
+    """The follow script's output -> (byte offset just after the line, line)."""
     base = offset
     pending: tuple[int, str] | None = None     # a line whose length the transport blurred
-    async for raw in conn.stream(cmd):
+    async for raw in stream:
         m = _GREP_LINE.match(raw)
         if m is None:
             if raw.startswith(f"{_FOLLOW_TAG} start "):
@@ -387,7 +404,7 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
                     yield size, pending[1]
                     pending = None
             elif raw.startswith(f"{_FOLLOW_TAG} missing"):
-                raise WorkError(f"{conn.host.name}: no job log in {workspace}")
+                raise WorkError(f"{host}: no job log in {workspace}")
             continue        # anything else is the host's shell talking, not the log
         start = base + int(m.group(1))
         text = raw[m.end():]
@@ -400,6 +417,11 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         yield start + len(text.encode("utf-8")) + 1, text
     if pending is not None:        # the stream ended without the trailer: best estimate
         yield pending[0] + len(pending[1].encode("utf-8")) + 1, pending[1]
+
+
+def says_done(line: str) -> bool:
+    """A log line saying the job has ended (DONE_MARK): to be checked against the status."""
+    return line.startswith(DONE_MARK)
 
 
 def _tag_number(raw: str) -> int | None:

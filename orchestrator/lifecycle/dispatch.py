@@ -50,6 +50,7 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
         reservation = reserve_new(app, prepared, facts, pinned=host)
         task = await tell_running(app, forge, await start(app, fleet, reservation))
         if not detach:
-            await follow(fleet, task, on_line or (lambda _l: None), on_notice=on_notice)
-            task = await finalize(app, fleet, forge, task)
+            followed = await follow(fleet, task, on_line or (lambda _l: None),
+                                    on_notice=on_notice)
+            task = await finalize(app, fleet, forge, task, followed.status)
         return DispatchResult(reservation.placement, task)

@@ -2,12 +2,22 @@
 
 The log is read by byte offset: after a reconnect we ask the host for the bytes after
 the last complete line we delivered, so no line is repeated or lost.
+
+The follow ends when the job does. The job's last log line (`::orch:: done ...`) comes
+just before its final status, so a follower that sees it asks for the status at once
+and ends if the status is final, instead of waiting for the host's `tail --pid` to notice
+the process is gone (up to a second per poll, and longer where the host's init is slow
+to reap: a zombie still answers `kill -0`). That status is handed on (Followed.status):
+finalize needs it anyway. A done line whose status is not final (the line was in test
+output, or the status is a few milliseconds late) is just a line: the follow goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 
 from ..core.models import Task
 from ..errors import HostUnreachable
@@ -18,24 +28,44 @@ LineSink = Callable[[str], None]
 NoticeSink = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Followed:
+    """Where a follow ended: the byte offset after the last line delivered, and the job's
+    final status when the follow read it (None: the job ended some other way, e.g. the
+    host's `tail --pid` saw it gone; the caller reads the status itself)."""
+
+    offset: int
+    status: remote.JobStatus | None = None
+
+
 async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: NoticeSink | None = None,
                  offset: int = 0, give_up_after: float | None = None,
-                 retry_every: float = 2.0) -> int:
-    """Deliver every log line of `task` from `offset` until its job ends; return the offset.
+                 retry_every: float = 2.0) -> Followed:
+    """Deliver every log line of `task` from `offset` until its job ends.
 
     While the host is unreachable we retry every `retry_every` seconds, for at most
     `give_up_after` seconds in total (None: until the job is seen ending).
     """
     notice = on_notice or (lambda _msg: None)
     waited = 0.0
+    workspace = task.workspace or ""
     while True:
         try:
             conn = await fleet.connection(task.host or "")
-            start = offset
-            async for end, line in remote.follow(conn, task.workspace or "", start):
-                offset, waited = end, 0.0   # where to resume after a dropped link
-                on_line(line)
-            return offset
+            done_line = False
+            async with aclosing(remote.follow(conn, workspace, offset)) as lines:
+                async for end, line in lines:
+                    offset, waited = end, 0.0   # where to resume after a dropped link
+                    on_line(line)
+                    if remote.says_done(line):
+                        done_line = True
+                        break
+            if not done_line:
+                return Followed(offset)
+            status = await remote.read_status(conn, workspace)
+            if status is None or not status.running:
+                return Followed(offset, status)
+            # Still running: the line was not the job's own end (or its status is late).
         except HostUnreachable as exc:
             await fleet.forget(task.host or "")
             if give_up_after is not None and waited >= give_up_after:

@@ -1,0 +1,83 @@
+"""Where a follow ends, over real OpenSSH (lifecycle/follow.py): at the job's done line
+once its status is final, not when the host's `tail --pid` sees the process gone; and a
+done line in the output while the job still runs is only a line.
+
+The jobs here are small sh scripts started with remote.start, so that the test decides
+exactly when the done line, the final status and the process's end happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.core.models import Task
+from orchestrator.fleet.pool import Fleet
+from orchestrator.job import remote
+from orchestrator.lifecycle.follow import follow
+
+# A status as job.sh writes it (status.tmp + mv), with the process group of this shell.
+_STATUS = """status() {
+  printf 'state=%s\\npgid=%s\\nstarted_at=%s\\n' "$1" "$$" "$(date +%s)" > status.tmp
+  mv -f status.tmp status
+}
+status running
+"""
+
+# Ends like job.sh (done line, then the final status), then its process stays: what an
+# unreaped zombie looks like to `kill -0` on a host whose init reaps late.
+LINGERS = _STATUS + """sleep 1   # the follow is under way (it tails a running job)
+echo working
+echo '::orch:: done succeeded turns=1 cost_usd=0 tests=none commit=-'
+status succeeded
+exec sleep 60
+"""
+
+# Test output that looks like the done line, while the job still runs.
+FAKE_DONE = _STATUS + """sleep 1
+echo 'tests say:'
+echo '::orch:: done succeeded turns=9 cost_usd=0 tests=passed commit=-'
+sleep 1
+echo 'the real work goes on'
+echo '::orch:: done failed turns=1 cost_usd=0 tests=none commit=-'
+status failed
+"""
+
+
+def _run(fleet, job_sh: str, ws_name: str):
+    [host] = fleet.inventory()
+    settings = fleet.settings(connect_timeout=5)
+    ws = f"{host.workspace_root}/{ws_name}"
+    task = Task(id=ws_name, repo="acme/calc", issue=1, title="t", specialty="general",
+                status="running", host=host.name, workspace=ws)
+
+    async def go():
+        async with Fleet([host], settings) as pool:
+            conn = await pool.connection(host.name)
+            pgid = await remote.start(conn, ws, job_sh, "prompt\n", "fix\n")
+            lines: list[str] = []
+            try:
+                followed = await asyncio.wait_for(follow(pool, task, lines.append), 30)
+                after = await remote.read_status(conn, ws)
+            finally:
+                await conn.run(f"kill -KILL -{pgid} 2>/dev/null; true")
+            return followed, after, lines
+    return asyncio.run(go())
+
+
+def test_follow_ends_at_the_final_status_without_waiting_for_the_process(make_ssh_fleet):
+    followed, after, lines = _run(make_ssh_fleet(1, prefix="fend"), LINGERS, "fend0001")
+    assert lines[-2:] == ["working", "::orch:: done succeeded turns=1 cost_usd=0 tests=none "
+                                     "commit=-"]
+    assert followed.status is not None and followed.status.state == "succeeded"
+    # The follow returned while the job's process was still there: it ended on the
+    # status, not on the process (the old follow waited for `tail --pid`, here 60 s).
+    assert after is not None and after.alive
+
+
+def test_a_done_line_in_the_output_does_not_end_the_follow(make_ssh_fleet):
+    followed, _after, lines = _run(make_ssh_fleet(1, prefix="fake"), FAKE_DONE, "fake0001")
+    assert lines == ["tests say:",
+                     "::orch:: done succeeded turns=9 cost_usd=0 tests=passed commit=-",
+                     "the real work goes on",
+                     "::orch:: done failed turns=1 cost_usd=0 tests=none commit=-"]
+    assert followed.status is not None and followed.status.state == "failed"
