@@ -51,6 +51,6 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
         task = await tell_running(app, forge, await start(app, fleet, reservation))
         if not detach:
             followed = await follow(fleet, task, on_line or (lambda _l: None),
-                                    on_notice=on_notice)
-            task = await finalize(app, fleet, forge, task, followed.status)
+                                    on_notice=on_notice, keep_log=True)
+            task = await finalize(app, fleet, forge, task, followed.status, log=followed.log)
         return DispatchResult(reservation.placement, task)

@@ -55,7 +55,11 @@ def verdict_of(status: remote.JobStatus) -> Verdict:
 
 async def fetch_log(app: App, conn: Connection, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
-    text = await remote.read_log(conn, task.workspace or "") or ""
+    return keep_log(app, task, await remote.read_log(conn, task.workspace or "") or "")
+
+
+def keep_log(app: App, task: Task, text: str) -> str:
+    """Keep `text` (the job log) as orch's copy in the state dir and return it."""
     if text:
         # 0600 like state.json: a log holds the issue text and the agent's output.
         replace_file(app.task_log_path(task.id), text, mode=FILE_MODE)
@@ -80,13 +84,15 @@ def _session(lines: list[str]) -> str | None:
 
 async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
                    status: remote.JobStatus | None = None, *,
-                   verdict: Verdict | None = None) -> Task:
+                   verdict: Verdict | None = None, log: str | None = None) -> Task:
     """Finish `task` if its job has ended; return it as it stands afterwards.
 
     A job still running is left alone; a job that died without a final status is left
     to reconcile (which decides between lost and failed). `status`: the job status the
     caller has just read (saves a round trip), else it is read here. `verdict`: how orch
     itself ended the job (reconcile's time-limit backstop), over what the status says.
+    `log`: the whole job log as a follow that ended on the final `status` delivered it
+    (lifecycle/follow.py, Followed.log; saves a round trip), else it is read here.
     """
     conn = await fleet.connection(task.host or "")
     if status is None:
@@ -101,16 +107,17 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
     if claimed is None:
         return app.store.get(task.id)
     try:
-        return await _finish(app, conn, forge, claimed, status, verdict)
+        return await _finish(app, conn, forge, claimed, status, verdict, log)
     except BaseException:
         claims.release(app, task.id)
         raise
 
 
 async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: remote.JobStatus | None,
-                  verdict: Verdict) -> Task:
+                  verdict: Verdict, followed_log: str | None) -> Task:
     s = app.settings
-    log = await fetch_log(app, conn, task)
+    log = keep_log(app, task, followed_log) if followed_log is not None \
+        else await fetch_log(app, conn, task)
     lines = log.splitlines()
     ran = {} if status is None else dict(cost_usd=status.cost_usd, turns=status.turns,
                                          tests=status.tests, commit=status.commit)

@@ -10,6 +10,11 @@ the process is gone (up to a second per poll, and longer where the host's init i
 to reap: a zombie still answers `kill -0`). That status is handed on (Followed.status):
 finalize needs it anyway. A done line whose status is not final (the line was in test
 output, or the status is a few milliseconds late) is just a line: the follow goes on.
+
+With `keep_log`, a follow that delivered the log from byte 0 to that final status also
+hands on the whole log (Followed.log), so finalize need not read job.log again: a final
+status means the log is complete (docs/CONTRACTS.md), and the byte offsets guarantee that
+no line was lost or repeated across a reconnect.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ class Followed:
 
     offset: int
     status: remote.JobStatus | None = None
+    log: str | None = None     # the whole job.log, when kept and complete (see above)
 
 
 async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: NoticeSink | None = None,
                  offset: int = 0, give_up_after: float | None = None,
-                 retry_every: float = 2.0) -> Followed:
+                 retry_every: float = 2.0, keep_log: bool = False) -> Followed:
     """Deliver every log line of `task` from `offset` until its job ends.
 
     While the host is unreachable we retry every `retry_every` seconds, for at most
@@ -49,6 +55,8 @@ async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: Noti
     notice = on_notice or (lambda _msg: None)
     waited = 0.0
     workspace = task.workspace or ""
+    # The lines, while they are the whole log and within remote.read_log's cap.
+    kept: list[str] | None = [] if keep_log and offset == 0 else None
     while True:
         try:
             conn = await fleet.connection(task.host or "")
@@ -57,6 +65,10 @@ async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: Noti
                 async for end, line in lines:
                     offset, waited = end, 0.0   # where to resume after a dropped link
                     on_line(line)
+                    if kept is not None:
+                        kept.append(line)
+                        if end > remote.LOG_MAX_BYTES:   # host byte offsets, from 0
+                            kept = None     # finalize reads the log's capped end itself
                     if remote.says_done(line):
                         done_line = True
                         break
@@ -64,7 +76,9 @@ async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: Noti
                 return Followed(offset)
             status = await remote.read_status(conn, workspace)
             if status is None or not status.running:
-                return Followed(offset, status)
+                whole = "".join(f"{x}\n" for x in kept) if kept is not None and status \
+                    and status.final else None
+                return Followed(offset, status, whole)
             # Still running: the line was not the job's own end (or its status is late).
         except HostUnreachable as exc:
             await fleet.forget(task.host or "")

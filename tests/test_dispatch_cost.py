@@ -1,0 +1,55 @@
+"""What one `orch dispatch` costs, counted on real parts (issue 10 item 3): the SSH
+sessions the host's sshd opened, the requests the GitHub-style server answered, and the
+state writes; and that each cut keeps what it replaced (the log copy, the comment, the
+labels, the PR).
+
+The dispatch is the real CLI as a subprocess (tests/fixtures_world.py) on one sshd host,
+the stand-in agent, tests `true`. The figures are upper bounds: a later change that
+brings a round trip or a request back fails here, with the count in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = "octo/app"
+
+
+def _sessions(host) -> int:
+    """Sessions sshd started (LogLevel VERBOSE): one per command orch ran on the host."""
+    return len(re.findall(r"Starting session: ", host.log_path.read_text(errors="replace")))
+
+
+@pytest.fixture
+def one_host(make_world):
+    w = make_world(hosts=1, tests={"command": "true", "max_fix_attempts": 0})
+    return w, w.fleet.host(w.fleet.names[0])
+
+
+def _dispatch(w, host, title: str, body: str = "orch-standin: write a.txt a\n"):
+    n = w.issue(title, body)
+    sessions, requests = _sessions(host), len(w.github.requests_matching())
+    out = w.orch_json("dispatch", f"{REPO}#{n}")
+    # sshd logs a session as it starts, before the command's answer reaches orch.
+    ssh = _sessions(host) - sessions
+    gh = Counter(f"{r.method} {re.sub(r'/[0-9]+', '/N', r.path)}"
+                 for r in w.github.requests_matching()[requests:])
+    return n, w.orch_json("show", out["task_id"]), ssh, gh
+
+
+def test_a_dispatch_reads_the_log_once_while_following(one_host):
+    w, host = one_host
+    _n, task, ssh, _gh = _dispatch(w, host, "Count the round trips")
+    assert task["status"] == "succeeded", task
+    # probe, start, follow, the final status, the workspace removal: the log the follow
+    # delivered from byte 0 is the copy orch keeps (no second read of job.log).
+    assert ssh <= 5, f"{ssh} SSH sessions for one dispatch"
+    [copy] = (w.state_dir / "logs").glob(f"{task['id']}*.log")
+    text = copy.read_text()
+    assert text.startswith("::orch:: start ") and "::orch:: done succeeded" in text
+    assert "a.txt" in text                       # the agent's own lines are in it
+    assert Path(task["workspace"]).exists() is False
