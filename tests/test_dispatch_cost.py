@@ -53,3 +53,17 @@ def test_a_dispatch_reads_the_log_once_while_following(one_host):
     assert text.startswith("::orch:: start ") and "::orch:: done succeeded" in text
     assert "a.txt" in text                       # the agent's own lines are in it
     assert Path(task["workspace"]).exists() is False
+
+
+def test_a_dispatch_deletes_only_labels_the_issue_has(one_host):
+    w, host = one_host
+    n, task, _ssh, gh = _dispatch(w, host, "Count the requests")
+    assert task["status"] == "succeeded", task
+    deletes = {k: v for k, v in gh.items() if k.startswith("DELETE ")}
+    # Running: orch:done and orch:failed are not on the issue; at the end orch:running
+    # and the trigger label are, orch:failed is not.
+    assert deletes == {f"DELETE /repos/{REPO}/issues/N/labels/orch%3Arunning": 1,
+                       f"DELETE /repos/{REPO}/issues/N/labels/orch": 1}, deletes
+    assert w.github.labels(REPO, n) == ["orch:done"]
+    [comment] = w.github.comments(REPO, n)
+    assert task["pr_url"] and task["pr_url"] in comment["body"]

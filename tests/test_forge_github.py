@@ -202,6 +202,20 @@ def test_set_labels(gh, github_forge):
     assert gh.count("POST", f"/repos/{REPO}/labels") == 2                  # each created once
 
 
+def test_set_labels_removes_only_labels_the_issue_has(gh, github_forge):
+    # The add's answer lists the issue's labels: a label not among them costs no DELETE.
+    n = gh.add_issue(REPO, "x", labels=["orch", "orch:running"])
+    github_forge.set_labels(REPO, n, add=["orch:done"],
+                            remove=["orch:running", "orch", "orch:failed"])
+    assert gh.labels(REPO, n) == ["orch:done"]
+    deleted = [q.path.rsplit("/", 1)[1] for q in gh.requests_matching("DELETE", "/labels/")]
+    assert deleted == ["orch%3Arunning", "orch"]
+    # Without anything to add there is no answer to go by: every removal is tried.
+    github_forge.set_labels(REPO, n, add=[], remove=["orch:done", "never-there"])
+    assert gh.labels(REPO, n) == []
+    assert gh.count("DELETE", "/labels/") == 4
+
+
 # -- retries, timeouts, outages ------------------------------------------------------------
 
 def test_502_twice_then_success(gh, github_forge):

@@ -220,6 +220,15 @@ def _history(data: Any) -> tuple[tuple[Comment, ...], tuple[IssueEvent, ...]]:
     return comments, tuple(events)
 
 
+def _label_names(data: Any) -> set[str] | None:
+    """The names in a list of label objects as GitHub answers one; None if the answer is
+    not such a list (then nothing is assumed about which labels an issue has)."""
+    if not isinstance(data, list):
+        return None
+    names = {lb.get("name") for lb in data if isinstance(lb, dict)}
+    return {n for n in names if isinstance(n, str)}
+
+
 def _gh_message(exc: GithubException) -> str:
     """GitHub's own explanation: the message and any per-field errors, on one line."""
     data = exc.data if isinstance(exc.data, dict) else {}
@@ -575,11 +584,19 @@ class GithubForge:
         where = f"issue {repo}#{number}"
         issue = self._repo(repo).get_issue(int(number))
         missing = f"{where} not found at {_display_url(self.url)}"
+        on_issue: set[str] | None = None      # unknown: every label in `remove` is tried
         if add:
             self._ensure_labels(repo, add)
             with self._api(f"labelling {where}", missing=missing):
-                issue.add_to_labels(*add)
+                # The answer is every label now on the issue (GitHub's REST docs): only
+                # those are worth a DELETE, one request each. (PyGithub's add_to_labels
+                # drops the answer, hence the requester.)
+                _, data = self._gh.requester.requestJsonAndCheck(
+                    "POST", f"/repos/{repo}/issues/{int(number)}/labels", input={"labels": add})
+            on_issue = _label_names(data)
         for name in remove:
+            if on_issue is not None and name not in on_issue:
+                continue                              # not on the issue: nothing to do
             with self._api(f"removing label {name!r} from {where}"):
                 try:
                     issue.remove_from_labels(name)
