@@ -32,6 +32,16 @@ status succeeded
 exec sleep 60
 """
 
+# The final status comes a moment after the done line (a loaded host), then the process
+# stays, as above.
+LATE_STATUS = _STATUS + """sleep 1
+echo working
+echo '::orch:: done succeeded turns=1 cost_usd=0 tests=none commit=-'
+sleep 0.5
+status succeeded
+exec sleep 60
+"""
+
 # Test output that looks like the done line, while the job still runs.
 FAKE_DONE = _STATUS + """sleep 1
 echo 'tests say:'
@@ -74,6 +84,13 @@ def test_follow_ends_at_the_final_status_without_waiting_for_the_process(make_ss
     assert after is not None and after.alive
 
 
+def test_a_final_status_a_moment_after_the_done_line_still_ends_the_follow(make_ssh_fleet):
+    followed, after, lines = _run(make_ssh_fleet(1, prefix="late"), LATE_STATUS, "late0001")
+    assert lines[-1].startswith("::orch:: done succeeded")
+    assert followed.status is not None and followed.status.state == "succeeded"
+    assert after is not None and after.alive      # again: not by the process's end
+
+
 def test_a_done_line_in_the_output_does_not_end_the_follow(make_ssh_fleet):
     followed, _after, lines = _run(make_ssh_fleet(1, prefix="fake"), FAKE_DONE, "fake0001")
     assert lines == ["tests say:",
@@ -81,3 +98,19 @@ def test_a_done_line_in_the_output_does_not_end_the_follow(make_ssh_fleet):
                      "the real work goes on",
                      "::orch:: done failed turns=1 cost_usd=0 tests=none commit=-"]
     assert followed.status is not None and followed.status.state == "failed"
+
+
+# Output full of done lines: each costs the follower a status read at most twice.
+FAKE_MANY = _STATUS + """sleep 1
+for i in 1 2 3 4 5; do echo "::orch:: done succeeded fake $i"; sleep 0.2; done
+echo 'the end'
+status failed
+"""
+
+
+def test_many_done_lines_in_the_output_lose_and_repeat_no_line(make_ssh_fleet):
+    followed, _after, lines = _run(make_ssh_fleet(1, prefix="many"), FAKE_MANY, "many0001")
+    assert lines == [f"::orch:: done succeeded fake {i}" for i in range(1, 6)] + ["the end"]
+    # After MAX_FALSE_DONE of them the follow ends as before, by the process's end, and
+    # leaves the status to its caller.
+    assert followed.status is None

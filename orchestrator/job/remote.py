@@ -289,23 +289,52 @@ echo "pgid=$pg"
 async def read_status(conn: Connection, workspace: str) -> JobStatus | None:
     """The job's status and whether its process group is alive (one round trip);
     None when the workspace has no status (no job was ever started there)."""
+    status, _size = await _read_status(conn, workspace)
+    return status
+
+
+async def read_final_status(conn: Connection, workspace: str, *, settle: float
+                            ) -> tuple[JobStatus | None, int | None]:
+    """read_status for a follower that has just seen the done line: waits on the host up
+    to `settle` seconds for a status that still says running to turn final (the job writes
+    it right after that line, which under load can take longer than our question takes to
+    arrive), and says job.log's size in bytes then (None if unknown), so the follower
+    knows whether it has every line. Still one round trip."""
+    return await _read_status(conn, workspace, settle=settle, log_size=True)
+
+
+async def _read_status(conn: Connection, workspace: str, *, settle: float = 0.0,
+                       log_size: bool = False) -> tuple[JobStatus | None, int | None]:
     # Liveness first, then the status: a job writes its final status before it exits, so
     # "dead" followed by a read that still says running really is a job that died. (The
     # other order misreads a job that finishes between the two as dead.)
+    ticks = max(0, int(settle * 20))
     cmd = _SH_PGID + f"""ws={_ws(workspace)}
 [ -f "$ws/status" ] || exit 0
+i=0
+while [ "$i" -lt {ticks} ] && [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ]; do
+  sleep 0.05; i=$((i + 1))
+done
 pg=$(pgid_of "$ws/status")
 if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then a=1; else a=0; fi
+{'echo "@log_size=$(wc -c < "$ws/job.log" 2>/dev/null)"' if log_size else ''}
 head -c {STATUS_MAX_BYTES} "$ws/status"
 echo
 echo "@alive=$a"
 """
-    result = await _run_bounded(conn, cmd, f"the status in {workspace}")
+    result = await _run_bounded(conn, cmd, f"the status in {workspace}", READ_TIMEOUT + settle)
     if not result.ok:
         raise WorkError(f"{conn.host.name}: cannot read the status in {workspace}: "
                         f"{result.stderr.strip() or f'exit {result.exit_status}'}")
-    alive = "\n@alive=1" in "\n" + result.stdout
-    return parse_status(result.stdout, alive)
+    out = result.stdout
+    size = None
+    if log_size:
+        # Our first line, before anything of the host's status file.
+        head, _, out = out.partition("\n")
+        m = re.fullmatch(r"@log_size=\s*(\d{1,19})", head)
+        size = int(m.group(1)) if m else None
+    alive = "\n@alive=1" in "\n" + out
+    return parse_status(out, alive), size
 
 
 async def _run_bounded(conn: Connection, cmd: str, what: str,

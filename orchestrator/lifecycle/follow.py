@@ -8,8 +8,12 @@ just before its final status, so a follower that sees it asks for the status at 
 and ends if the status is final, instead of waiting for the host's `tail --pid` to notice
 the process is gone (up to a second per poll, and longer where the host's init is slow
 to reap: a zombie still answers `kill -0`). That status is handed on (Followed.status):
-finalize needs it anyway. A done line whose status is not final (the line was in test
-output, or the status is a few milliseconds late) is just a line: the follow goes on.
+finalize needs it anyway. The host waits up to DONE_SETTLE seconds for a status that
+is a little late (the job writes it right after the line; under load that can take longer
+than the question takes to arrive). A done line whose status is still not final (the line
+was in test output), or whose log goes on past it, is just a line: the follow goes on;
+after MAX_FALSE_DONE such lines it ends only as it did before (tail --pid), so output
+full of them cannot slow the follow down.
 
 With `keep_log`, a follow that delivered the log from byte 0 to that final status also
 hands on the whole log (Followed.log), so finalize need not read job.log again: a final
@@ -31,6 +35,9 @@ from ..job import remote
 
 LineSink = Callable[[str], None]
 NoticeSink = Callable[[str], None]
+
+DONE_SETTLE = 2.0      # seconds the host waits for a final status after a done line
+MAX_FALSE_DONE = 2     # done lines not followed by the end before they are ignored
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: Noti
     workspace = task.workspace or ""
     # The lines, while they are the whole log and within remote.read_log's cap.
     kept: list[str] | None = [] if keep_log and offset == 0 else None
+    false_done = 0
     while True:
         try:
             conn = await fleet.connection(task.host or "")
@@ -69,17 +77,19 @@ async def follow(fleet: Fleet, task: Task, on_line: LineSink, *, on_notice: Noti
                         kept.append(line)
                         if end > remote.LOG_MAX_BYTES:   # host byte offsets, from 0
                             kept = None     # finalize reads the log's capped end itself
-                    if remote.says_done(line):
+                    if false_done < MAX_FALSE_DONE and remote.says_done(line):
                         done_line = True
                         break
             if not done_line:
                 return Followed(offset)
-            status = await remote.read_status(conn, workspace)
-            if status is None or not status.running:
-                whole = "".join(f"{x}\n" for x in kept) if kept is not None and status \
-                    and status.final else None
+            status, size = await remote.read_final_status(conn, workspace, settle=DONE_SETTLE)
+            if status is None:
+                return Followed(offset)
+            if status.final and size == offset:       # the end: every line delivered
+                whole = "".join(f"{x}\n" for x in kept) if kept is not None else None
                 return Followed(offset, status, whole)
-            # Still running: the line was not the job's own end (or its status is late).
+            # Not the job's own end (test output), or more log after it: follow on.
+            false_done += 1
         except HostUnreachable as exc:
             await fleet.forget(task.host or "")
             if give_up_after is not None and waited >= give_up_after:
