@@ -67,3 +67,36 @@ def test_a_dispatch_deletes_only_labels_the_issue_has(one_host):
     assert w.github.labels(REPO, n) == ["orch:done"]
     [comment] = w.github.comments(REPO, n)
     assert task["pr_url"] and task["pr_url"] in comment["body"]
+
+
+
+def test_a_dispatch_writes_the_state_file_five_times(one_host, monkeypatch):
+    """reserve (create + start: one write), the job's process group, the running
+    comment's id, finalize's claim with what the job reported, and the outcome. The
+    dispatch runs in this process here, so that the hot file's writes can be counted
+    (each one still made: the count wraps the real write)."""
+    import asyncio
+
+    from orchestrator.app import App
+    from orchestrator.lifecycle.dispatch import dispatch
+    from orchestrator.store import hotfile
+    w, _host = one_host
+    for key, value in w.env().items():
+        monkeypatch.setenv(key, value)
+    writes: list[int] = []
+    real = hotfile.HotStorage.write_file
+
+    def counted(self, data):
+        writes.append(1)
+        return real(self, data)
+    monkeypatch.setattr(hotfile.HotStorage, "write_file", counted)
+    app = App(config_path=str(w.config), inventory_path=str(w.inventory),
+              state_dir=str(w.state_dir))
+    n = w.issue("Count the writes", "orch-standin: write a.txt a\n")
+    out = asyncio.run(dispatch(app, app.forge("github"), REPO, n))
+    task = out.task
+    assert task is not None and task.status == "succeeded", task
+    assert task.pr_url and task.cost_usd and task.turns and task.commit
+    assert task.finalized and task.claimed_by is None and task.comment_id
+    assert app.store.get(task.id) == task
+    assert len(writes) <= 5, f"{len(writes)} state writes for one dispatch"

@@ -11,7 +11,7 @@ repeats the side effects harmlessly. A claim in the store keeps two live orch pr
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..app import App
 from ..atomic import replace_file
@@ -103,37 +103,42 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
         if status is None or status.state == "running":
             return task
         verdict = verdict_of(status)
-    claimed = claims.take(app, task.id)
-    if claimed is None:
-        return app.store.get(task.id)
-    try:
-        return await _finish(app, conn, forge, claimed, status, verdict, log)
-    except BaseException:
-        claims.release(app, task.id)
-        raise
-
-
-async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: remote.JobStatus | None,
-                  verdict: Verdict, followed_log: str | None) -> Task:
-    s = app.settings
-    log = keep_log(app, task, followed_log) if followed_log is not None \
+    log = keep_log(app, task, log) if log is not None \
         else await fetch_log(app, conn, task)
     lines = log.splitlines()
     ran = {} if status is None else dict(cost_usd=status.cost_usd, turns=status.turns,
                                          tests=status.tests, commit=status.commit)
     ran["session_id"] = _session(lines)
-    task = app.store.update(task.id, **{k: v for k, v in ran.items() if v is not None})
+    # The claim and what the job reported: one write.
+    claimed = claims.take(app, task.id, **{k: v for k, v in ran.items() if v is not None})
+    if claimed is None:
+        return app.store.get(task.id)
+    try:
+        return await _finish(app, conn, forge, claimed, verdict, log)
+    except BaseException:
+        claims.release(app, task.id)
+        raise
+
+
+async def _finish(app: App, conn: Connection, forge: Forge, task: Task, verdict: Verdict,
+                  log: str) -> Task:
+    s = app.settings
+    lines = log.splitlines()
     done_fields = dict(finalized=True, claimed_by=None, claimed_at=None)
 
     if verdict.state == "succeeded":
         result = last_result(lines)
         delivered = await kind_of(task).deliver(forge, task, result.result if result and
                                                 result.result else "")
+        # pr_url is recorded with the outcome, not before it: a finalize that dies in
+        # between leaves the task running, and the next one finds that PR by its branch
+        # (Forge.open_pull_request) and tells the same.
         if delivered.pr_url:
-            task = app.store.update(task.id, pr_url=delivered.pr_url)
+            task = replace(task, pr_url=delivered.pr_url)
         cid = await tell(app, forge, task, "succeeded", delivered.comment)
         done = app.store.succeed(task.id, f"PR {delivered.pr_url}" if delivered.pr_url
-                                 else "delivered", comment_id=cid, **done_fields)
+                                 else "delivered", comment_id=cid, pr_url=task.pr_url,
+                                 **done_fields)
         # After the transition: a crash between removing the workspace and recording the
         # outcome would leave a running task without a job, which reconcile requeues (and
         # the issue would be worked on again). A workspace left behind costs only disk.
