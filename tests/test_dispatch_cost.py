@@ -10,11 +10,16 @@ brings a round trip or a request back fails here, with the count in the message.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from orchestrator.app import App
+from orchestrator.lifecycle.dispatch import dispatch
+from tests.ghserver import Fault
 
 REPO = "octo/app"
 
@@ -75,14 +80,8 @@ def test_a_dispatch_writes_the_state_file_five_times(one_host, monkeypatch):
     comment's id, finalize's claim with what the job reported, and the outcome. The
     dispatch runs in this process here, so that the hot file's writes can be counted
     (each one still made: the count wraps the real write)."""
-    import asyncio
-
-    from orchestrator.app import App
-    from orchestrator.lifecycle.dispatch import dispatch
     from orchestrator.store import hotfile
     w, _host = one_host
-    for key, value in w.env().items():
-        monkeypatch.setenv(key, value)
     writes: list[int] = []
     real = hotfile.HotStorage.write_file
 
@@ -90,8 +89,7 @@ def test_a_dispatch_writes_the_state_file_five_times(one_host, monkeypatch):
         writes.append(1)
         return real(self, data)
     monkeypatch.setattr(hotfile.HotStorage, "write_file", counted)
-    app = App(config_path=str(w.config), inventory_path=str(w.inventory),
-              state_dir=str(w.state_dir))
+    app = _app(w, monkeypatch)
     n = w.issue("Count the writes", "orch-standin: write a.txt a\n")
     out = asyncio.run(dispatch(app, app.forge("github"), REPO, n))
     task = out.task
@@ -100,3 +98,31 @@ def test_a_dispatch_writes_the_state_file_five_times(one_host, monkeypatch):
     assert task.finalized and task.claimed_by is None and task.comment_id
     assert app.store.get(task.id) == task
     assert len(writes) <= 5, f"{len(writes)} state writes for one dispatch"
+
+
+def _app(w, monkeypatch) -> App:
+    """The world's orch, in this process (its environment: the token, no ORCH_*)."""
+    for key, value in w.env().items():
+        monkeypatch.setenv(key, value)
+    return App(config_path=str(w.config), inventory_path=str(w.inventory),
+               state_dir=str(w.state_dir))
+
+
+def test_the_log_is_followed_while_the_issue_hears_running(one_host, monkeypatch):
+    """The running comment (a slow forge here: its POST answers after 3 s) does not hold
+    up the follow; finalize still edits that one comment."""
+    w, _host = one_host
+    app = _app(w, monkeypatch)
+    n = w.issue("Follow while telling", "orch-standin: write a.txt a\n")
+    w.github.inject(Fault(delay=3.0, method="POST", path=f"/issues/{n}/comments"))
+    comments_at_first_line: list[int] = []
+
+    def on_line(_line: str) -> None:
+        if not comments_at_first_line:
+            comments_at_first_line.append(len(w.github.comments(REPO, n)))
+    out = asyncio.run(dispatch(app, app.forge("github"), REPO, n, on_line=on_line))
+    assert comments_at_first_line == [0], "the follow waited for the running comment"
+    task = out.task
+    assert task is not None and task.status == "succeeded", task
+    [comment] = w.github.comments(REPO, n)
+    assert task.comment_id == comment["id"] and task.pr_url in comment["body"]
