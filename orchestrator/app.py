@@ -18,6 +18,7 @@ from .errors import UsageError
 from .private import private_dir
 
 if TYPE_CHECKING:
+    from .fleet.pool import Fleet
     from .forge.base import Forge
     from .forge.local import LocalForge
     from .store import Store
@@ -115,6 +116,15 @@ class App:
     def task_log_path(self, task_id: str) -> Path:
         """Where orch keeps its own copy of a task's job log (the workspace may be gone)."""
         return private_dir(self.state_dir / "logs") / f"{task_id}.log"
+
+    def fleet(self, hosts: list[Host] | None = None) -> Fleet:
+        """The hosts of one run (every host, or `hosts`), with the agent-version cache of
+        the state dir: a probe by any command skips `<agent> --version` on a host whose
+        agent binary has not changed (fleet/agent_cache.py)."""
+        from .fleet.agent_cache import AgentVersionCache
+        from .fleet.pool import Fleet
+        return Fleet(self.hosts if hosts is None else hosts, self.settings,
+                     version_cache=AgentVersionCache(self.state_dir))
 
     @cached_property
     def store(self) -> Store:

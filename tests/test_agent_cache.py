@@ -137,3 +137,20 @@ def test_a_corrupted_cache_is_an_empty_one(tmp_path):
     assert cache.lookup("h1", "claude") is None
     cache.record([(facts("1.0", "k"), "claude")])
     assert AgentVersionCache(tmp_path).lookup("h1", "claude").version == "1.0"
+
+
+def test_every_command_that_probes_shares_the_cache(ssh_fleet, tmp_path):
+    """`orch metrics` (like poll, dispatch, logs and top: App.fleet) probes with the cache
+    `orch hosts` filled: no second `--version` run for an unchanged binary."""
+    counter = tmp_path / "runs"
+    agent = counting_agent(tmp_path / "bin" / "claude", "2.1.197 (Claude Code)", counter)
+    orch_hosts(ssh_fleet, tmp_path, str(agent))
+    assert runs(counter) == 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "--config",
+                           str(tmp_path / "orch.yml"), "--inventory", str(tmp_path / "hosts.yml"),
+                           "--state-dir", str(tmp_path / "state"), "metrics"], env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'orch_host_up{host="h1"} 1.0' in proc.stdout
+    assert runs(counter) == 1, "the metrics probe asked the unchanged agent again"

@@ -55,7 +55,7 @@ class Life:
             f"repo_urls: {{{REPO}: '{self.remote.url}'}}\n"
             f"agent: {{command: '{STANDIN}', timeout: 2m, allow_root: {str(os.geteuid() == 0).lower()}}}\n"
             f"tests: {{command: 'true'}}\n"
-            # The one host is `connection: local`: these tests accept that (core/trust.py).
+            # These GitHub issues run on a `connection: local` host: the operator's opt-in.
             f"allow_local_github: true\n" + extra)
 
     def app(self) -> App:
@@ -172,10 +172,8 @@ def test_poll_and_dispatch_keep_no_rule_of_their_own(life, monkeypatch):
 
 
 def _facts(app: App):
-    from orchestrator.fleet.pool import Fleet
-
     async def go():
-        async with Fleet(app.hosts, app.settings) as fleet:
+        async with app.fleet() as fleet:
             return await admit.probe(fleet)
     return asyncio.run(go())
 

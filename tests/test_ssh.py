@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -366,18 +367,25 @@ def test_run_timeout(ssh_fleet):
     assert took < 0.5 + MARGIN and after.stdout == "still usable\n"
 
 
-def test_stream_delivers_lines_before_the_command_ends(ssh_fleet):
+def test_stream_delivers_lines_before_the_command_ends(ssh_fleet, tmp_path):
+    """Causal, not timed: the command waits until the test has seen its first line (the
+    test then creates a file the command waits for), so "one" must arrive while the command
+    still runs; a stream that held lines back until the end would see "gave up"."""
+    go = tmp_path / "go"
+    tmp_path.chmod(0o777)           # the host's login user creates nothing, but must see it
+
     async def body(conn):
         seen = []
-        started = time.monotonic()
-        async for line in conn.stream("echo one; sleep 1.5; echo two >&2; echo three"):
-            seen.append((line, time.monotonic() - started))
+        cmd = (f"echo one; i=0; while [ ! -e {shlex.quote(str(go))} ] && [ $i -lt 600 ]; "
+               f"do sleep 0.05; i=$((i + 1)); done; "
+               f"[ -e {shlex.quote(str(go))} ] || echo 'gave up'; echo two >&2; echo three")
+        async for line in conn.stream(cmd):
+            seen.append(line)
+            if line == "one":
+                go.touch()
         return seen
 
-    seen = _with_conn(ssh_fleet, "h2", body)
-    assert [s[0] for s in seen] == ["one", "two", "three"]
-    assert seen[0][1] < 1.2, seen  # "one" arrived while the command was still sleeping
-    assert seen[1][1] >= 1.4
+    assert _with_conn(ssh_fleet, "h2", body) == ["one", "two", "three"]
 
 
 def test_stream_with_input(ssh_fleet):

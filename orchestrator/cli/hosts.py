@@ -20,16 +20,11 @@ if TYPE_CHECKING:
 def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     """Probe every host (or NAMES): reachable, load, cpus, memory, disk, running tasks,
     agent version. Exits 1 when an enabled host is unreachable."""
-    from ..fleet.agent_cache import AgentVersionCache
-    from ..fleet.pool import Fleet
-
     app = ctx.obj
     inventory = app.hosts
-    settings = app.settings
-    cache = AgentVersionCache(app.state_dir)
 
     async def run() -> list[HostFacts]:
-        async with Fleet(inventory, settings, version_cache=cache) as fleet:
+        async with app.fleet() as fleet:
             return await fleet.probe(list(names) or None)
 
     facts = asyncio.run(run())

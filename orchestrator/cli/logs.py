@@ -44,13 +44,12 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
 async def _remote_log(app: App, task: Task, printer: LogPrinter, follow: bool,
                       notice: Callable[[str], None]) -> None:
     from ..errors import WorkError
-    from ..fleet.pool import Fleet
     from ..job import remote
     from ..lifecycle.follow import follow as follow_log
     host, workspace = task.host, task.workspace
     if not host or not workspace:       # the caller sends only tasks that have both
         raise WorkError(f"task {task.id} has no host or workspace, so no remote log")
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         if follow:
             await follow_log(fleet, task, printer.line, on_notice=notice)
             return

@@ -32,6 +32,5 @@ def metrics(app: App, textfile: str | None, no_probe: bool) -> None:
 
 
 async def _probe(app: App) -> list[HostFacts]:
-    from ..fleet.pool import Fleet
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         return await fleet.probe()

@@ -16,7 +16,6 @@ from __future__ import annotations
 from ..app import App
 from ..core.models import Task
 from ..errors import HostUnreachable, UsageError, WorkError
-from ..fleet.pool import Fleet
 from . import claims
 from .admit import admit_queued, probe
 from .launch import start
@@ -69,7 +68,7 @@ async def cancel_task(app: App, task_id: str) -> Task:
 
 async def _stop_job(app: App, task: Task) -> str:
     from ..job import remote
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         try:
             conn = await fleet.connection(task.host or "")
             stopped = await remote.kill(conn, task.workspace or "")
@@ -99,7 +98,7 @@ async def retry_task(app: App, task_id: str, *, now: bool = False) -> Task:
     if not now:
         return task
     forge = app.forge(task.forge)
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         try:
             reservation = await admit_queued(app, forge, await probe(fleet), task)
         except Refused:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from ..app import App
 from ..core.models import Placement, Task
-from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from .admit import check_local, place_task, prepare, probe, reserve_new
 from .finalize import finalize
@@ -40,7 +39,7 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
     if host is not None:
         app.host(host)   # an unknown --host is bad input, before any network
     check_local(app, forge.kind, host, on_notice)
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         prepared = await prepare(forge, repo, number, app.settings, specialty=specialty)
         facts = await probe(fleet)
         if dry_run:

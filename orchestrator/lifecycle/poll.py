@@ -104,7 +104,7 @@ async def poll_pass(app: App, repos: list[str] | None = None, *,
 async def run_pass(app: App, repos: list[str], *, start_grace: float | None = None) -> PassResult:
     """The pass itself, without the pass lock (tests use it to show that the store alone
     keeps overlapping passes from doubling work)."""
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         one = _Pass(app, fleet, Forges(app))
         await one.run(repos, start_grace)
     order = {t.id: i for i, t in enumerate(reversed(app.store.list()))}

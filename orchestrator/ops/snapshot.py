@@ -6,9 +6,8 @@ status files of running jobs (JobStatus). It knows nothing of SSH or the termina
 the view and `orch top --json` are tested without either; ops/watch.py gathers the
 inputs, render/top.py draws them.
 
-Task kinds (`issue`, `followup`, `plan`, `part`) and parents are read through
-`task_kind` / `task_parent` only: tasks stored before those fields existed read as
-plain issues.
+Task kinds and parents are `Task.kind` / `Task.parent` (core/models.py; tasks stored
+before those fields existed are migrated to plain issues as they are read).
 """
 
 from __future__ import annotations
@@ -24,16 +23,6 @@ from ..store import parse_time
 
 RECENT_FINISHED = 5        # finished tasks listed under the live ones
 SHOWN_FINISHED = FINISHED_STATUSES + ("lost",)
-
-
-def task_kind(task: Task) -> str:
-    """The task's kind; `issue` for tasks that predate kinds."""
-    return getattr(task, "kind", None) or "issue"
-
-
-def task_parent(task: Task) -> str | None:
-    """The id of the task this one belongs to (a part's or a follow-up's), if any."""
-    return getattr(task, "parent", None) or None
 
 
 @dataclass
@@ -196,7 +185,7 @@ def _task_row(task: Task, status: JobStatus | None, now: datetime, depth: int) -
         end = _at(task.finished_at)
         elapsed = _seconds(task.started_at, end) if end is not None else None
         step, turns, cost = None, task.turns, task.cost_usd
-    return TaskRow(id=task.id, kind=task_kind(task), parent=task_parent(task), depth=depth,
+    return TaskRow(id=task.id, kind=task.kind, parent=task.parent, depth=depth,
                    repo=task.repo, issue=task.issue, title=task.title, status=task.status,
                    host=task.host, step=step, elapsed_seconds=elapsed, turns=turns,
                    cost_usd=cost, pr_url=task.pr_url, error=task.error,
@@ -211,12 +200,12 @@ def order_live(tasks: Iterable[Task]) -> list[tuple[Task, int]]:
     ids = {t.id for t in live}
     children: dict[str, list[Task]] = {}
     for t in live:
-        parent = task_parent(t)
+        parent = t.parent
         if parent in ids and parent != t.id:
             children.setdefault(parent, []).append(t)
     out: list[tuple[Task, int]] = []
     for t in live:
-        if task_parent(t) in ids and task_parent(t) != t.id:
+        if t.parent in ids and t.parent != t.id:
             continue
         out.append((t, 0))
         out.extend((c, 1) for c in children.get(t.id, []))

@@ -227,7 +227,7 @@ class Watcher:
 @contextlib.asynccontextmanager
 async def watching(app: App, *, interval: float) -> AsyncIterator[Watcher]:
     """A Watcher over a Fleet of the inventory's hosts, both closed at exit."""
-    async with Fleet(app.hosts, app.settings) as fleet:
+    async with app.fleet() as fleet:
         watcher = Watcher(app, fleet, interval=interval)
         try:
             yield watcher
