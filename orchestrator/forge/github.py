@@ -229,6 +229,20 @@ def _label_names(data: Any) -> set[str] | None:
     return {n for n in names if isinstance(n, str)}
 
 
+def _last_comment(data: Any) -> dict[str, Any] | None:
+    """The GraphQL answer's last comment as upsert_comment compares it (REST's shape: id,
+    body, user.login); None when the issue has none, or its id is unreadable (then the
+    comparison finds nothing, and a comment is created: never a wrong id)."""
+    nodes = _nodes(_dig(data, "data", "repository", "issue", "comments"))
+    if not nodes:
+        return None
+    n = nodes[-1]
+    cid = n.get("databaseId")
+    if not isinstance(cid, int) or isinstance(cid, bool):
+        return None
+    return {"id": cid, "body": n.get("body"), "user": {"login": _login(n.get("author"))}}
+
+
 def _gh_message(exc: GithubException) -> str:
     """GitHub's own explanation: the message and any per-field errors, on one line."""
     data = exc.data if isinstance(exc.data, dict) else {}
@@ -294,6 +308,9 @@ class GithubForge:
         self._repo_labels: dict[str, set[str]] = {}
         self._login: str | None = None
         self._permissions: dict[tuple[str, str], str] = {}
+        # The last comment of each issue this command read (get_issue's GraphQL answer):
+        # upsert_comment's "is the last comment already ours?" without listing them all.
+        self._last_comment: dict[tuple[str, int], dict[str, Any] | None] = {}
 
     def __repr__(self) -> str:
         return f"GithubForge({_display_url(self.url)!r})"
@@ -443,6 +460,7 @@ class GithubForge:
                     "owner": owner, "name": name, "number": int(number),
                     "comments": COMMENTS_SCANNED, "items": HISTORY_ITEMS})
             comments, events = _history(answer)
+            self._last_comment[(repo, int(number))] = _last_comment(answer)
         return self._to_issue(repo, data, comments, events)
 
     def author_permission(self, repo: str, login: str) -> str:
@@ -545,19 +563,29 @@ class GithubForge:
                 try:
                     comment = issue.get_comment(int(comment_id))
                     comment.edit(body)
+                    known = self._last_comment.get((repo, int(number)))
+                    if known is not None and known.get("id") == int(comment_id):
+                        known["body"] = body          # still the last one, now with this text
                     return int(comment_id)
                 except GithubException as exc:
                     if exc.status not in (404, 410):
                         raise
                     log.info("comment %s on %s is gone; creating a new one", comment_id, where)
+        key = (repo, int(number))
         with self._api(f"commenting on {where}", missing=missing):
-            last = None
-            for c in issue.get_comments():
-                last = _raw(c)
+            if key in self._last_comment:
+                last = self._last_comment[key]       # read by this command: no listing
+            else:
+                last = None
+                for c in issue.get_comments():
+                    last = _raw(c)
             if (last is not None and last.get("body") == body
                     and (last.get("user") or {}).get("login") == self._me()):
                 return int(last["id"])
-            return int(issue.create_comment(body).id)
+            made = issue.create_comment(body)
+            self._last_comment[key] = {"id": made.id, "body": body,
+                                       "user": {"login": self._me()}}
+            return int(made.id)
 
     def _ensure_labels(self, repo: str, names: list[str]) -> None:
         known = self._repo_labels.get(repo)
