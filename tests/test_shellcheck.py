@@ -41,8 +41,9 @@ def shellcheck(name: str, script: str) -> None:
     {},
     {"use_mirror": False, "max_cost_usd": None, "model": "m", "test_command": "make test",
      "agent_env": {"A": "x y", "B": "$(id)"}, "agent_command": "npx '@anthropic-ai/claude-code'",
-     "base_branch": "main"},
-], ids=["defaults", "everything-set"])
+     "base_branch": "main", "credential_names": ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")},
+    {"git_via": "orch", "credential_names": ("ANTHROPIC_API_KEY",)},
+], ids=["defaults", "everything-set", "via-orch"])
 def test_job_sh(variant):
     spec = JobSpec(task_id="abcd1234", workspace="~/orch-work/abcd1234", clone_url="u",
                    branch="orch/1-x", commit_message="m", **variant)

@@ -28,6 +28,11 @@ from orchestrator.errors import ConfigError
     ("repo_urls:\n  octo/app: https://x-access-token:T0K3N@github.com/octo/app.git\n", 2,
      "holds credentials"),
     ("repo_urls:\n  octo/app: ssh://git:secret@git.example.com/octo/app.git\n", 2, "or an SSH key"),
+    # agent.credentials (issue 12): the agent never gets the GitHub token, nor the ssh-agent
+    ("agent:\n  credentials:\n    GH: GITHUB_TOKEN\n", 3, "GITHUB_TOKEN holds orch's GitHub token"),
+    ("github:\n  token_env: T\nagent:\n  credentials: {ANTHROPIC_API_KEY: T}\n", 4, "T holds orch's"),
+    ("agent:\n  credentials:\n    SSH_AUTH_SOCK: X\n", 3, "SSH_AUTH_SOCK is never passed"),
+    ("agent:\n  credentials:\n    ANTHROPIC_API_KEY: sk-ant-1\n", 3, "not an environment variable name"),
 ])
 def test_clear_text_tokens_and_embedded_credentials_are_refused(tmp_path, text, line, words):
     path = tmp_path / "orch.yml"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..core.report import LOG_TAIL_MODES
 from ..core.trust import COMMENT_MODES, PERMISSIONS
 from ..errors import ConfigError
-from .settings import DEFAULT_SPECIALTIES, Settings
+from .settings import DEFAULT_SPECIALTIES, GIT_VIA, Settings
 from .yamlfile import (
     Loc,
     Validator,
@@ -312,7 +312,9 @@ SCHEMA: dict[str, Validator] = {
     "agent.allow_root": boolean,
     "agent.env": _string_map(env_name, _env_value),
     "agent.env_pass": list_of(passable_env_name, "list of variable names"),
+    "agent.credentials": _string_map(passable_env_name, env_name),
     "git.author": git_author,
+    "git.via": choice(*GIT_VIA),
     "poll.lost_after": duration(),
     "poll.max_attempts": integer(1),
     "poll.start_grace": duration(),
@@ -373,6 +375,7 @@ def _settings(doc: Any, path: Path) -> Settings:
         else:
             unknown_key(loc, key, TOP_LEVEL, elsewhere=_LEAVES)
     _check_token_not_passed(settings, top, root)
+    _check_token_not_a_credential(settings, top, root)
     return settings
 
 
@@ -389,6 +392,20 @@ def _check_token_not_passed(settings: Settings, top: Mapping[Any, Any], root: Lo
     loc.error(f"{token} holds orch's GitHub token (github.token_env): it is never passed "
               f"to a job", hint="remove it from agent.env_pass; hosts push with their own "
                                 "credentials (a deploy key, a credential helper)")
+
+
+def _check_token_not_a_credential(settings: Settings, top: Mapping[Any, Any], root: Loc) -> None:
+    """agent.credentials must not hand the agent orch's GitHub token either (the agent
+    would hold push rights to every repository orch serves)."""
+    token = settings.github.token_env
+    agent = top.get("agent") or {}
+    creds = agent.get("credentials") or {}
+    for name, source in settings.agent.credentials.items():
+        if source == token:
+            root.entry(top, "agent").entry(agent, "credentials").entry(creds, name).error(
+                f"{token} holds orch's GitHub token (github.token_env): it is never handed "
+                f"to the agent", hint="name the variable that holds the agent's key "
+                "(ANTHROPIC_API_KEY, or the CLAUDE_CODE_OAUTH_TOKEN `claude setup-token` gives)")
 
 
 def _load_section(settings: Settings, section: str, value: Any, loc: Loc) -> None:

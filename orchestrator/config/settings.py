@@ -58,11 +58,20 @@ class AgentSettings:
     allow_root: bool = False
     env: dict[str, str] = field(default_factory=dict)   # extra env for the agent (not secrets)
     env_pass: list[str] = field(default_factory=list)  # host variables a job inherits
+    # agent variable -> the variable of orch's own environment holding its value, handed
+    # to each agent run through the SSH channel (job/credentials.py, docs/security.md)
+    credentials: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class GitSettings:
     author: str = "orch <orch@localhost>"
+    # host: each host clones from and pushes to the forge with its own credentials; orch:
+    # hosts never talk to the forge, orch relays over SSH (job/relay.py, forge/mirror.py)
+    via: str = "host"
+
+
+GIT_VIA = ("host", "orch")
 
 
 @dataclass

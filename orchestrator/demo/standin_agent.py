@@ -45,7 +45,9 @@ Beyond the CLI, for the tests that pin how orch calls it:
                          or reordered (top-level keys reversed: "type" last)
   the init event         carries `argv` (its arguments) and `stdin_bytes` / `stdin_sha256`
                          (what it read on standard input), so a test can tell where the
-                         prompt came from
+                         prompt came from, and `credential_sha256`: a SHA-256 of each of
+                         ANTHROPIC_API_KEY / CLAUDE_CODE_OAUTH_TOKEN it was given (never
+                         the value), so a test can tell the key arrived
   .mcp.json              like the CLI, the project's MCP servers (`mcpServers` in the
                          working directory's .mcp.json) are started, unless
                          --strict-mcp-config is given (then only --mcp-config counts, and
@@ -77,6 +79,9 @@ PLANTED = "test_orch_standin_planted.py"
 _DIRECTIVE = re.compile(r"^[ \t>]*orch-standin:[ \t]*(.*?)[ \t]*$", re.MULTILINE)
 _ESCAPES = re.compile(r"\\(n|t|\\)")
 COST_PER_TURN = 0.0042
+# The variables the real CLI takes a key from (its init event names the one in use as
+# apiKeySource); the stand-in reports a SHA-256 of each, never the value.
+CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
 @dataclass
@@ -310,7 +315,10 @@ class Run:
         mcp = start_mcp_servers(self.opts.strict_mcp_config)
         o.emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": o.session_id,
                 "tools": ["Bash", "Edit", "Read", "Write"], "mcp_servers": mcp, "model": MODEL,
-                "permissionMode": self.opts.permission_mode or "default", "apiKeySource": "none",
+                "permissionMode": self.opts.permission_mode or "default",
+                "apiKeySource": next((n for n in CREDENTIAL_VARS if os.environ.get(n)), "none"),
+                "credential_sha256": {n: hashlib.sha256(os.environ[n].encode()).hexdigest()
+                                      for n in CREDENTIAL_VARS if os.environ.get(n)},
                 "claude_code_version": VERSION, "pid": os.getpid(), "pgid": os.getpgid(0),
                 "stand_in": True, "argv": self.argv, "stdin_bytes": len(self.stdin),
                 "stdin_sha256": hashlib.sha256(self.stdin).hexdigest()})

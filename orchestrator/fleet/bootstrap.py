@@ -16,7 +16,8 @@ Which repositories `repo` checks: `--clone-url URL` as given; `--repo OWNER/NAME
 at the URL dispatch would clone (forge/clone.py: `repo_urls` in orch.yml, else the
 forge's own clone_url, so bootstrap never fails a host that dispatch could use). With
 neither option, every repo of the config's `repos:` the same way; with no repos the
-check is skipped.
+check is skipped, and with `git.via: orch` too (the hosts never talk to the forge: orch
+relays, job/relay.py). `orch provision` runs bootstrap afterwards, so the same holds there.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ def repo_targets(settings: Settings, repos: Iterable[str] = (), clone_urls: Iter
     builds the forge asked for a clone URL that repo_urls does not give."""
     repos, clone_urls = list(repos), list(clone_urls)
     if not repos and not clone_urls:
+        if settings.git.via == "orch":
+            return []     # hosts never talk to the forge: nothing of theirs to check
         repos = list(settings.repos)
     out: list[RepoTarget] = []
     for r in repos:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.settings import AgentSettings, GitSettings, Settings, TestsSettings
+from ..config.settings import GIT_VIA, AgentSettings, GitSettings, Settings, TestsSettings
 from ..core import agentpath, shell
 from ..core.prompts import TEST_OUTPUT_MARKER
 from ..errors import ConfigError, UsageError
-from . import engine
+from . import credentials, engine
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -58,10 +58,13 @@ class JobSpec:
     agent_timeout: float = AgentSettings.timeout    # seconds, per agent run
     allow_root: bool = AgentSettings.allow_root
     agent_env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # agent.credentials' names: their values reach job.sh on its stdin (job/credentials.py)
+    credential_names: tuple[str, ...] = ()
     test_command: str | None = TestsSettings.command
     test_timeout: float = TestsSettings.timeout
     max_fix_attempts: int = TestsSettings.max_fix_attempts
     git_author: str = GitSettings.author
+    git_via: str = GitSettings.via       # orch: the host's mirror is all the job's git sees
     use_mirror: bool = True              # a shared bare mirror per repo under <root>/.mirrors
     kill_grace: float = 3.0              # seconds between SIGINT, SIGTERM and SIGKILL
     result_grace: int = 15               # seconds an agent may linger after its result
@@ -77,9 +80,10 @@ class JobSpec:
                    agent_command=agent_command or a.command, max_turns=a.max_turns,
                    model=a.model, permission_mode=a.permission_mode,
                    max_cost_usd=a.max_cost_usd, agent_timeout=a.timeout,
-                   allow_root=a.allow_root, agent_env=dict(a.env), test_command=t.command,
+                   allow_root=a.allow_root, agent_env=dict(a.env),
+                   credential_names=credentials.names(settings), test_command=t.command,
                    test_timeout=t.timeout, max_fix_attempts=t.max_fix_attempts,
-                   git_author=settings.git.author)
+                   git_author=settings.git.author, git_via=settings.git.via)
 
 
 def parse_author(author: str) -> tuple[str, str]:
@@ -109,11 +113,18 @@ def _check(spec: JobSpec) -> None:
     for name in spec.agent_env:
         if not _ENV_NAME.match(name):
             raise UsageError(f"agent.env: {name!r} is not a valid environment variable name")
+    for name in spec.credential_names:
+        if not _ENV_NAME.match(name):
+            raise UsageError(f"agent.credentials: {name!r} is not a valid environment variable name")
     agentpath.words(spec.agent_command)      # an empty or unsplittable command is refused
     if spec.max_turns < 1 or spec.max_fix_attempts < 0:
         raise UsageError("max_turns must be >= 1 and max_fix_attempts >= 0")
     if not spec.clone_url:
         raise UsageError("the job has no clone URL")
+    if spec.git_via not in GIT_VIA:
+        raise UsageError(f"git.via {spec.git_via!r} is not one of {', '.join(GIT_VIA)}")
+    if spec.git_via == "orch" and not spec.use_mirror:
+        raise UsageError("git.via: orch needs the host's mirror (orch sends the base into it)")
 
 
 def valid_branch(name: str) -> bool:
@@ -143,7 +154,26 @@ def job_values(spec: JobSpec) -> dict[str, Any]:
         "result_grace": max(1, int(spec.result_grace)),
         "test_tail_lines": max(1, int(spec.test_tail_lines)),
         "fix_marker": TEST_OUTPUT_MARKER,
+        "credential_env": credential_env(spec.credential_names),
     }
+
+
+def _credential_var(i: int) -> str:
+    return f"ORCH_CRED_{i}"
+
+
+def credential_env(names: tuple[str, ...]) -> str:
+    """The assignments that export the credentials into one command only (a prefix of the
+    agent's launch in `guarded`): `ANTHROPIC_API_KEY="$ORCH_CRED_0" ...`. Names only: the
+    values are in the job shell's variables, read from its stdin (credential_reads)."""
+    return " ".join(f'{n}="${_credential_var(i)}"' for i, n in enumerate(names))
+
+
+def credential_reads(names: tuple[str, ...]) -> str:
+    """The job's first act: one line of its stdin per credential into an unexported shell
+    variable (the starter pipes them; run by hand with stdin /dev/null they are empty)."""
+    return "".join(f"  IFS= read -r {_credential_var(i)} || {_credential_var(i)}=\n"
+                   for i, _ in enumerate(names))
 
 
 @dataclass(frozen=True)
@@ -222,7 +252,7 @@ def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
         out += [f"# ---- step {step.name} " + "-" * max(0, 70 - len(step.name)),
                 f"orch_step_{i}() {{", body or ":", "}", ""]
         calls.append(f"  run_step {shell.quote(step.name)} orch_step_{i}")
-    out += [_RUNNER, "orch_main() {", _MAIN_START.rstrip("\n"), *calls,
+    out += [_RUNNER, "orch_main() {", credential_reads(spec.credential_names) + _MAIN_START.rstrip("\n"), *calls,
             '  fail "the playbook ended without a report step (finish succeeded)" job_error', "}", "",
             'orch_main "$@"', ""]
     return "\n".join(out)

@@ -21,6 +21,7 @@ from ..core import shell
 from ..core.models import JOB_ERROR_KINDS
 from ..errors import HostUnreachable, UsageError, WorkError
 from ..transport.base import CommandResult, Connection
+from .credentials import Credentials
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 # The status file's `error_kind=`: why a job did not succeed, one fixed word, written by
@@ -223,16 +224,25 @@ def env_command(names: tuple[str, ...] | list[str]) -> str:
 
 
 async def start(conn: Connection, workspace: str, job_sh: str, prompt: str, fix_prompt: str,
-                *, wait: float = 10.0, env: tuple[str, ...] = JOB_ENV_BASE) -> int:
+                *, wait: float = 10.0, env: tuple[str, ...] = JOB_ENV_BASE,
+                credentials: Credentials | None = None) -> int:
     """Upload job.sh, prompt.md and fix-prompt.md and launch the job detached; one round
     trip. Returns the job's process group id (read back from the status it writes first).
 
     The job gets only the variables named in `env` (see job_env) from the shell that
     starts it: on a local host that shell has orch's own environment.
+    `credentials` (agent.credentials, job/credentials.py) travel first on the starter's
+    stdin, one line each: the starter `read`s them (a shell reads a pipe byte by byte, so
+    the upload after them is left for `cat`) and pipes them to job.sh with the builtin
+    printf: no argv, no file. job.sh must be rendered with the same names.
     Refuses a workspace whose job is still running; otherwise the previous run's files
     are replaced.
     """
     clean_env = env_command(env)
+    secrets = credentials.values if credentials else ()
+    if any(c in v for v in secrets for c in "\n\r\0"):
+        raise UsageError("agent.credentials: a value holds a line break or a NUL byte")
+    reads, feed, stdin = _credential_feed(len(secrets))
     parts = [job_sh.encode(), prompt.encode(), fix_prompt.encode()]
     n1, n2, n3 = (len(p) for p in parts)
     ticks = max(1, int(wait * 10))
@@ -251,7 +261,7 @@ if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] && [ -n "$pg" ] \
     && kill -0 -"$pg" 2>/dev/null; then
   echo "orch: a job is already running in $ws (process group $pg)" >&2; exit 4
 fi
-rm -rf {" ".join(WORKSPACE_FILES)}
+{reads}rm -rf {" ".join(WORKSPACE_FILES)}
 cat > .upload || exit 5
 head -c {n1} .upload > job.sh && tail -c +{n1 + 1} .upload | head -c {n2} > prompt.md \\
   && tail -c +{n1 + n2 + 1} .upload > fix-prompt.md || exit 5
@@ -265,8 +275,9 @@ chmod 700 job.sh
 # setsid -f: the job is not a background job of this shell, so it keeps default SIGINT
 # handling (its cancel trap works); util-linux older than 2.31 lacks -f: fall back.
 # (9>&-: the job must not hold the start lock for its whole life)
-{clean_env} setsid -f nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- \
-  || (exec {clean_env} setsid nohup sh ./job.sh >> job.log 2>&1 < /dev/null 9>&- &)
+{feed}{clean_env} setsid -f nohup sh ./job.sh >> job.log 2>&1 {stdin}9>&- \
+  || {feed}{{ exec 3<&0; {clean_env} setsid nohup sh ./job.sh >> job.log 2>&1 {stdin or "<&3 "}3<&- 9>&- & }}
+{"unset " + " ".join(f"s{i}" for i in range(len(secrets))) if secrets else ":"}
 i=0; pg=
 while [ "$i" -lt {ticks} ]; do
   pg=$(pgid_of status)
@@ -278,12 +289,26 @@ if [ -z "$pg" ]; then
 fi
 echo "pgid=$pg"
 """
-    result = await conn.run(cmd, input=b"".join(parts))
+    head = "".join(f"{v}\n" for v in secrets).encode()
+    result = await conn.run(cmd, input=head + b"".join(parts))
     m = re.search(r"^pgid=(\d+)$", result.stdout, re.MULTILINE)
     if not result.ok or not m:
         detail = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_status}")
         raise WorkError(f"{conn.host.name}: could not start the job in {workspace}: {detail}")
     return int(m.group(1))
+
+
+def _credential_feed(n: int) -> tuple[str, str, str]:
+    """For `n` credentials: the starter's lines that read them from its stdin, the prefix
+    that pipes them to the job, and the job's stdin redirection (/dev/null when none).
+    (An asynchronous list's stdin is /dev/null unless redirected: the fallback start
+    saves the pipe as fd 3 first.)"""
+    if n == 0:
+        return "", "", "< /dev/null "
+    names = [f"s{i}" for i in range(n)]
+    reads = "".join(f"IFS= read -r {v} || exit 5\n" for v in names)
+    # printf is a builtin of every sh (dash, bash, busybox): the values reach no argv
+    return reads, "printf '%s\\n' " + " ".join(f'"${v}"' for v in names) + " | ", ""
 
 
 async def read_status(conn: Connection, workspace: str) -> JobStatus | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..app import App
 from ..core.models import Placement, Task
 from ..forge.base import Forge
+from ..job import credentials
 from .admit import check_local, place_task, prepare, probe, reserve_new
 from .finalize import finalize
 from .follow import LineSink, NoticeSink, follow
@@ -38,6 +39,7 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
     take it: bad input (exit 2) or no host with room (exit 1)."""
     if host is not None:
         app.host(host)   # an unknown --host is bad input, before any network
+    credentials.read(app.settings)   # a missing agent.credentials variable too (exit 2)
     check_local(app, forge.kind, host, on_notice)
     async with app.fleet() as fleet:
         prepared = await prepare(forge, repo, number, app.settings, specialty=specialty)

@@ -10,6 +10,7 @@ repeats the side effects harmlessly. A claim in the store keeps two live orch pr
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, replace
 
@@ -22,7 +23,8 @@ from ..core.models import ERROR_KINDS, Task
 from ..errors import OrchError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
-from ..job import remote
+from ..forge.clone import clone_url
+from ..job import relay, remote
 from ..private import FILE_MODE
 from ..transport.base import Connection
 from . import claims
@@ -126,6 +128,14 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, verdict:
     lines = log.splitlines()
     done_fields = dict(finalized=True, claimed_by=None, claimed_at=None)
 
+    if verdict.state == "succeeded" and s.git.via == "orch":
+        # The job pushed into the host's mirror: orch takes the branch on to the forge. A
+        # refusal that trying again cannot mend fails the task; anything else (the forge
+        # or the host unreachable) leaves it running for the next finalize.
+        try:
+            await _bring_back(app, conn, forge, task)
+        except relay.DeliveryRefused as exc:
+            verdict = Verdict("failed", exc.message, "push_failed")
     if verdict.state == "succeeded":
         result = last_result(lines)
         delivered = await kind_of(task).deliver(forge, task, result.result if result and
@@ -162,6 +172,16 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, verdict:
     if not s.workspace.keep_on_failure:
         await _remove_quietly(conn, task)   # after the transition, as above
     return done
+
+
+async def _bring_back(app: App, conn: Connection, forge: Forge, task: Task) -> None:
+    """git.via: orch: the job's branch from the host's mirror to the forge, before the
+    kind delivers (a failure leaves the task running: the next finalize tries again)."""
+    url = await asyncio.to_thread(clone_url, app.settings, task.repo, lambda: forge)
+    central, host_mirror = relay.mirrors(app.state_dir, app.settings, task.repo,
+                                         task.workspace or "", url)
+    await relay.bring_back(conn, central, host_mirror, task.branch or "", task.commit or "",
+                           task_id=task.id)
 
 
 async def _remove_quietly(conn: Connection, task: Task) -> None:

@@ -15,7 +15,7 @@ from ..config.resources import playbooks_dir
 from ..core.models import Task
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
-from ..job import remote
+from ..job import credentials, relay, remote
 from ..job.playbook import render_job
 from ..store import DuplicateTask, InvalidTransition
 from .admit import Reservation
@@ -34,12 +34,16 @@ async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
     kind = kind_of(task)
     try:
         host = app.host(task.host or "")
-        job_sh = render_job(kind.job(s, host, task, r.issue, r.repo),
-                            playbooks_dir(s) / "dispatch.yml")
+        spec = kind.job(s, host, task, r.issue, r.repo)
+        job_sh = render_job(spec, playbooks_dir(s) / "dispatch.yml")
         prompt, fix_prompt = kind.prompts(s, task, r.issue)
         conn = await fleet.connection(host.name)
+        if spec.git_via == "orch":       # the host never talks to the forge: orch sends the base
+            await relay.send_base(conn, *relay.mirrors(app.state_dir, s, task.repo,
+                                                       spec.workspace, spec.clone_url),
+                                  branch=spec.branch, task_id=task.id)
         pgid = await remote.start(conn, task.workspace or "", job_sh, prompt, fix_prompt,
-                                  env=remote.job_env(s))
+                                  env=remote.job_env(s), credentials=credentials.read(s))
     except OrchError as exc:
         why = f"could not start the job on {task.host}: {exc.message}"
         app.store.fail(task.id, why, error_kind="start_failed",

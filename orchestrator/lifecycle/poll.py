@@ -34,6 +34,7 @@ from ..errors import ForgeUnavailable, OrchError, WorkError
 from ..fleet.pool import Fleet
 from ..forge import DEFAULT_FORGE
 from ..forge.base import Forge
+from ..job import credentials
 from ..private import FILE_MODE
 from .admit import (
     Reservation,
@@ -88,7 +89,9 @@ class PassResult:
 async def poll_pass(app: App, repos: list[str] | None = None, *,
                     lock_wait: float = LOCK_WAIT_SECONDS,
                     start_grace: float | None = None) -> PassResult:
-    """Run one pass. A pass already running elsewhere -> PassResult(busy=True)."""
+    """Run one pass. A pass already running elsewhere -> PassResult(busy=True).
+    A missing agent.credentials variable is bad input before anything (UsageError)."""
+    credentials.read(app.settings)
     lock = FileLock(str(app.state_dir / PASS_LOCK), mode=FILE_MODE)
     try:
         lock.acquire(timeout=lock_wait)
