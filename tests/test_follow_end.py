@@ -114,3 +114,19 @@ def test_many_done_lines_in_the_output_lose_and_repeat_no_line(make_ssh_fleet):
     # After MAX_FALSE_DONE of them the follow ends as before, by the process's end, and
     # leaves the status to its caller.
     assert followed.status is None
+
+
+# The done line, then the job dies without its final status (SIGKILL, a host going down).
+DIES = _STATUS + """sleep 1
+echo '::orch:: done succeeded turns=1 cost_usd=0 tests=none commit=-'
+kill -KILL $$
+"""
+
+
+def test_a_job_that_dies_after_its_done_line_ends_the_follow_without_a_status(make_ssh_fleet):
+    followed, after, lines = _run(make_ssh_fleet(1, prefix="dies"), DIES, "dies0001")
+    assert lines[-1].startswith("::orch:: done succeeded")
+    # No final status: nothing is believed, the caller reads the status (reconcile then
+    # decides between lost and failed), as for any job that vanished.
+    assert followed.status is None and followed.log is None
+    assert after is not None and after.vanished

@@ -337,7 +337,8 @@ async def _read_status(conn: Connection, workspace: str, *, settle: float = 0.0,
     cmd = _SH_PGID + f"""ws={_ws(workspace)}
 [ -f "$ws/status" ] || exit 0
 i=0
-while [ "$i" -lt {ticks} ] && [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ]; do
+while [ "$i" -lt {ticks} ] && [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ] \
+    && kill -0 -"$(pgid_of "$ws/status")" 2>/dev/null; do   # a dead job writes nothing more
   sleep 0.05; i=$((i + 1))
 done
 pg=$(pgid_of "$ws/status")
