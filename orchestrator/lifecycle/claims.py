@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..app import App
 from ..core.models import Task
@@ -58,14 +59,14 @@ def mine() -> dict[str, str]:
     return {"claimed_by": me(), "claimed_at": now_iso()}
 
 
-def take(app: App, task_id: str) -> Task | None:
-    """Take the right to act on running task `task_id`; None if it is not running or
-    another live process has it."""
+def take(app: App, task_id: str, **fields: Any) -> Task | None:
+    """Take the right to act on running task `task_id`, recording `fields` (Store.update's)
+    in the same write; None if it is not running or another live process has it."""
     with app.store.locked():
         task = app.store.get(task_id)
         if task.status != "running" or claim_held(task):
             return None
-        return app.store.update(task_id, **mine())
+        return app.store.update(task_id, **mine(), **fields)
 
 
 def release(app: App, task_id: str) -> None:
