@@ -36,14 +36,15 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench import backends, dispatch, hosts_fanout, logs, store  # noqa: E402
+from bench import split as split_bench  # noqa: E402
 from bench.table import Row, log, print_rows, ratio_to, summarize  # noqa: E402
 
 FULL = {"hosts": [10, 50], "runs": 5, "warmup": 1, "sizes": [0, 20_000, 100_000],
         "dispatch_runs": 5, "log_runs": 3, "lines": 1000, "interval": 0.005, "burst": 50_000,
-        "tools": list(hosts_fanout.ALL_TOOLS)}
+        "tools": list(hosts_fanout.ALL_TOOLS), "split_runs": 3, "split_seconds": 20.0}
 QUICK = {"hosts": [4], "runs": 1, "warmup": 0, "sizes": [0, 2_000], "dispatch_runs": 1,
          "log_runs": 1, "lines": 100, "interval": 0.002, "burst": 2_000,
-         "tools": list(hosts_fanout.ALL_TOOLS)}
+         "tools": list(hosts_fanout.ALL_TOOLS), "split_runs": 1, "split_seconds": 2.0}
 
 
 def fanout_rows(samples: list[dict]) -> list[Row]:
@@ -66,13 +67,14 @@ def run(plan: dict, before: Path | None, save: bool) -> int:
         disp, counts = dispatch.run(plan["dispatch_runs"], before, fleet=setup.fleet)
         live = logs.run(plan["lines"], plan["interval"], plan["burst"], plan["log_runs"],
                         fleet=setup.fleet)
+        sp = split_bench.run(plan["split_runs"], plan["split_seconds"], fleet=setup.fleet)
         back = backends.run(plan["dispatch_runs"], fleet=setup.fleet)
     finally:
         setup.close(keep=False)
     st = store.run(plan["sizes"], plan["runs"], before)
 
     table = (fanout_rows(fan) + store.rows(st) + dispatch.rows(disp) + logs.rows(live)
-             + backends.rows(back))
+             + split_bench.rows(sp) + backends.rows(back))
     print()
     print(f"orch benchmark, {os.cpu_count()} CPUs, login user {user or 'self'}, "
           f"{plan['runs']} runs, load {load0} -> {hosts_fanout.loadavg()}; key exchange: "
@@ -84,7 +86,8 @@ def run(plan: dict, before: Path | None, save: bool) -> int:
     print()
     checks = [f"N={n:<3} {'MET ' if t['met'] else 'MISS'}  {t['text']}"
               for n in plan["hosts"] for t in hosts_fanout.targets(_old_rows(fan), n)]
-    for line in checks + store.targets(table) + dispatch.targets(table) + logs.targets(table):
+    for line in checks + store.targets(table) + dispatch.targets(table) + logs.targets(table) + \
+            split_bench.targets(sp, plan["split_seconds"]):
         print(line)
     if save:
         hosts_fanout.RESULTS.mkdir(exist_ok=True)
@@ -95,7 +98,8 @@ def run(plan: dict, before: Path | None, save: bool) -> int:
             "versions": hosts_fanout.versions(), "kex": kex, "load_start": load0,
             "load_end": hosts_fanout.loadavg(), "rows": [r.to_json() for r in table],
             "counts": counts, "samples": {"hosts": fan, "store": st, "dispatch": disp,
-                                          "logs": live, "backends": back}}, indent=1))
+                                          "logs": live, "split": sp, "backends": back}},
+                                         indent=1))
         print(f"\nwrote {path.relative_to(REPO)}")
     return 0 if all(r.runs for r in table) else 1
 

@@ -27,6 +27,7 @@ def test_bench_quick_runs_every_section(tmp_path: Path) -> None:
                 "orch show OLD_ID", "orch metrics --no-probe", "orch dispatch (1 host",
                 "hand-written: 1 ssh + PyGithub", "orch logs -f latency p99",
                 "orch logs -f chatty agent, pipe", "the same, a terminal",
+                "split: 3 parts on 3 hosts (make-span)", "the same 3 parts on 1 host, in turn",
                 "orch poll, PostgreSQL", "orch dispatch, PostgreSQL"):
         assert row in out, row
     assert " failed" not in out.split("one dispatch")[0], out    # every row counted its runs

@@ -186,6 +186,25 @@ def test_upsert_comment_edits_in_place(gh, github_forge):
     assert new != cid and gh.comments(REPO, n)[-1]["body"] == "again"
 
 
+def test_a_comment_after_reading_the_issue_lists_no_comments(gh, github_forge):
+    # get_issue's GraphQL answer already says which comment is last: upsert_comment
+    # compares with that instead of listing every comment (one request, more pages).
+    n = gh.add_issue(REPO, "x", comments=["from alice"])
+    github_forge.get_issue(REPO, n)
+    cid = github_forge.upsert_comment(REPO, n, "started on host-1", None)
+    assert gh.count("GET", f"/issues/{n}/comments") == 0
+    # The same text again without its id (a finalize repeated): that comment, no copy.
+    assert github_forge.upsert_comment(REPO, n, "started on host-1", None) == cid
+    assert github_forge.upsert_comment(REPO, n, "done: PR #2", cid) == cid
+    assert github_forge.upsert_comment(REPO, n, "done: PR #2", None) == cid
+    assert [c["body"] for c in gh.comments(REPO, n)] == ["from alice", "done: PR #2"]
+    # A command that has not read the issue lists its comments, and finds ours last.
+    other = forge_for(gh)
+    assert other.upsert_comment(REPO, n, "done: PR #2", None) == cid
+    assert gh.count("GET", f"/issues/{n}/comments") == 1
+    assert len(gh.comments(REPO, n)) == 2
+
+
 def test_upsert_comment_on_missing_issue(gh, github_forge):
     with pytest.raises(UsageError, match=r"issue octo/app#77 not found"):
         github_forge.upsert_comment(REPO, 77, "hi", None)
@@ -200,6 +219,20 @@ def test_set_labels(gh, github_forge):
     assert gh.labels(REPO, n) == ["backend", "orch:running", "orch:done"]   # add wins
     assert gh.count("GET", f"/repos/{REPO}/labels") == 1                   # cached per forge
     assert gh.count("POST", f"/repos/{REPO}/labels") == 2                  # each created once
+
+
+def test_set_labels_removes_only_labels_the_issue_has(gh, github_forge):
+    # The add's answer lists the issue's labels: a label not among them costs no DELETE.
+    n = gh.add_issue(REPO, "x", labels=["orch", "orch:running"])
+    github_forge.set_labels(REPO, n, add=["orch:done"],
+                            remove=["orch:running", "orch", "orch:failed"])
+    assert gh.labels(REPO, n) == ["orch:done"]
+    deleted = [q.path.rsplit("/", 1)[1] for q in gh.requests_matching("DELETE", "/labels/")]
+    assert deleted == ["orch%3Arunning", "orch"]
+    # Without anything to add there is no answer to go by: every removal is tried.
+    github_forge.set_labels(REPO, n, add=[], remove=["orch:done", "never-there"])
+    assert gh.labels(REPO, n) == []
+    assert gh.count("DELETE", "/labels/") == 4
 
 
 # -- retries, timeouts, outages ------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_the_script_ends_by_calling_main_and_runs_the_steps_in_order():
     script = render_job(spec())
     assert script.rstrip().endswith('orch_main "$@"')
     order = [l.split()[1] for l in script.splitlines() if l.startswith("  run_step ")]
-    assert order == ["prepare", "clone", "branch", "detect-tests", "agent", "tests", "commit",
+    assert order == ["prepare", "clone", "branch", "detect-tests", "merge", "agent", "tests", "commit",
                      "push", "report"]
     assert script.startswith("#!/bin/sh\n")
 

@@ -43,7 +43,10 @@ def shellcheck(name: str, script: str) -> None:
      "agent_env": {"A": "x y", "B": "$(id)"}, "agent_command": "npx '@anthropic-ai/claude-code'",
      "base_branch": "main", "credential_names": ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")},
     {"git_via": "orch", "credential_names": ("ANTHROPIC_API_KEY",)},
-], ids=["defaults", "everything-set", "via-orch"])
+    {"mode": "integrate", "merge_branches": ("orch/1-x--1-backend", "orch/1-x--2-frontend"),
+     "base_branch": "orch/1-x", "base_fallback": "main", "run_tests": True},
+    {"mode": "plan", "run_tests": False, "json_schema": '{"type": "object"}'},
+], ids=["defaults", "everything-set", "via-orch", "split-integrate", "split-plan"])
 def test_job_sh(variant):
     spec = JobSpec(task_id="abcd1234", workspace="~/orch-work/abcd1234", clone_url="u",
                    branch="orch/1-x", commit_message="m", **variant)

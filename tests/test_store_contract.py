@@ -390,3 +390,18 @@ def test_commands_are_taken_once_and_cursors_kept(make: Callable[[], Any]) -> No
     s.set_cursor("octo/api", "2026-01-01T00:00:00+00:00")
     other.set_cursor("octo/api", "2026-01-02T00:00:00+00:00")
     assert s.cursor("octo/api") == "2026-01-02T00:00:00+00:00"
+
+
+def test_a_splits_parts_are_live_together_under_their_parent(make: Callable[[], Any]) -> None:
+    """core/split.py: a split issue's parts run at once; the one-live-task rule (the
+    index, in PostgreSQL) counts the parent only."""
+    s = make()
+    parent = s.create(REPO, 9, "split", "general", kind="split")
+    parts = [s.create(REPO, 9, f"part {i}", "backend", kind="part", parent=parent.id)
+             for i in range(3)]
+    for p in parts:
+        s.start(p.id, host="h1", branch=f"b{p.id}", workspace=f"/w/{p.id}")
+    assert s.live_for(REPO, 9).id == parent.id
+    assert [c.id for c in s.children(parent)] == [p.id for p in parts]
+    with pytest.raises(DuplicateTask):
+        make().create(REPO, 9, "again", "general")

@@ -28,6 +28,9 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
     from ..render import err_console, notice, text
     from ..render.log import LogPrinter
     task = app.store.get(task_id)
+    if task.kind == "split":   # every part's log, each line prefixed with its part
+        asyncio.run(_split_logs(app, task, raw, follow, notice))
+        return
     printer = LogPrinter(raw=raw)
     if task.status != "running" or not task.host or not task.workspace:
         local = Path(task.log_path) if task.log_path else None
@@ -39,6 +42,17 @@ def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
             err_console.print(text(f"task {task.id} is {task.status} and has no log yet"))
             return
     asyncio.run(_remote_log(app, task, printer, follow, notice))
+
+
+async def _split_logs(app: App, parent: Task, raw: bool, follow: bool,
+                      notice: Callable[[str], None]) -> None:
+    from ..lifecycle.split_follow import split_logs
+    from ..render.log import LogPrinter
+
+    def sink_for(label: str) -> Callable[[str], None]:
+        return LogPrinter(raw=raw, prefix=f"[{label}] ").line
+
+    await split_logs(app, parent, sink_for, live=follow, on_notice=notice)
 
 
 async def _remote_log(app: App, task: Task, printer: LogPrinter, follow: bool,

@@ -44,6 +44,9 @@ def show(app: App, task_id: str, as_json: bool) -> None:
     if as_json:
         data = render.task_json(task)
         data.update({kind.name: extra} if extra else {})
+        if task.kind == "split":   # docs/split.md: its parts and integrations
+            from ..lifecycle.split import parts_json
+            data["parts"] = parts_json(app, task)
         print_json(data)
     else:
         render.task_detail(task, dict(extra.items()) if extra else None)

@@ -365,6 +365,8 @@ SCHEMA: dict[str, Validator] = {
     "pr.draft": boolean,
     "pr.reviewers": list_of(login, "list of GitHub logins"),
     "pr.labels": list_of(string, "list of label names"),
+    "split.by_labels": boolean,
+    "split.max_parts": integer(1, 16),
     "specialties": specialties,
     "inventory": optional(local_path),
     "state_dir": optional(local_path),

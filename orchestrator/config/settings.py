@@ -123,6 +123,13 @@ class ProvisionSettings:
 
 
 @dataclass
+class SplitSettings:
+    # docs/split.md: an issue labelled with two or more specialties is split into parts
+    by_labels: bool = True
+    max_parts: int = 4                # the most parts a planning run may return
+
+
+@dataclass
 class Settings:
     github: GithubSettings = field(default_factory=GithubSettings)
     repos: list[str] = field(default_factory=list)
@@ -138,6 +145,7 @@ class Settings:
     report: ReportSettings = field(default_factory=ReportSettings)
     provision: ProvisionSettings = field(default_factory=ProvisionSettings)
     pr: PullRequestSettings = field(default_factory=PullRequestSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
     specialties: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {kk: list(vv) for kk, vv in v.items()}
                                  for k, v in DEFAULT_SPECIALTIES.items()})

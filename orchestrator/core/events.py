@@ -78,6 +78,8 @@ class Result:
     duration_ms: float | None = None
     permission_denials: tuple[dict[str, Any], ...] = ()
     errors: tuple[str, ...] = ()
+    # --json-schema's validated answer (a planning run's parts); agent output: untrusted
+    structured_output: Any = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def _result(data: dict[str, Any]) -> Result:
         duration_ms=_num(data.get("duration_ms")),
         permission_denials=tuple(d for d in denials if isinstance(d, dict))
         if isinstance(denials, list) else (),
-        errors=tuple(str(e) for e in errors) if isinstance(errors, list) else ())
+        errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
+        structured_output=data.get("structured_output"))
 
 
 def _system(data: dict[str, Any]) -> Event:

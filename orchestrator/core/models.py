@@ -212,14 +212,17 @@ JOB_ERROR_KINDS = ("timeout", "max_turns", "budget", "agent_error", "no_result",
                    "agent_missing", "tests_failed", "tests_timeout", "tests_error",
                    "clone_failed", "branch_failed", "no_changes", "commit_failed",
                    "push_failed", "cancelled", "git_missing", "root_refused", "step_failed",
-                   "job_error")
+                   "job_error",
+                   "merge_conflict", "merge_failed")   # a split's integration (docs/split.md)
 ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its host
                     "lost",               # the host vanished or the job died without a result
-                    "not_dispatchable")   # a queued task's issue was closed, gone, or its author lost permission
+                    "not_dispatchable",   # a queued task's issue was closed, gone, or its author lost permission
+                    "plan_refused")       # a planning run's plan was refused (core/split.py)
 ERROR_KINDS = JOB_ERROR_KINDS + ORCH_ERROR_KINDS + ("other",)
 
 # Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends).
 TASK_KINDS = ("issue", "followup", "plan", "part")
+SPLIT_TASK_KINDS = ("split", "integrate", "planner")   # a split issue's parent and its integrations (core/split.py)
 
 
 @dataclass
@@ -270,6 +273,9 @@ class Task:
     request: dict[str, Any] | None = None
     error_kind: str | None = None     # one of ERROR_KINDS when it failed, was lost or stopped
     avoid_hosts: list[str] = field(default_factory=list)  # hosts an attempt was lost on or could not start on
+    # A split issue's tasks (core/split.py): the parent's progress, a part's plan entry,
+    # an integration's branches; None for every other task (and records from before).
+    split: dict[str, Any] | None = None
     # The claim's fence (raised by every claim: a write made with an older one is refused)
     # and when its lease runs out (the store's clock: the database's for PostgreSQL).
     fence: int = 0

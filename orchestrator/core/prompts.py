@@ -151,3 +151,47 @@ def render_fix_prompt(*, issue: Issue, repo: str, branch: str, test_command: str
     if f"\n{TEST_OUTPUT_MARKER}\n" not in text:
         text = text.rstrip("\n") + f"\n\n```\n{TEST_OUTPUT_MARKER}\n```\n"
     return text
+
+
+def _shown_part(part: Any) -> dict[str, Any]:
+    """A part as a template sees it: its text (perhaps a planner's output) defanged."""
+    return {"k": int(part.k), "specialty": _defang(part.specialty), "title": _defang(part.title),
+            "instructions": _defang(part.instructions),
+            "paths": [_defang(p) for p in part.paths]}
+
+
+def render_part_prompt(specialty: str, *, issue: Issue, repo: str, branch: str,
+                       test_command: str | None, part: Any, parts: list[Any],
+                       integrated: list[dict[str, Any]],
+                       prompts_dir: Path | str | None = None) -> str:
+    """A part's first prompt: the specialty's prompt for the whole issue, then part.md.j2
+    (its own part, the others and the paths they own, the commits integrated so far).
+    `part`/`parts`: core.split.Part; `integrated`: [{k, specialty, commit}]."""
+    whole = render_prompt(specialty, issue=issue, repo=repo, branch=branch,
+                          test_command=test_command, prompts_dir=prompts_dir)
+    section = _env(prompts_dir).get_template("part.md.j2").render(
+        part=_shown_part(part), parts=[_shown_part(p) for p in parts],
+        integrated=[{"k": int(c["k"]), "specialty": _defang(str(c["specialty"])),
+                     "commit": _defang(str(c["commit"]))} for c in integrated])
+    return whole.rstrip("\n") + "\n" + section
+
+
+def render_merge_prompt(*, issue: Issue, repo: str, branch: str,
+                        parts: list[dict[str, Any]],
+                        prompts_dir: Path | str | None = None) -> str:
+    """merge.md.j2: the integration's conflict-fix prompt; `parts`: [{k, specialty, title,
+    branch, summary}] of the parts being merged (job.sh appends the conflict itself)."""
+    shown = [{"k": int(p["k"]), "specialty": _defang(str(p["specialty"])),
+              "title": _defang(str(p["title"])), "branch": _defang(str(p["branch"])),
+              "summary": _defang(str(p.get("summary") or ""))[:COMMENT_LIMIT]} for p in parts]
+    return _env(prompts_dir).get_template("merge.md.j2").render(
+        number=issue.number, title=_defang(issue.title), repo=repo, branch=branch, parts=shown,
+        body=_defang(issue.body or "").rstrip() or "(no description)")
+
+
+def render_plan_prompt(*, issue: Issue, specialties: list[str], max_parts: int,
+                       prompts_dir: Path | str | None = None) -> str:
+    """split-plan.md.j2: a planning run's prompt (its answer: split-schema.json)."""
+    return _env(prompts_dir).get_template("split-plan.md.j2").render(
+        number=issue.number, title=_defang(issue.title), specialties=specialties,
+        max_parts=int(max_parts), body=_defang(issue.body or "").rstrip() or "(no description)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 from .models import Task
 from .text import clean
@@ -359,3 +360,100 @@ def next_step(error_kind: str | None) -> str:
     ("" when there is nothing particular to say)."""
     step = _NEXT_STEPS.get(error_kind or "")
     return f"\n\n**What to do**: {step}." if step else ""
+
+
+# -- a split issue (docs/split.md): one tracking comment, one PR --------------------------
+
+def _split_row(t: Task) -> str:
+    info = t.split or {}
+    if t.kind == "part":
+        part = info.get("part", {})
+        what = f"part {int(part.get('k', 0))}"
+    elif t.kind == "planner":
+        what = "plan"
+    else:
+        what = "tests" if info.get("final") else "merge"
+    commit = code(t.commit[:12], cell=True) if t.commit else "-"
+    return (f"| {what} | {code(t.specialty, cell=True)} | {code(t.host or '-', cell=True)} | "
+            f"{code(t.status, cell=True)} | "
+            f"{int(t.turns) if isinstance(t.turns, int) else 'n/a'} | {_money(t.cost_usd)} | "
+            f"{tests_word(t.tests)} | {commit} |")
+
+
+def split_table(children: list[Task]) -> str:
+    """The parts (and integration runs) of a split, one row each."""
+    head = "| | specialty | host | status | turns | cost | tests | commit |\n|---|---|---|---|---|---|---|---|"
+    return "\n".join([head, *(_split_row(t) for t in children)])
+
+
+def plan_table(plan: list[dict[str, Any]]) -> str:
+    """The parts of a plan (perhaps a planning run's: every cell is a code span)."""
+    rows = ["| part | specialty | title | paths | after |", "|---|---|---|---|---|"]
+    for p in plan:
+        rows.append(f"| {int(p.get('k', 0))} | {code(p.get('specialty', ''), cell=True)} | "
+                    f"{code(_cut(str(p.get('title', '')), 200), cell=True)} | "
+                    f"{code(', '.join(map(str, p.get('paths', [])))[:300] or '-', cell=True)} | "
+                    f"{', '.join(str(int(d)) for d in p.get('depends_on', [])) or '-'} |")
+    return "\n".join(rows)
+
+
+def _plan_of(parent: Task) -> str:
+    plan = (parent.split or {}).get("plan", [])
+    return plan_table(plan) + "\n\n" if plan else ""
+
+
+def comment_split(parent: Task, children: list[Task], parts: int) -> str:
+    """The tracking comment while the split runs (edited as parts start and finish): the
+    plan, then the runs."""
+    plan = (parent.split or {}).get("plan", [])
+    if not plan:
+        return (f"{MARKER}\n:robot: **orch** is planning how to split this issue into parts "
+                f"(task {code(parent.id)}).\n\n" + split_table(children))
+    return (f"{MARKER}\n:robot: **orch** split this issue into {int(parts)} parts that run in "
+            f"parallel on the fleet (task {code(parent.id)}); they are merged into "
+            f"{code(parent.branch or '-')} and opened as one pull request.\n\n"
+            + plan_table(plan) + "\n\n" + split_table(children)
+            + f"\n\nFollow every part with `orch logs {parent.id} -f`.")
+
+
+def comment_split_succeeded(parent: Task, children: list[Task], pr_url: str) -> str:
+    return (f"{MARKER}\n:white_check_mark: **orch** opened {_url(pr_url)} for this issue: "
+            f"its parts, integrated and tested together.\n\n" + _plan_of(parent)
+            + split_table(children))
+
+
+def comment_split_failed(parent: Task, children: list[Task], culprit: Task | None,
+                         reason: str) -> str:
+    """The split failed: which part (or integration) and why; the others were stopped."""
+    who = "the split"
+    if culprit is not None:
+        info = culprit.split or {}
+        who = (f"part {int(info.get('part', {}).get('k', 0))} ({code(culprit.specialty)}, task "
+               f"{code(culprit.id)})" if culprit.kind == "part"
+               else f"the planning run (task {code(culprit.id)})" if culprit.kind == "planner"
+               else f"the integration (task {code(culprit.id)})")
+    return (f"{MARKER}\n:x: **orch** could not finish this issue: {who} failed, and the "
+            f"parts still running were cancelled.\n\n" + _reason(reason) + "\n\n"
+            + _plan_of(parent) + split_table(children)
+            + f"\n\n`orch retry {parent.id}` runs the failed parts and the integration again "
+              f"(the parts that succeeded are kept).")
+
+
+def comment_split_cancelled(parent: Task, children: list[Task], reason: str) -> str:
+    return (f"{MARKER}\n:stop_sign: **orch** split {code(parent.id)} was cancelled with "
+            f"every part:\n\n" + _reason(reason) + "\n\n" + split_table(children))
+
+
+def split_pr_body(parent: Task, children: list[Task], summaries: dict[str, str]) -> str:
+    """The one PR of a split: a table of the parts and what each part's agent said."""
+    def render(cap: int) -> str:
+        each = max(16, cap // max(1, len(summaries)))
+        said = "\n\n".join(f"**{code(t.specialty)} part** ({code(t.host or '-')}):\n\n"
+                           + fenced(_cut(plain(summaries.get(t.id, "")).strip(), each)
+                                    or "(no summary)", "text")
+                           for t in children if t.id in summaries)
+        return (f"{MARKER}\nThis pull request was made by **orch**: the issue was split into "
+                f"parts that ran in parallel on several hosts, then merged and tested "
+                f"together.\n\n### Parts\n\n{split_table(children)}\n\n### What changed\n\n"
+                f"{said or '(no summaries)'}\n\nCloses #{int(parent.issue)}\n")
+    return _fit(render, SUMMARY_LIMIT)

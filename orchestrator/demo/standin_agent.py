@@ -32,8 +32,13 @@ directory (the checkout) and may not leave it. Nothing from the prompt is ever e
   is-error               the result says is_error: true (subtype success, exit 1), like an
                          API failure
   crash                  exit 3 mid-line, without a result event
+  structured JSON        with --json-schema, the result event's structured_output is JSON
   linger                 after the result event, keep the stream open and hang (the real
                          CLI can: "stop reading at the result event")
+
+`orch-standin[SCOPE]: VERB ...` acts only in a prompt of that scope: a split's part prompt
+(`<!-- orch:part SPECIALTY -->`, scope SPECIALTY) or its merge fix (`merge`); plain
+directives act only in prompts without a scope.
 
 In a fix run only fail-first/never-fix act; the file directives belong to the first run.
 With no directive at all it changes nothing and says so.
@@ -83,7 +88,11 @@ VERSION = "2.1.197 (orch stand-in)"
 MODEL = "orch-standin"
 FIX_PROMPT_TAG = "<!-- orch:fix-prompt -->"   # == orchestrator.core.prompts.FIX_PROMPT_TAG
 PLANTED = "test_orch_standin_planted.py"
-_DIRECTIVE = re.compile(r"^[ \t>]*orch-standin:[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+_DIRECTIVE = re.compile(r"^[ \t>]*orch-standin(?:\[([A-Za-z0-9_-]+)\])?:[ \t]*(.*?)[ \t]*$",
+                        re.MULTILINE)
+# The scopes a prompt of a split issue carries (prompts/part.md.j2, merge.md.j2): the
+# part's specialty, or "merge" for the integration's conflict fix.
+_SCOPE = re.compile(r"^<!-- orch:(?:part ([A-Za-z0-9_-]+)|(merge|plan)-prompt) -->$", re.MULTILINE)
 _ESCAPES = re.compile(r"\\(n|t|\\)")
 COST_PER_TURN = 0.0042
 # The variables the real CLI takes a key from (its init event names the one in use as
@@ -102,6 +111,7 @@ class Plan:
     cost: float | None = None
     slow: float = 0.0
     problems: list[str] = field(default_factory=list)
+    structured: Any = None             # what --json-schema's structured_output is
 
 
 def unescape(text: str) -> str:
@@ -113,13 +123,24 @@ _FLAGS = {"fail-first", "never-fix", "loop", "sleep-forever", "stubborn", "is-er
           "linger"}
 
 
+def prompt_scopes(prompt: str) -> set[str]:
+    return {m.group(1) or m.group(2) for m in _SCOPE.finditer(prompt)}
+
+
 def parse_directives(prompt: str) -> Plan:
+    """The directives that act on this prompt: `orch-standin[SCOPE]:` ones only in a
+    prompt of that scope (a split's part or merge fix), plain ones only in a prompt
+    without a scope (so each part of a split does its own part of one issue)."""
     plan = Plan()
+    scopes = prompt_scopes(prompt)
     for match in _DIRECTIVE.finditer(prompt):
+        scope, text = match.group(1), match.group(2)
+        if (scope not in scopes) if scope else bool(scopes):
+            continue
         try:
-            words = shlex.split(match.group(1))
+            words = shlex.split(text)
         except ValueError as exc:
-            plan.problems.append(f"cannot parse {match.group(1)!r}: {exc}")
+            plan.problems.append(f"cannot parse {text!r}: {exc}")
             continue
         if not words:
             continue
@@ -142,10 +163,12 @@ def parse_directives(prompt: str) -> Plan:
                 plan.cost = float(args[0])
             elif verb == "slow":
                 plan.slow = float(args[0])
+            elif verb == "structured":
+                plan.structured = json.loads(" ".join(args))
             else:
                 raise ValueError(f"unknown directive {verb!r}")
         except (ValueError, IndexError) as exc:
-            plan.problems.append(f"{match.group(1)!r}: {exc}")
+            plan.problems.append(f"{text!r}: {exc}")
     return plan
 
 
@@ -415,6 +438,10 @@ class Run:
             "permission_denials": [], "stand_in": True}
         if text is not None:
             event["result"] = text
+        if self.opts.json_schema is not None and not is_error:
+            # the real CLI validates against the schema; the stand-in returns what the
+            # prompt's `structured JSON` directive says, unvalidated (orch must validate)
+            event["structured_output"] = self.plan.structured
         if self.out.stream:
             self.out.emit(event)
         elif self.opts.output_format == "json":
@@ -475,6 +502,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allowedTools", "--allowed-tools", dest="allowed_tools")
     p.add_argument("--strict-mcp-config", action="store_true")
     p.add_argument("--mcp-config", action="append")
+    p.add_argument("--json-schema")
     p.add_argument("--json-style", choices=JSON_STYLES, default="compact",
                    help="stand-in only: how events are serialised (see the module docstring)")
     p.add_argument("-v", "--version", action="store_true")

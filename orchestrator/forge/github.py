@@ -220,6 +220,29 @@ def _history(data: Any) -> tuple[tuple[Comment, ...], tuple[IssueEvent, ...]]:
     return comments, tuple(events)
 
 
+def _label_names(data: Any) -> set[str] | None:
+    """The names in a list of label objects as GitHub answers one; None if the answer is
+    not such a list (then nothing is assumed about which labels an issue has)."""
+    if not isinstance(data, list):
+        return None
+    names = {lb.get("name") for lb in data if isinstance(lb, dict)}
+    return {n for n in names if isinstance(n, str)}
+
+
+def _last_comment(data: Any) -> dict[str, Any] | None:
+    """The GraphQL answer's last comment as upsert_comment compares it (REST's shape: id,
+    body, user.login); None when the issue has none, or its id is unreadable (then the
+    comparison finds nothing, and a comment is created: never a wrong id)."""
+    nodes = _nodes(_dig(data, "data", "repository", "issue", "comments"))
+    if not nodes:
+        return None
+    n = nodes[-1]
+    cid = n.get("databaseId")
+    if not isinstance(cid, int) or isinstance(cid, bool):
+        return None
+    return {"id": cid, "body": n.get("body"), "user": {"login": _login(n.get("author"))}}
+
+
 def _gh_message(exc: GithubException) -> str:
     """GitHub's own explanation: the message and any per-field errors, on one line."""
     data = exc.data if isinstance(exc.data, dict) else {}
@@ -287,6 +310,9 @@ class GithubForge:
         self._repo_labels: dict[str, set[str]] = {}
         self._login: str | None = None
         self._permissions: dict[tuple[str, str], str] = {}
+        # The last comment of each issue this command read (get_issue's GraphQL answer):
+        # upsert_comment's "is the last comment already ours?" without listing them all.
+        self._last_comment: dict[tuple[str, int], dict[str, Any] | None] = {}
 
     def __repr__(self) -> str:
         return f"GithubForge({_display_url(self.url)!r})"
@@ -436,6 +462,7 @@ class GithubForge:
                     "owner": owner, "name": name, "number": int(number),
                     "comments": COMMENTS_SCANNED, "items": HISTORY_ITEMS})
             comments, events = _history(answer)
+            self._last_comment[(repo, int(number))] = _last_comment(answer)
         return self._to_issue(repo, data, comments, events)
 
     def author_permission(self, repo: str, login: str) -> str:
@@ -634,19 +661,29 @@ class GithubForge:
                 try:
                     comment = issue.get_comment(int(comment_id))
                     comment.edit(body)
+                    known = self._last_comment.get((repo, int(number)))
+                    if known is not None and known.get("id") == int(comment_id):
+                        known["body"] = body          # still the last one, now with this text
                     return int(comment_id)
                 except GithubException as exc:
                     if exc.status not in (404, 410):
                         raise
                     log.info("comment %s on %s is gone; creating a new one", comment_id, where)
+        key = (repo, int(number))
         with self._api(f"commenting on {where}", missing=missing):
-            last = None
-            for c in issue.get_comments():
-                last = _raw(c)
+            if key in self._last_comment:
+                last = self._last_comment[key]       # read by this command: no listing
+            else:
+                last = None
+                for c in issue.get_comments():
+                    last = _raw(c)
             if (last is not None and last.get("body") == body
                     and (last.get("user") or {}).get("login") == self._me()):
                 return int(last["id"])
-            return int(issue.create_comment(body).id)
+            made = issue.create_comment(body)
+            self._last_comment[key] = {"id": made.id, "body": body,
+                                       "user": {"login": self._me()}}
+            return int(made.id)
 
     def _ensure_labels(self, repo: str, names: list[str]) -> None:
         known = self._repo_labels.get(repo)
@@ -673,11 +710,19 @@ class GithubForge:
         where = f"issue {repo}#{number}"
         issue = self._repo(repo).get_issue(int(number))
         missing = f"{where} not found at {_display_url(self.url)}"
+        on_issue: set[str] | None = None      # unknown: every label in `remove` is tried
         if add:
             self._ensure_labels(repo, add)
             with self._api(f"labelling {where}", missing=missing):
-                issue.add_to_labels(*add)
+                # The answer is every label now on the issue (GitHub's REST docs): only
+                # those are worth a DELETE, one request each. (PyGithub's add_to_labels
+                # drops the answer, hence the requester.)
+                _, data = self._gh.requester.requestJsonAndCheck(
+                    "POST", f"/repos/{repo}/issues/{int(number)}/labels", input={"labels": add})
+            on_issue = _label_names(data)
         for name in remove:
+            if on_issue is not None and name not in on_issue:
+                continue                              # not on the issue: nothing to do
             with self._api(f"removing label {name!r} from {where}"):
                 try:
                     issue.remove_from_labels(name)

@@ -25,6 +25,8 @@ from ..errors import ConfigError, UsageError
 from . import credentials, engine
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
+# plan: the agent only answers, in plan mode (no edits): no tests, commit or push
+JOB_MODES = ("work", "integrate", "plan")
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")   # what finalize records
@@ -72,16 +74,25 @@ class JobSpec:
     test_tail_lines: int = 200           # failing output lines given to the fix run
     start_from_branch: bool = False      # a follow-up: `branch` exists; add commits, push with a lease
     resume_session: str | None = None    # the agent session to resume if its transcript is on the host
-    plan_only: bool = False              # plan mode: no edits, so no tests, commit or push
+    # A split issue (docs/split.md): `base_fallback` is started from while `base_branch`
+    # (the integration branch) does not exist yet; mode `integrate` runs no agent of its
+    # own: it merges `merge_branches` into `branch` (a conflict: an agent run on
+    # prompt.md), then the tests if `run_tests`, then commits what the fixes changed.
+    base_fallback: str | None = None
+    mode: str = "work"                   # one of JOB_MODES
+    merge_branches: tuple[str, ...] = ()
+    run_tests: bool = True
+    json_schema: str | None = None       # mode plan: the agent answers as this JSON schema says
 
     @classmethod
     def from_settings(cls, settings: Settings, *, task_id: str, workspace: str, clone_url: str,
                       branch: str, commit_message: str, base_branch: str | None = None,
                       agent_command: str | None = None, start_from_branch: bool = False,
-                      resume_session: str | None = None, plan_only: bool = False) -> JobSpec:
+                      resume_session: str | None = None, **split: Any) -> JobSpec:
+        """`split`: base_fallback, mode, merge_branches, run_tests, json_schema."""
         a, t = settings.agent, settings.tests
         return cls(task_id=task_id, workspace=workspace, clone_url=clone_url, branch=branch,
-                   commit_message=commit_message, base_branch=base_branch,
+                   commit_message=commit_message, base_branch=base_branch, **split,
                    agent_command=agent_command or a.command, max_turns=a.max_turns,
                    model=a.model, permission_mode=a.permission_mode,
                    max_cost_usd=a.max_cost_usd, agent_timeout=a.timeout,
@@ -89,8 +100,7 @@ class JobSpec:
                    credential_names=credentials.names(settings), test_command=t.command,
                    test_timeout=t.timeout, max_fix_attempts=t.max_fix_attempts,
                    git_author=settings.git.author, git_via=settings.git.via,
-                   start_from_branch=start_from_branch, resume_session=resume_session,
-                   plan_only=plan_only)
+                   start_from_branch=start_from_branch, resume_session=resume_session)
 
 
 def parse_author(author: str) -> tuple[str, str]:
@@ -115,8 +125,11 @@ def _check(spec: JobSpec) -> None:
     check_workspace(spec.workspace)
     if not valid_branch(spec.branch):
         raise UsageError(f"branch {spec.branch!r} is not a valid git branch name")
-    if spec.base_branch is not None and not valid_branch(spec.base_branch):
-        raise UsageError(f"base branch {spec.base_branch!r} is not a valid git branch name")
+    for base in (spec.base_branch, spec.base_fallback, *spec.merge_branches):
+        if base is not None and not valid_branch(base):
+            raise UsageError(f"branch {base!r} is not a valid git branch name")
+    if spec.mode not in JOB_MODES:
+        raise UsageError(f"job mode {spec.mode!r} is not one of {', '.join(JOB_MODES)}")
     for name in spec.agent_env:
         if not _ENV_NAME.match(name):
             raise UsageError(f"agent.env: {name!r} is not a valid environment variable name")
@@ -164,8 +177,10 @@ def job_values(spec: JobSpec) -> dict[str, Any]:
         "test_tail_lines": max(1, int(spec.test_tail_lines)),
         "fix_marker": TEST_OUTPUT_MARKER,
         "follow_on": 1 if spec.start_from_branch else 0,
-        "plan_only": 1 if spec.plan_only else 0,
         "credential_env": credential_env(spec.credential_names),
+        # valid_branch names only: safe to split on spaces in the job
+        "merge_branches": " ".join(spec.merge_branches),
+        "run_tests": 1 if spec.run_tests else 0,
     }
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from ..config.settings import Settings
@@ -30,6 +31,11 @@ ERROR_KINDS = JOB_ERROR_KINDS
 WORKSPACE_FILES = ("repo", "status", "status.tmp", "job.log", ".guard", "child.pgid",
                    "fix-prompt.run.md", "test-tail.txt", "commit-msg.txt", "push.out", ".upload")
 _FOLLOW_TAG = "@@orch-follow"
+# job.sh's last log line (playbooks/dispatch.yml `finish`, and kill()): the status it writes
+# right after is final, and a final status means a complete log. Anything in the log may
+# say this too (test output is copied in raw), so a follower only believes it together
+# with a final status file.
+DONE_MARK = "::orch:: done "
 _GREP_LINE = re.compile(r"^(\d+):")
 
 # What a host says is untrusted (the agent can write the workspace): the status file and
@@ -308,23 +314,53 @@ def _credential_feed(n: int) -> tuple[str, str, str]:
 async def read_status(conn: Connection, workspace: str) -> JobStatus | None:
     """The job's status and whether its process group is alive (one round trip);
     None when the workspace has no status (no job was ever started there)."""
+    status, _size = await _read_status(conn, workspace)
+    return status
+
+
+async def read_final_status(conn: Connection, workspace: str, *, settle: float
+                            ) -> tuple[JobStatus | None, int | None]:
+    """read_status for a follower that has just seen the done line: waits on the host up
+    to `settle` seconds for a status that still says running to turn final (the job writes
+    it right after that line, which under load can take longer than our question takes to
+    arrive), and says job.log's size in bytes then (None if unknown), so the follower
+    knows whether it has every line. Still one round trip."""
+    return await _read_status(conn, workspace, settle=settle, log_size=True)
+
+
+async def _read_status(conn: Connection, workspace: str, *, settle: float = 0.0,
+                       log_size: bool = False) -> tuple[JobStatus | None, int | None]:
     # Liveness first, then the status: a job writes its final status before it exits, so
     # "dead" followed by a read that still says running really is a job that died. (The
     # other order misreads a job that finishes between the two as dead.)
+    ticks = max(0, int(settle * 20))
     cmd = _SH_PGID + f"""ws={_ws(workspace)}
 [ -f "$ws/status" ] || exit 0
+i=0
+while [ "$i" -lt {ticks} ] && [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ] \
+    && kill -0 -"$(pgid_of "$ws/status")" 2>/dev/null; do   # a dead job writes nothing more
+  sleep 0.05; i=$((i + 1))
+done
 pg=$(pgid_of "$ws/status")
 if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then a=1; else a=0; fi
+{'echo "@log_size=$(wc -c < "$ws/job.log" 2>/dev/null)"' if log_size else ''}
 head -c {STATUS_MAX_BYTES} "$ws/status"
 echo
 echo "@alive=$a"
 """
-    result = await _run_bounded(conn, cmd, f"the status in {workspace}")
+    result = await _run_bounded(conn, cmd, f"the status in {workspace}", READ_TIMEOUT + settle)
     if not result.ok:
         raise WorkError(f"{conn.host.name}: cannot read the status in {workspace}: "
                         f"{result.stderr.strip() or f'exit {result.exit_status}'}")
-    alive = "\n@alive=1" in "\n" + result.stdout
-    return parse_status(result.stdout, alive)
+    out = result.stdout
+    size = None
+    if log_size:
+        # Our first line, before anything of the host's status file.
+        head, _, out = out.partition("\n")
+        m = re.fullmatch(r"@log_size=\s*(\d{1,19})", head)
+        size = int(m.group(1)) if m else None
+    alive = "\n@alive=1" in "\n" + out
+    return parse_status(out, alive), size
 
 
 async def _run_bounded(conn: Connection, cmd: str, what: str,
@@ -365,7 +401,8 @@ tail -c {int(max_bytes)} "$f"
     return text
 
 
-async def follow(conn: Connection, workspace: str, offset: int = 0) -> AsyncIterator[tuple[int, str]]:
+async def follow(conn: Connection, workspace: str, offset: int = 0
+                 ) -> AsyncGenerator[tuple[int, str], None]:
     """Yield (byte offset just after the line, line) from byte `offset` of job.log until the
     job has ended and the log is drained.
 
@@ -396,9 +433,19 @@ else
 fi
 echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
 """
+    # Closed as soon as the caller stops reading (a follower that has seen the job's done
+    # line): the host's `tail -F` goes with the channel.
+    async with aclosing(conn.stream(cmd)) as stream:
+        async for item in _offsets(stream, offset, conn.host.name, workspace):
+            yield item
+
+
+async def _offsets(stream: AsyncIterator[str], offset: int, host: str, workspace: str
+                   ) -> AsyncIterator[tuple[int, str]]:
+    """The follow script's output -> (byte offset just after the line, line)."""
     base = offset
     pending: tuple[int, str] | None = None     # a line whose length the transport blurred
-    async for raw in conn.stream(cmd):
+    async for raw in stream:
         m = _GREP_LINE.match(raw)
         if m is None:
             if raw.startswith(f"{_FOLLOW_TAG} start "):
@@ -412,7 +459,7 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
                     yield size, pending[1]
                     pending = None
             elif raw.startswith(f"{_FOLLOW_TAG} missing"):
-                raise WorkError(f"{conn.host.name}: no job log in {workspace}")
+                raise WorkError(f"{host}: no job log in {workspace}")
             continue        # anything else is the host's shell talking, not the log
         start = base + int(m.group(1))
         text = raw[m.end():]
@@ -425,6 +472,11 @@ echo "{_FOLLOW_TAG} end $(wc -c < "$f")"
         yield start + len(text.encode("utf-8")) + 1, text
     if pending is not None:        # the stream ended without the trailer: best estimate
         yield pending[0] + len(pending[1].encode("utf-8")) + 1, pending[1]
+
+
+def says_done(line: str) -> bool:
+    """A log line saying the job has ended (DONE_MARK): to be checked against the status."""
+    return line.startswith(DONE_MARK)
 
 
 def _tag_number(raw: str) -> int | None:

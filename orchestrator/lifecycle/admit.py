@@ -26,6 +26,7 @@ from ..app import App
 from ..config.settings import Settings
 from ..core.models import LIVE_STATUSES, Host, HostFacts, Issue, Placement, RepoFacts, Task
 from ..core.schedule import place
+from ..core.split import CHILD_KINDS
 from ..core.trust import LOCAL_OPT_IN, check_local_github, local_meaning, local_refusals
 from ..fleet.pool import Fleet
 from ..forge import forge_kind
@@ -108,7 +109,9 @@ def issue_refusal(app: App, repo: str, number: int, *, retake: bool = False,
     except DuplicateTask as exc:
         return Refused(Refusal.DUPLICATE, exc.message, hint=exc.hint, task=exc.live)
     if retake:
-        return retake_refusal(app.store.for_issue(repo, number), read_at=read_at)
+        # a split's parts speak through their parent (core/split.py)
+        own = [t for t in app.store.for_issue(repo, number) if t.kind not in CHILD_KINDS]
+        return retake_refusal(own, read_at=read_at)
     return None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..app import App
 from ..core.models import Task
@@ -72,13 +73,14 @@ def mine() -> dict[str, str]:
     return {"claimed_by": me(), "claimed_at": now_iso()}
 
 
-def take(app: App, task_id: str) -> Task | None:
-    """Take the right to act on running task `task_id`: the task with its new fence
-    (every later write passes `fence=task.fence`), or None if it is not running or
-    another live process holds an unexpired claim."""
+def take(app: App, task_id: str, **fields: Any) -> Task | None:
+    """Take the right to act on running task `task_id`, recording `fields` (Store.update's)
+    in the same write: the task with its new fence (every later write passes
+    `fence=task.fence`), or None if it is not running or another live process holds an
+    unexpired claim."""
     task = app.store.get(task_id)
     dead = task.claimed_by if claimant_alive(task.claimed_by) is False else None
-    return app.store.claim(task.id, me(), take_from=dead)
+    return app.store.claim(task.id, me(), take_from=dead, **fields)
 
 
 def release(app: App, task_id: str, fence: int | None = None) -> None:

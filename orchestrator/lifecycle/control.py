@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..app import App
 from ..core.models import Task
 from ..errors import HostUnreachable, UsageError, WorkError
-from . import claims
+from . import claims, split
 from .admit import admit_queued, probe
 from .launch import start
 from .refusals import Refused
@@ -35,6 +35,8 @@ async def cancel_task(app: App, task_id: str) -> Task:
     for a cancelled task.
     """
     task = app.store.get(task_id)
+    if task.kind == split.PARENT_KIND and task.status == "running":
+        return await split.cancel(app, task, CANCELLED)
     if task.status not in ("queued", "running", "lost"):
         return app.store.cancel(task.id)   # raises InvalidTransition with the reason
     if task.status in ("queued", "lost"):
@@ -84,6 +86,10 @@ async def retry_task(app: App, task_id: str, *, now: bool = False) -> Task:
     """Queue a failed, cancelled or lost task again (attempts start over); with `now`,
     place and start it at once (if no host has room, it stays queued for `orch poll`)."""
     task = app.store.get(task_id)
+    if task.kind in split.CHILD_KINDS and task.parent:
+        raise UsageError(f"task {task.id} is a {task.kind} of split {task.parent}; a split is "
+                         f"retried as a whole (its failed parts run again, the others are kept)",
+                         hint=f"orch retry {task.parent}")
     if task.status == "succeeded":
         raise UsageError(f"task {task.id} succeeded ({task.pr_url or 'no PR'}); there is "
                          f"nothing to retry",
@@ -94,6 +100,8 @@ async def retry_task(app: App, task_id: str, *, now: bool = False) -> Task:
                 if task.status == "running" else "the next `orch poll` dispatches it")
         raise UsageError(f"task {task.id} is {task.status}; only a failed, cancelled or lost "
                          f"task can be queued again", hint=hint)
+    if task.kind == split.PARENT_KIND:
+        return split.retry(app, task)   # its failed parts run on the next `orch poll`
     task = app.store.requeue(task.id, "retried by user", reset_attempts=True)
     if not now:
         return task

@@ -234,14 +234,22 @@ def _request(ctx: Context, f: Found, **more: Any) -> dict[str, Any]:
 
 # -- the verbs ------------------------------------------------------------------------------
 
+def _has_pr(ctx: Context, number: int) -> str | None:
+    """The note for a command that would make a second PR for an issue that has orch's
+    (a new run would rebuild its branch and lose the follow-ups' commits)."""
+    made = [t for t in ctx.app.store.for_issue(ctx.repo, number)
+            if t.kind in ("issue", "split") and t.status == "succeeded" and t.pr_url]
+    if not made:
+        return None
+    return report.reply_note(f"this issue has orch's pull request already ({made[0].pr_url}): "
+                             f"ask for changes there")
+
+
 async def _run_on_issue(ctx: Context, f: Found, kind: str = "issue",
                         **more: Any) -> str | None:
     number = f.remark.number
-    made = [t for t in ctx.app.store.for_issue(ctx.repo, number)
-            if t.kind == "issue" and t.status == "succeeded" and t.pr_url]
-    if kind == "issue" and made:
-        return report.reply_note(f"this issue has orch's pull request already ({made[0].pr_url}): "
-                                 f"ask for changes there")
+    if kind == "issue" and (note := _has_pr(ctx, number)) is not None:
+        return note
     prepared = await prepare(ctx.forge, ctx.repo, number, ctx.app.settings)
     ctx.scan.reservations.append(reserve_new(ctx.app, prepared, ctx.facts, kind=kind,
                                              command=f.key,
@@ -274,6 +282,19 @@ async def _followup(ctx: Context, f: Found) -> str | None:
     return None
 
 
+async def _split(ctx: Context, f: Found) -> str | None:
+    """`@orch split`: a planning run on a general host proposes the parts
+    (lifecycle/split.py, docs/split.md); they then run like a labelled split's."""
+    from . import split
+    number = f.remark.number
+    if (note := _has_pr(ctx, number)) is not None:
+        return note
+    prepared = await prepare(ctx.forge, ctx.repo, number, ctx.app.settings)
+    await split.begin(ctx.app, ctx.forge, prepared, [], label=None, source="planner",
+                      command=f.key)
+    return None
+
+
 async def _cancel(ctx: Context, f: Found) -> str | None:
     from .control import cancel_task
     issue = f.pull.parent.issue if f.pull is not None else f.remark.number
@@ -302,6 +323,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("issue", "approve"): _approve,
     ("issue", "cancel"): _cancel,
     ("issue", "retry"): _retry,
+    ("issue", "split"): _split,
     ("pull", RUN): _followup,
     ("pull", "cancel"): _cancel,
     ("pull", "retry"): _retry,

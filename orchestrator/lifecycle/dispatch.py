@@ -8,6 +8,7 @@ or guarded by the store, so it can be re-run after a crash.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from ..app import App
@@ -62,8 +63,17 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
 
 async def _run(app: App, fleet: Fleet, forge: Forge, reservation: Reservation, detach: bool,
                on_line: LineSink | None, on_notice: NoticeSink | None) -> DispatchResult:
-    task = await tell_running(app, forge, await start(app, fleet, reservation))
-    if not detach:
-        await follow(fleet, task, on_line or (lambda _l: None), on_notice=on_notice)
-        task = await finalize(app, fleet, forge, task)
+    started = await start(app, fleet, reservation)
+    if detach:
+        return DispatchResult(reservation.placement, await tell_running(app, forge, started))
+    # The issue hears "running" while the log is already being followed: the two share
+    # nothing but the task, and finalize waits for the comment's id, so that it edits
+    # that comment rather than adding a second one.
+    telling = asyncio.create_task(tell_running(app, forge, started))
+    try:
+        followed = await follow(fleet, started, on_line or (lambda _l: None),
+                                on_notice=on_notice, keep_log=True)
+    finally:
+        task = await telling
+    task = await finalize(app, fleet, forge, task, followed.status, log=followed.log)
     return DispatchResult(reservation.placement, task)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..app import App
@@ -59,7 +59,11 @@ def verdict_of(status: remote.JobStatus) -> Verdict:
 
 async def fetch_log(app: App, conn: Connection, task: Task) -> str:
     """Copy the job log into the state dir (the workspace may be removed) and return it."""
-    text = await remote.read_log(conn, task.workspace or "") or ""
+    return keep_log(app, task, await remote.read_log(conn, task.workspace or "") or "")
+
+
+def keep_log(app: App, task: Task, text: str) -> str:
+    """Keep `text` (the job log) as orch's copy in the state dir and return it."""
     if text:
         # 0600 like state.json: a log holds the issue text and the agent's output.
         replace_file(app.task_log_path(task.id), text, mode=FILE_MODE)
@@ -84,13 +88,15 @@ def _session(lines: list[str]) -> str | None:
 
 async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
                    status: remote.JobStatus | None = None, *,
-                   verdict: Verdict | None = None) -> Task:
+                   verdict: Verdict | None = None, log: str | None = None) -> Task:
     """Finish `task` if its job has ended; return it as it stands afterwards.
 
     A job still running is left alone; a job that died without a final status is left
     to reconcile (which decides between lost and failed). `status`: the job status the
     caller has just read (saves a round trip), else it is read here. `verdict`: how orch
     itself ended the job (reconcile's time-limit backstop), over what the status says.
+    `log`: the whole job log as a follow that ended on the final `status` delivered it
+    (lifecycle/follow.py, Followed.log; saves a round trip), else it is read here.
     """
     conn = await fleet.connection(task.host or "")
     if status is None:
@@ -101,11 +107,18 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
         if status is None or status.state == "running":
             return task
         verdict = verdict_of(status)
-    claimed = claims.take(app, task.id)
+    log = keep_log(app, task, log) if log is not None \
+        else await fetch_log(app, conn, task)
+    lines = log.splitlines()
+    ran = {} if status is None else dict(cost_usd=status.cost_usd, turns=status.turns,
+                                         tests=status.tests, commit=status.commit)
+    ran["session_id"] = _session(lines)
+    # The claim and what the job reported: one write.
+    claimed = claims.take(app, task.id, **{k: v for k, v in ran.items() if v is not None})
     if claimed is None:
         return app.store.get(task.id)
     try:
-        return await _finish(app, conn, forge, claimed, status, verdict)
+        return await _finish(app, conn, forge, claimed, verdict, log)
     except FenceLost:
         # Paused or cut off past the lease, and another process took the task over:
         # this one changes nothing more (no PR, no comment, no transition).
@@ -115,21 +128,16 @@ async def finalize(app: App, fleet: Fleet, forge: Forge, task: Task,
         raise
 
 
-async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: remote.JobStatus | None,
-                  verdict: Verdict) -> Task:
+async def _finish(app: App, conn: Connection, forge: Forge, task: Task, verdict: Verdict,
+                  log: str) -> Task:
     s = app.settings
-    log = await fetch_log(app, conn, task)
     lines = log.splitlines()
-    ran = {} if status is None else dict(cost_usd=status.cost_usd, turns=status.turns,
-                                         tests=status.tests, commit=status.commit)
-    ran["session_id"] = _session(lines)
     fence = task.fence   # every write below is refused once another process took over
-    task = app.store.update(task.id, fence=fence,
-                            **{k: v for k, v in ran.items() if v is not None})
     done_fields: dict[str, Any] = dict(finalized=True, claimed_by=None, claimed_at=None,
                                        fence=fence)
 
-    if verdict.state == "succeeded" and s.git.via == "orch":
+    if verdict.state == "succeeded" and s.git.via == "orch" and task.commit:
+        # (no commit: a job that pushes nothing, a split's planning run)
         # The job pushed into the host's mirror: orch takes the branch on to the forge. A
         # refusal that trying again cannot mend fails the task; anything else (the forge
         # or the host unreachable) leaves it running for the next finalize.
@@ -143,11 +151,15 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, status: 
         app.store.renew(task.id, fence)   # still ours, right before the PR is pushed
         delivered = await kind_of(task).deliver(forge, task, result.result if result and
                                                 result.result else "")
+        # pr_url is recorded with the outcome, not before it: a finalize that dies in
+        # between leaves the task running, and the next one finds that PR by its branch
+        # (Forge.open_pull_request) and tells the same.
         if delivered.pr_url:
-            task = app.store.update(task.id, pr_url=delivered.pr_url, fence=fence)
+            task = replace(task, pr_url=delivered.pr_url)
         cid = await tell(app, forge, task, "succeeded", delivered.comment)
         done = app.store.succeed(task.id, f"PR {delivered.pr_url}" if delivered.pr_url
-                                 else "delivered", comment_id=cid, **done_fields)
+                                 else "delivered", comment_id=cid, pr_url=task.pr_url,
+                                 **done_fields)
         # After the transition: a crash between removing the workspace and recording the
         # outcome would leave a running task without a job, which reconcile requeues (and
         # the issue would be worked on again). A workspace left behind costs only disk.

@@ -45,7 +45,24 @@ from ..config.resources import prompts_dir
 from ..config.settings import Settings
 from ..core import report, shell
 from ..core.models import Host, Issue, RepoFacts, Task
-from ..core.prompts import render_fix_prompt, render_prompt
+from ..core.prompts import (
+    render_fix_prompt,
+    render_merge_prompt,
+    render_part_prompt,
+    render_plan_prompt,
+    render_prompt,
+)
+from ..core.split import (
+    INTEGRATE_KIND,
+    PARENT_KIND,
+    PART_KIND,
+    PLANNER_KIND,
+    SCHEMA_FILE,
+    Part,
+    integration_branch,
+    part_branch,
+)
+from ..errors import WorkError
 from ..forge.base import Forge
 from ..job.playbook import JobSpec
 from ..registry import lookup
@@ -156,7 +173,7 @@ class PlanKind(IssueKind):
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
         spec = super().job(settings, host, task, issue, repo)
-        return dataclasses.replace(spec, plan_only=True)
+        return dataclasses.replace(spec, mode="plan", run_tests=False)
 
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
         handle = str((task.request or {}).get("handle") or "@orch")
@@ -164,6 +181,148 @@ class PlanKind(IssueKind):
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (IssueKind(), FollowupKind(), PlanKind())}
+
+
+# -- a split issue's tasks (core/split.py, lifecycle/split.py, docs/split.md) -------------
+
+def _split_fix_prompt(settings: Settings, task: Task, issue: Issue) -> str:
+    return render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch or "",
+                             test_command=settings.tests.command,
+                             prompts_dir=prompts_dir(settings), specialty=task.specialty)
+
+
+class PartKind:
+    """One part of a split issue: its own branch from the integration branch as it is when
+    the part starts (the default branch until the first integration), the whole issue
+    plus its part in the prompt; it delivers nothing itself: lifecycle/split.py merges it."""
+
+    name = PART_KIND
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        return part_branch(issue.number, issue.title, Part.from_json((task.split or {})["part"]))
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        info = task.split or {}
+        return (render_part_prompt(task.specialty, issue=issue, repo=task.repo,
+                                   branch=task.branch or "", test_command=settings.tests.command,
+                                   part=Part.from_json(info["part"]),
+                                   parts=[Part.from_json(p) for p in info.get("plan", [])],
+                                   integrated=list(info.get("integrated", [])),
+                                   prompts_dir=prompts_dir(settings)),
+                _split_fix_prompt(settings, task, issue))
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        assert task.branch and task.workspace
+        part = Part.from_json((task.split or {})["part"])
+        return JobSpec.from_settings(
+            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
+            branch=task.branch, base_branch=integration_branch(issue.number, issue.title),
+            base_fallback=repo.default_branch, agent_command=host.agent,
+            # the suite runs once every part is in (a part alone may need another's work)
+            run_tests=False,
+            commit_message=f"{issue.title} (#{issue.number}), part {part.k}: {part.title}\n\n"
+                           f"orch task {task.id}, specialty {task.specialty}.\n")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        return Delivery(None, "")   # the parent's tracking comment says it (lifecycle/tell.py)
+
+
+class IntegrateKind:
+    """A split's integration: merge finished parts into `orch/<N>-<slug>` in dependency
+    order (a conflict: a fix run with both parts' summaries); the last one runs the whole
+    test suite with the fix loop. lifecycle/split.py opens the one PR afterwards."""
+
+    name = INTEGRATE_KIND
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        return integration_branch(issue.number, issue.title)
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        return (render_merge_prompt(issue=issue, repo=task.repo, branch=task.branch or "",
+                                    parts=list((task.split or {}).get("merge", [])),
+                                    prompts_dir=prompts_dir(settings)),
+                _split_fix_prompt(settings, task, issue))
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        assert task.branch and task.workspace
+        info = task.split or {}
+        return JobSpec.from_settings(
+            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
+            branch=task.branch, base_branch=task.branch, base_fallback=repo.default_branch,
+            agent_command=host.agent, mode="integrate",
+            merge_branches=tuple(str(p["branch"]) for p in info.get("merge", [])),
+            run_tests=bool(info.get("final")),
+            commit_message=f"{issue.title} (#{issue.number}): integration fixes\n\n"
+                           f"orch task {task.id}.\n")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        return Delivery(None, "")   # lifecycle/split.py opens the PR once all is in
+
+
+class PlannerKind:
+    """A planning run: the agent, on a `general` host, answers with the parts of a split
+    (--json-schema, prompts/split-schema.json); nothing is committed or pushed.
+    lifecycle/split.py validates the answer before any part runs."""
+
+    name = PLANNER_KIND
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        return integration_branch(issue.number, issue.title) + "--plan"
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        from ..core.models import SPECIALTIES
+        known = list(dict.fromkeys([*settings.specialties, *SPECIALTIES]))
+        return (render_plan_prompt(issue=issue, specialties=known,
+                                   max_parts=settings.split.max_parts,
+                                   prompts_dir=prompts_dir(settings)),
+                _split_fix_prompt(settings, task, issue))
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        assert task.branch and task.workspace
+        return JobSpec.from_settings(
+            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
+            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
+            mode="plan", run_tests=False, json_schema=split_schema(settings),
+            commit_message=f"{issue.title} (#{issue.number}): plan\n")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        return Delivery(None, "")   # lifecycle/split.py reads and checks the plan
+
+
+def split_schema(settings: Settings) -> str:
+    """The planner's JSON schema, compact (prompts/split-schema.json; the shipped one when
+    a customised prompts_dir has none)."""
+    import json
+    path = prompts_dir(settings) / SCHEMA_FILE
+    if not path.is_file():
+        path = prompts_dir() / SCHEMA_FILE
+    return json.dumps(json.loads(path.read_text()), separators=(",", ":"))
+
+
+class SplitKind:
+    """A split issue's parent: it holds no slot and runs no job (its parts do); it is
+    moved on by lifecycle/split.py, which opens the one PR from the integration branch."""
+
+    name = PARENT_KIND
+
+    def branch(self, task: Task, issue: Issue) -> str:
+        return integration_branch(issue.number, issue.title)
+
+    def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        raise WorkError(f"task {task.id} is a split: its parts run, it does not")
+
+    def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
+            repo: RepoFacts) -> JobSpec:
+        raise WorkError(f"task {task.id} is a split: its parts run, it does not")
+
+    async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
+        raise WorkError(f"task {task.id} is a split: lifecycle/split.py delivers it")
+
+
+KINDS.update({k.name: k for k in (PartKind(), IntegrateKind(), PlannerKind(), SplitKind())})
 
 
 def kind_of(task: Task) -> Kind:

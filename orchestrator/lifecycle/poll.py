@@ -36,6 +36,7 @@ from ..forge import DEFAULT_FORGE
 from ..forge.base import Forge
 from ..job import credentials
 from ..private import FILE_MODE
+from . import split
 from .admit import (
     Reservation,
     issue_refusal,
@@ -162,6 +163,9 @@ class _Pass:
                 raise rec.forge_down
             if rec.finalized or rec.lost or rec.killed:
                 await self.probe()   # slots were freed
+            # splits move on (a PR, a failure, parts queued) even on a spent budget: what
+            # it queues waits for the budget like any queued task
+            await self.advance_splits()
             note = budget_spent(self.app)
             if note:
                 out.budget_note = note
@@ -188,8 +192,9 @@ class _Pass:
 
     async def queued(self, task: Task) -> None:
         """Tasks already queued (retries, requeued lost tasks) go before new issues."""
+        pinned = split.pinned_host(self.app, task)
         pre = place_task(self.app, task.specialty, "queued", self.facts, forge=task.forge,
-                         avoid=task.avoid_hosts)
+                         avoid=task.avoid_hosts, pinned=pinned)
         if pre.host is None:   # no forge call for a task that cannot run now anyway
             self.out.skip(task.repo, task.issue, f"queued task {task.id} waits: {pre.reason}",
                           Refusal.NO_CAPACITY.value)
@@ -197,7 +202,8 @@ class _Pass:
         forge = self.forges(task.forge)
         try:
             prepared = await prepare_queued(self.app, forge, task)
-            self.begin(forge, reserve_queued(self.app, prepared, task, self.facts))
+            self.begin(forge, reserve_queued(self.app, prepared, task, self.facts,
+                                             pinned=pinned))
         except Refused as exc:
             if exc.code is not Refusal.TAKEN:
                 self.out.refused(task.repo, task.issue, exc)
@@ -249,6 +255,10 @@ class _Pass:
             if early.code is Refusal.UNREPORTED and early.task is not None:
                 raise await self._report(forge, early.task, early)
             raise early
+        parts = split.label_parts(app, listed.title, listed.labels)
+        if parts or split.wants_planner(listed.labels):
+            await self.take_split(forge, listed, label, parts)
+            return
         specialty, why = classify(listed, app.settings.specialties)
         pre = place_task(app, specialty, why, self.facts, forge=forge.kind)
         if pre.host is None:   # no API calls for an issue that cannot run now anyway
@@ -260,6 +270,43 @@ class _Pass:
             if exc.code is Refusal.NO_CAPACITY:
                 raise Refused(exc.code, f"left for the next pass: {exc.message}") from None
             raise
+
+    # -- split issues (lifecycle/split.py) ------------------------------------------------
+
+    async def take_split(self, forge: Forge, listed: Issue, label: str,
+                         parts: list[split.Part]) -> None:
+        """A labelled issue split into parts: the parent, then its first parts started
+        like queued tasks (each placed by its specialty)."""
+        prepared = await prepare(forge, listed.repo, listed.number, self.app.settings)
+        issue = prepared.intake.issue
+        if split.wants_planner(issue.labels):
+            parent, children = await split.begin(self.app, forge, prepared, [], label=label,
+                                                 source="planner")
+        else:
+            parent, children = await split.begin(
+                self.app, forge, prepared,
+                split.label_parts(self.app, issue.title, issue.labels) or parts, label=label)
+        self.out.dispatched.append(parent)
+        for child in children:
+            await self.queued(child)
+
+    async def advance_splits(self) -> None:
+        """Every running split moved on (after reconcile finalized its children); what it
+        queues is started by the queued tasks' loop that follows."""
+        await split.stop_strays(self.app, self.fleet)
+        for parent in reversed(self.app.store.list(status="running")):
+            if parent.kind != split.PARENT_KIND:
+                continue
+            try:
+                await split.advance(self.app, self.fleet, self.forges(parent.forge), parent)
+            except ForgeUnavailable:
+                raise
+            except OrchError as exc:
+                self.out.errors.append(f"split {parent.id}: {exc.message}")
+                continue
+            done = self.app.store.get(parent.id)
+            if done.status != "running":
+                self.out.finalized.append(done)
 
     async def _report(self, forge: Forge, task: Task, why: Refused) -> Refused:
         """A finished task the forge has not heard of yet (cancelled, failed before its job

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from ..app import App
 from ..config.settings import PollSettings
 from ..core.models import HostFacts, Task
+from ..core.split import PARENT_KIND
 from ..errors import ForgeUnavailable, HostUnreachable, OrchError, UsageError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
@@ -106,7 +107,9 @@ async def reconcile(app: App, fleet: Fleet, facts: dict[str, HostFacts],
         async with sem:
             await _guard(app, out, task, _one(app, fleet, facts, forge_for, task, now, grace, out))
 
-    await asyncio.gather(*(one(t) for t in app.store.list(status="running")))
+    # a split's parent has no job of its own (lifecycle/split.py moves it on)
+    await asyncio.gather(*(one(t) for t in app.store.list(status="running")
+                           if t.kind != PARENT_KIND))
     await _kill_strays(app, fleet, facts, out)
     return out
 

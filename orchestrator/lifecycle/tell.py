@@ -13,6 +13,7 @@ import asyncio
 from ..app import App
 from ..core import report
 from ..core.models import Task
+from ..core.split import CHILD_KINDS
 from ..errors import OrchError
 from ..forge.base import Forge
 from . import answer
@@ -21,9 +22,12 @@ from .kinds import kind_of
 
 async def tell(app: App, forge: Forge, task: Task, status: str, body: str) -> int:
     """Comment `body` on the task's issue and set the labels of `status`; the comment's
-    id. Forge errors propagate. A kind that `replies` (a follow-up) answers its command
-    instead and leaves the issue's labels alone; a task a command started also marks
-    the command with a reaction (lifecycle/answer.py)."""
+    id. Forge errors propagate. A split's part or integration tells its parent's one
+    tracking comment instead (tell_split). A kind that `replies` (a follow-up) answers its
+    command instead and leaves the issue's labels alone; a task a command started also
+    marks the command with a reaction (lifecycle/answer.py)."""
+    if task.kind in CHILD_KINDS and task.parent:
+        return await tell_split(app, forge, app.store.get(task.parent))
     kind = kind_of(task)
     if getattr(kind, "replies", False):
         if status == "running" and answer.command_of(task) is not None:
@@ -75,3 +79,20 @@ async def tell_finished_quietly(app: App, forge: Forge, task: Task) -> Task:
         return await tell_finished(app, forge, task)
     except OrchError:
         return app.store.get(task.id)
+
+
+async def tell_split(app: App, forge: Forge, parent: Task) -> int:
+    """A running split's tracking comment, redrawn from its parts as they stand (the
+    comment was made when the split began, so concurrent parts edit the same one). A
+    finished split's comment is its last word: a straggler (a part that started as its
+    split failed) leaves it alone."""
+    if parent.status != "running":
+        return parent.comment_id or 0
+    children = app.store.children(parent)
+    parts = len((parent.split or {}).get("plan", []))
+    comment_id = await asyncio.to_thread(forge.upsert_comment, parent.repo, parent.issue,
+                                         report.comment_split(parent, children, parts),
+                                         parent.comment_id)
+    if comment_id != parent.comment_id:
+        app.store.update(parent.id, comment_id=comment_id)
+    return comment_id

@@ -110,8 +110,9 @@ class LogPrinter:
     """Feed it job.log lines (`line()`), it prints them readably; keeps the current step."""
 
     def __init__(self, *, raw: bool = False, plain: bool = False, console: Console | None = None,
-                 file: IO[str] | None = None) -> None:
+                 file: IO[str] | None = None, prefix: str = "") -> None:
         self.raw = raw
+        self.prefix = clean(prefix)   # a split's part: `[part 1 backend] ` before each line
         self.plain = plain
         self.file = file
         self.console = console or Console(highlight=False, file=file, soft_wrap=True)
@@ -127,9 +128,11 @@ class LogPrinter:
 
     def line(self, line: str) -> None:
         if self.raw:
-            self._write(clean(line))
+            self._write(self.prefix + clean(line))
             return
         for text in self.render(line):
+            if self.prefix:
+                text = Text(self.prefix, style="bold") + text
             if self.plain or not self.console.is_terminal:
                 # Off a terminal rich writes no styles and (soft_wrap) no line breaks of its
                 # own: the same bytes as text.plain, without rich's per-call cost (a chatty

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.models import Placement, Task
+from ..core.split import CHILD_KINDS
 from ..core.text import clean_line
 from . import console, text
 
@@ -47,6 +48,33 @@ def _status(status: str) -> Text:
     return text((status, STATUS_STYLE.get(status, "white")))
 
 
+def _child_word(t: Task) -> str:
+    k = ((t.split or {}).get("part") or {}).get("k")
+    if t.kind == "part" and isinstance(k, int):
+        return f"part {k}"
+    if t.kind == "integrate":
+        return "tests" if (t.split or {}).get("final") else "merge"
+    return t.kind
+
+
+def nested(tasks: list[Task]) -> list[tuple[Task, int]]:
+    """Tasks in the listing's order, a split's parts and integrations right under their
+    parent (oldest first), indented one level; a child whose parent is not listed stays
+    where it is."""
+    listed = {t.id for t in tasks}
+    under: dict[str, list[Task]] = {}
+    for t in tasks:
+        if t.kind in CHILD_KINDS and t.parent in listed:
+            under.setdefault(t.parent or "", []).append(t)
+    out: list[tuple[Task, int]] = []
+    for t in tasks:
+        if t.kind in CHILD_KINDS and t.parent in listed:
+            continue
+        out.append((t, 0))
+        out.extend((c, 1) for c in reversed(under.get(t.id, [])))
+    return out
+
+
 def task_table(tasks: list[Task], archived: int = 0) -> None:
     """`archived`: how many older tasks the view leaves out (said under the table)."""
     more = (f"{archived} older finished task{'s' if archived != 1 else ''} archived: "
@@ -58,11 +86,13 @@ def task_table(tasks: list[Task], archived: int = 0) -> None:
     table = Table(show_edge=False, header_style="bold")
     for col in ("id", "issue", "kind", "status", "host", "specialty", "att", "cost", "pr / error"):
         table.add_column(col, no_wrap=col in ("id", "status"))
-    for t in tasks:
+    for t, depth in nested(tasks):
         cost = f"${t.cost_usd:.2f}" if t.cost_usd is not None else ""
         tail = clean_line(t.pr_url or (t.error or ""))
-        table.add_row(text(t.id), text(f"{t.repo}#{t.issue}"), text(kind_cell(t)),
-                      _status(t.status), text(t.host or ""), text(t.specialty),
+        # A split's child sits indented under its parent: its kind cell says which part.
+        kind = _child_word(t) if depth else kind_cell(t)
+        table.add_row(text(("  └ " if depth else "") + t.id), text(f"{t.repo}#{t.issue}"),
+                      text(kind), _status(t.status), text(t.host or ""), text(t.specialty),
                       str(t.attempts), cost, text(tail[:80]))
     console.print(table)
     if more:

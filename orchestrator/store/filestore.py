@@ -44,6 +44,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Document
 
 from ..core.models import FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
+from ..core.split import CHILD_KINDS
 from ..core.tally import TaskTally, tally
 from ..errors import UsageError
 from ..private import FILE_MODE, private_dir
@@ -281,10 +282,18 @@ class Store:
 
     def live_for(self, repo: str, issue: int) -> Task | None:
         """The issue's queued or running task, if any (there is at most one; live tasks are
-        never archived, so the hot file alone answers)."""
+        never archived, so the hot file alone answers). A split's parts and integrations
+        are not counted: their parent is live while they are, and speaks for them."""
         return next((t for t in reversed(self._all())
-                     if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES),
+                     if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES
+                     and t.kind not in CHILD_KINDS),
                     None)
+
+    def children(self, parent: Task) -> builtins.list[Task]:
+        """A split's parts and integrations, oldest first (archived ones too: the tasks
+        of the parent's issue)."""
+        return [t for t in reversed(self.for_issue(parent.repo, parent.issue))
+                if t.parent == parent.id and t.kind in CHILD_KINDS]
 
     def refuse_duplicate(self, repo: str, issue: int, task_id: str | None = None) -> None:
         """The rule "one live task per issue", the one place it is decided: DuplicateTask
@@ -342,7 +351,8 @@ class Store:
         """Record a queued task; refused (DuplicateTask) if the issue has a live one.
         `fields`: other Task fields it starts with (kind, parent, pr_number)."""
         with self.locked():
-            self.refuse_duplicate(repo, issue)
+            if fields.get("kind") not in CHILD_KINDS:   # a split's parts: one per plan entry (lifecycle/split.py)
+                self.refuse_duplicate(repo, issue)
             docs = self._table.all()
             existing = {d.get("id") for d in docs}
             task_id = uuid.uuid4().hex[:8]
@@ -432,7 +442,8 @@ class Store:
         with self.locked():
             task = self.get(task_id)
             fields, previous = rules.requeue_fields(task, max_attempts, reset_attempts)
-            self.refuse_duplicate(task.repo, task.issue, task.id)
+            if task.kind not in CHILD_KINDS:   # a split's parts: see create
+                self.refuse_duplicate(task.repo, task.issue, task.id)
             return self._transition(task_id, "requeue", reason, _previous=previous, **fields)
 
     # ----------------------------------------------------------------- migration
@@ -560,17 +571,20 @@ class Store:
             return task
 
     # ----------------------------------------------------------------- claims
-    def claim(self, task_id: str, owner: str, *, take_from: str | None = None) -> Task | None:
+    def claim(self, task_id: str, owner: str, *, take_from: str | None = None,
+              **fields: Any) -> Task | None:
         """Take the right to act on running task `task_id` for `owner`: the task with its
         new fence and lease, or None (not running, or another holds an unexpired lease).
-        `take_from`: a holder the caller knows is dead (a process of this machine)."""
+        `take_from`: a holder the caller knows is dead (a process of this machine).
+        `fields`: other fields written with the claim (as Store.update's)."""
+        rules.check_fields(fields, "Store.claim")
         with self.locked():
             found = self._find(task_id)
             task = found.task
             now = datetime.now(UTC)
             if not rules.may_claim(task, owner, now, take_from, self.lease):
                 return None
-            rules.set_claim(task, {"claimed_by": owner}, now, self.lease)
+            rules.set_claim(task, {**fields, "claimed_by": owner}, now, self.lease)
             self._save(found, task)
             return task
 

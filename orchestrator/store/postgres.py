@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.models import TASK_STATUSES, Task
+from ..core.split import CHILD_KINDS
 from ..core.tally import TaskTally, duration_seconds, spend_stamp
 from ..errors import UsageError, WorkError
 from . import transitions as rules
@@ -53,6 +54,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
              repo text NOT NULL,
              issue integer NOT NULL,
              status text NOT NULL,
+             kind text NOT NULL DEFAULT 'issue',
              host text,
              finalized boolean NOT NULL DEFAULT false,
              finished_at text,
@@ -64,9 +66,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
              error_kind text,
              spend_at timestamptz,
              doc jsonb NOT NULL)""",
-        # The invariant "one live task per issue", in the database.
+        # The invariant "one live task per issue", in the database (a split's parts and
+        # integrations belong to their live parent, which speaks for them: core/split.py).
         "CREATE UNIQUE INDEX orch_one_live_task ON orch_tasks (repo, issue) "
-        "WHERE status IN ('queued', 'running')",
+        "WHERE status IN ('queued', 'running') AND kind NOT IN ('part', 'integrate', 'planner')",
         "CREATE INDEX orch_tasks_status ON orch_tasks (status)",
         "CREATE INDEX orch_tasks_issue ON orch_tasks (repo, issue)",
         "CREATE INDEX orch_tasks_id_prefix ON orch_tasks (id text_pattern_ops)",
@@ -295,9 +298,16 @@ class PgStore:
         return self._tasks("repo = %s AND issue = %s", (repo, int(issue)))
 
     def live_for(self, repo: str, issue: int) -> Task | None:
-        found = self._tasks("repo = %s AND issue = %s AND status IN ('queued', 'running')",
-                            (repo, int(issue)))
+        """The issue's live task; a split's parts and integrations are not counted."""
+        found = self._tasks("repo = %s AND issue = %s AND status IN ('queued', 'running') "
+                            "AND NOT (kind = ANY(%s))", (repo, int(issue), list(CHILD_KINDS)))
         return found[0] if found else None
+
+    def children(self, parent: Task) -> builtins.list[Task]:
+        """A split's parts and integrations, oldest first."""
+        return self._tasks("repo = %s AND issue = %s AND doc->>'parent' = %s AND kind = ANY(%s)",
+                           (parent.repo, int(parent.issue), parent.id, list(CHILD_KINDS)),
+                           order="seq")
 
     def refuse_duplicate(self, repo: str, issue: int, task_id: str | None = None) -> None:
         """DuplicateTask if the issue has a live task other than `task_id` (the index
@@ -354,7 +364,7 @@ class PgStore:
         """The row of `task`: its JSON, and the columns the indexes and counts use."""
         cols: dict[str, Any] = dict(
             id=task.id, repo=task.repo, issue=int(task.issue), status=task.status,
-            host=task.host, finalized=bool(task.finalized), finished_at=task.finished_at,
+            kind=task.kind, host=task.host, finalized=bool(task.finalized), finished_at=task.finished_at,
             claimed_by=task.claimed_by, fence=int(task.fence),
             lease_until=parse_time(task.lease_until) if task.lease_until else None,
             duration=duration_seconds(task), cost_usd=task.cost_usd,
@@ -469,7 +479,8 @@ class PgStore:
             with self.locked():
                 task, now = self._locked_row(task.id)
                 fields, previous = rules.requeue_fields(task, max_attempts, reset_attempts)
-                self.refuse_duplicate(task.repo, task.issue, task.id)
+                if task.kind not in CHILD_KINDS:
+                    self.refuse_duplicate(task.repo, task.issue, task.id)
                 out = rules.transition(task, "requeue", reason, fields, now, self.lease,
                                        previous=previous)
                 self._write(out)
@@ -491,12 +502,14 @@ class PgStore:
             return out
 
     # ----------------------------------------------------------------- claims
-    def claim(self, task_id: str, owner: str, *, take_from: str | None = None) -> Task | None:
+    def claim(self, task_id: str, owner: str, *, take_from: str | None = None,
+              **fields: Any) -> Task | None:
+        rules.check_fields(fields, "Store.claim")
         with self.locked():
             task, now = self._locked_row(task_id)
             if not rules.may_claim(task, owner, now, take_from, self.lease):
                 return None
-            rules.set_claim(task, {"claimed_by": owner}, now, self.lease)
+            rules.set_claim(task, {**fields, "claimed_by": owner}, now, self.lease)
             self._write(task)
             return task
 

@@ -6,7 +6,7 @@ user's login shell; local runs /bin/sh). Callers quote with orchestrator.core.sh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +34,7 @@ class Connection(Protocol):
         killed: detached jobs are stopped with job.remote.kill)."""
         ...
 
-    def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncIterator[str]:
+    def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncGenerator[str, None]:
         """Yield stdout+stderr lines (without the newline) as the host writes them."""
         ...
 

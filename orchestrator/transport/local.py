@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..config.settings import SSHSettings
 from ..core import shell
@@ -42,7 +42,7 @@ class LocalConnection:
         return CommandResult(proc.returncode or 0, out.decode(errors="replace"),
                              err.decode(errors="replace"))
 
-    async def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncIterator[str]:
+    async def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncGenerator[str, None]:
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", command,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,

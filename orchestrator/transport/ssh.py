@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from ..config.settings import SSHSettings
@@ -321,7 +321,7 @@ class SSHConnection:
         return CommandResult(status, (out or b"").decode(errors="replace"),
                              (err or b"").decode(errors="replace"))
 
-    async def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncIterator[str]:
+    async def stream(self, command: str, *, input: str | bytes | None = None) -> AsyncGenerator[str, None]:
         import asyncssh
         data = _as_bytes(input) if input is not None else None
         async with self._sessions:
