@@ -160,8 +160,9 @@ async def main():
         while not go.exists():          # SIGSTOPped here, past the lease
             time.sleep(0.05)
         try:
-            done = await finalize._finish(app, conn, app.forge("github"), claimed, status,
-                                          finalize.verdict_of(status))
+            log = await finalize.fetch_log(app, conn, claimed)
+            done = await finalize._finish(app, conn, app.forge("github"), claimed,
+                                          finalize.verdict_of(status), log)
             print(json.dumps({"finished": done.status}), flush=True)
         except finalize.FenceLost as exc:
             print(json.dumps({"refused": exc.message}), flush=True)
