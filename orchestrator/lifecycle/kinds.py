@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config.resources import prompts_dir
 from ..config.settings import Settings
@@ -92,6 +92,26 @@ class Kind(Protocol):
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery: ...
 
 
+def _spec(settings: Settings, host: Host, task: Task, repo: RepoFacts, commit_message: str,
+          **more: Any) -> JobSpec:
+    """The JobSpec fields every kind shares (the task's workspace and branch, the
+    repository, the host's agent; the default branch as the base unless `more` names
+    another); `more`: what the kind adds (mode, base_fallback, run_tests, ...)."""
+    assert task.branch and task.workspace
+    more.setdefault("base_branch", repo.default_branch)
+    return JobSpec.from_settings(settings, task_id=task.id, workspace=task.workspace,
+                                 clone_url=repo.clone_url, branch=task.branch,
+                                 agent_command=host.agent, commit_message=commit_message,
+                                 **more)
+
+
+def _fix_prompt(settings: Settings, task: Task, issue: Issue) -> str:
+    """The fix run's prompt: the same template for every kind that runs tests."""
+    return render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch or "",
+                             test_command=settings.tests.command,
+                             prompts_dir=prompts_dir(settings), specialty=task.specialty)
+
+
 class IssueKind:
     """An issue, worked on from the default branch, delivered as a pull request."""
 
@@ -103,22 +123,17 @@ class IssueKind:
     template: str | None = None       # the first run's template (None: the specialty's)
 
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
-        where, branch, tests = prompts_dir(settings), task.branch or "", settings.tests.command
-        return (render_prompt(task.specialty, issue=issue, repo=task.repo, branch=branch,
-                              test_command=tests, prompts_dir=where, request=task.request,
+        return (render_prompt(task.specialty, issue=issue, repo=task.repo,
+                              branch=task.branch or "", test_command=settings.tests.command,
+                              prompts_dir=prompts_dir(settings), request=task.request,
                               template=self.template),
-                render_fix_prompt(issue=issue, repo=task.repo, branch=branch,
-                                  test_command=tests, prompts_dir=where,
-                                  specialty=task.specialty))
+                _fix_prompt(settings, task, issue))
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
-        assert task.branch and task.workspace
-        return JobSpec.from_settings(
-            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
-            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
-            commit_message=f"{issue.title} (#{issue.number})\n\norch task {task.id}, "
-                           f"specialty {task.specialty}.\n")
+        return _spec(settings, host, task, repo,
+                     f"{issue.title} (#{issue.number})\n\norch task {task.id}, "
+                     f"specialty {task.specialty}.\n")
 
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
         base = await asyncio.to_thread(forge.default_branch, task.repo)
@@ -142,17 +157,15 @@ class FollowupKind(IssueKind):
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
-        assert task.branch and task.workspace
         previous = (task.request or {}).get("previous") or {}
         # The previous run's session is resumed only where it ran (its transcript is
         # there); the job checks that the transcript is still on the host.
         resume = previous.get("session_id") if previous.get("host") == host.name else None
-        return JobSpec.from_settings(
-            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
-            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
-            start_from_branch=True, resume_session=resume if isinstance(resume, str) else None,
-            commit_message=f"{issue.title} (#{issue.number}): follow-up\n\norch task {task.id} "
-                           f"(follow-up on pull request #{task.pr_number}).\n")
+        return _spec(settings, host, task, repo,
+                     f"{issue.title} (#{issue.number}): follow-up\n\norch task {task.id} "
+                     f"(follow-up on pull request #{task.pr_number}).\n",
+                     start_from_branch=True,
+                     resume_session=resume if isinstance(resume, str) else None)
 
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
         assert task.pr_number is not None
@@ -185,12 +198,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (IssueKind(), FollowupKind(), PlanK
 
 # -- a split issue's tasks (core/split.py, lifecycle/split.py, docs/split.md) -------------
 
-def _split_fix_prompt(settings: Settings, task: Task, issue: Issue) -> str:
-    return render_fix_prompt(issue=issue, repo=task.repo, branch=task.branch or "",
-                             test_command=settings.tests.command,
-                             prompts_dir=prompts_dir(settings), specialty=task.specialty)
-
-
 class PartKind:
     """One part of a split issue: its own branch from the integration branch as it is when
     the part starts (the default branch until the first integration), the whole issue
@@ -209,20 +216,18 @@ class PartKind:
                                    parts=[Part.from_json(p) for p in info.get("plan", [])],
                                    integrated=list(info.get("integrated", [])),
                                    prompts_dir=prompts_dir(settings)),
-                _split_fix_prompt(settings, task, issue))
+                _fix_prompt(settings, task, issue))
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
-        assert task.branch and task.workspace
         part = Part.from_json((task.split or {})["part"])
-        return JobSpec.from_settings(
-            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
-            branch=task.branch, base_branch=integration_branch(issue.number, issue.title),
-            base_fallback=repo.default_branch, agent_command=host.agent,
-            # the suite runs once every part is in (a part alone may need another's work)
-            run_tests=False,
-            commit_message=f"{issue.title} (#{issue.number}), part {part.k}: {part.title}\n\n"
-                           f"orch task {task.id}, specialty {task.specialty}.\n")
+        return _spec(settings, host, task, repo,
+                     f"{issue.title} (#{issue.number}), part {part.k}: {part.title}\n\n"
+                     f"orch task {task.id}, specialty {task.specialty}.\n",
+                     base_branch=integration_branch(issue.number, issue.title),
+                     base_fallback=repo.default_branch,
+                     # the suite runs once every part is in (a part alone may need another's work)
+                     run_tests=False)
 
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
         return Delivery(None, "")   # the parent's tracking comment says it (lifecycle/tell.py)
@@ -242,20 +247,17 @@ class IntegrateKind:
         return (render_merge_prompt(issue=issue, repo=task.repo, branch=task.branch or "",
                                     parts=list((task.split or {}).get("merge", [])),
                                     prompts_dir=prompts_dir(settings)),
-                _split_fix_prompt(settings, task, issue))
+                _fix_prompt(settings, task, issue))
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
-        assert task.branch and task.workspace
         info = task.split or {}
-        return JobSpec.from_settings(
-            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
-            branch=task.branch, base_branch=task.branch, base_fallback=repo.default_branch,
-            agent_command=host.agent, mode="integrate",
-            merge_branches=tuple(str(p["branch"]) for p in info.get("merge", [])),
-            run_tests=bool(info.get("final")),
-            commit_message=f"{issue.title} (#{issue.number}): integration fixes\n\n"
-                           f"orch task {task.id}.\n")
+        return _spec(settings, host, task, repo,
+                     f"{issue.title} (#{issue.number}): integration fixes\n\n"
+                     f"orch task {task.id}.\n",
+                     base_branch=task.branch, base_fallback=repo.default_branch,
+                     mode="integrate", run_tests=bool(info.get("final")),
+                     merge_branches=tuple(str(p["branch"]) for p in info.get("merge", [])))
 
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
         return Delivery(None, "")   # lifecycle/split.py opens the PR once all is in
@@ -277,16 +279,12 @@ class PlannerKind:
         return (render_plan_prompt(issue=issue, specialties=known,
                                    max_parts=settings.split.max_parts,
                                    prompts_dir=prompts_dir(settings)),
-                _split_fix_prompt(settings, task, issue))
+                _fix_prompt(settings, task, issue))
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
-        assert task.branch and task.workspace
-        return JobSpec.from_settings(
-            settings, task_id=task.id, workspace=task.workspace, clone_url=repo.clone_url,
-            branch=task.branch, base_branch=repo.default_branch, agent_command=host.agent,
-            mode="plan", run_tests=False, json_schema=split_schema(settings),
-            commit_message=f"{issue.title} (#{issue.number}): plan\n")
+        return _spec(settings, host, task, repo, f"{issue.title} (#{issue.number}): plan\n",
+                     mode="plan", run_tests=False, json_schema=split_schema(settings))
 
     async def deliver(self, forge: Forge, task: Task, summary: str) -> Delivery:
         return Delivery(None, "")   # lifecycle/split.py reads and checks the plan
