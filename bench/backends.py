@@ -31,7 +31,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench.dispatch import DispatchWorld  # noqa: E402
-from bench.table import Row, log, print_rows, summarize  # noqa: E402
+from bench.table import Row, log, report, summarize  # noqa: E402
 
 LABELS = {"poll:tinydb": "orch poll, TinyDB", "poll:postgresql": "orch poll, PostgreSQL",
           "dispatch:tinydb": "orch dispatch, TinyDB",
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args(argv)
     table = rows(run(a.runs))
-    print_rows(table)
-    return 0 if table and all(r.runs for r in table) else 1
+    return report(table)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from bench.table import Row, log, print_rows, tool_env  # noqa: E402
+from bench.table import Row, log, report, tool_env  # noqa: E402
 
 WRITER = r"""
 import json, os, sys, time
@@ -263,11 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(samples))
     table = rows(samples)
-    print_rows(table)
-    print()
-    for line in targets(table):
-        print(line)
-    return 0 if all(r.runs for r in table) else 1
+    return report(table, targets(table))
 
 
 if __name__ == "__main__":

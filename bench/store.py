@@ -35,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from bench.table import Row, log, print_rows, summarize, tool_env  # noqa: E402
+from bench.table import Row, log, report, summarize, tool_env  # noqa: E402
 from tests.legacy_state import finished_tasks, write_legacy  # noqa: E402
 
 COMMANDS = ("demo", "poll", "tasks", "show", "metrics")
@@ -207,11 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes.insert(0, 0)
     samples = run(sizes, a.runs, a.before, tuple(a.commands.split(",")))
     table = rows(samples)
-    print_rows(table)
-    print()
-    for line in targets(table):
-        print(line)
-    return 0 if all(r.runs for r in table) else 1
+    return report(table, targets(table))
 
 
 if __name__ == "__main__":

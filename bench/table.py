@@ -80,6 +80,17 @@ def ratio_to(rows: list[Row], reference: str, name: str = "orch") -> None:
             r.ratio, r.ratio_to = r.median / b, name
 
 
+def report(rows: list[Row], *sections: list[str]) -> int:
+    """Print the table, then each section of lines (counts, targets) after a blank line;
+    the exit status of a benchmark's main: 0 when every row has runs."""
+    print_rows(rows)
+    for lines in sections:
+        print()
+        for line in lines:
+            print(line)
+    return 0 if rows and all(r.runs for r in rows) else 1
+
+
 def print_rows(rows: list[Row], file=None) -> None:
     out = file or sys.stdout
     head = (f"{'what':<36} {'N':>6} {'median':>9} {'min':>9} {'max':>9} {'unit':<5} "
