@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
 from ..app import App
@@ -58,6 +56,8 @@ def show(app: App, task_id: str, as_json: bool) -> None:
 @click.pass_obj
 def cancel(app: App, task_id: str, as_json: bool) -> None:
     """Stop the task's remote job (its whole process group) and mark it cancelled."""
+    import asyncio  # here: `orch tasks` and `orch show` never pay for it (~35 ms)
+
     from ..lifecycle.control import cancel_task
     from ..render import console, print_json, text
     from ..render import tasks as render
@@ -75,6 +75,8 @@ def cancel(app: App, task_id: str, as_json: bool) -> None:
 @click.pass_obj
 def retry(app: App, task_id: str, now: bool, as_json: bool) -> None:
     """Queue a finished (failed, cancelled or lost) task again; the next poll dispatches it."""
+    import asyncio
+
     from ..lifecycle.control import retry_task
     from ..render import console, print_json, text
     from ..render import tasks as render
