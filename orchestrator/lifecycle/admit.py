@@ -193,6 +193,25 @@ async def prepare(forge: Forge, repo: str, number: int, settings: Settings, *,
     return Prepared(it, await read_repo(forge, it.issue.repo, settings), forge.kind, read_at)
 
 
+def check_new_task(app: App, prepared: Prepared, *, label: str | None,
+                   command: str | None) -> None:
+    """The refusals every new task of a prepared issue meets, whatever it is (an issue
+    task, a follow-up, a split's parent): the trigger `label` still on it, the
+    one-live-task rule and the label's retake rule (issue_refusal), and the `command`
+    that asks not taken yet. Call under the store lock, before creating the task: asked
+    before placing (Store.create applies the duplicate rule again), so that a duplicate
+    is said as such even when the fleet is full. Raises Refused."""
+    issue = prepared.intake.issue
+    if label is not None and label not in issue.labels:
+        raise Refused(Refusal.LABEL_REMOVED, f"the `{label}` label was removed meanwhile")
+    gate = issue_refusal(app, issue.repo, issue.number, retake=label is not None,
+                         read_at=prepared.read_at)
+    if gate is not None:
+        raise gate
+    if command is not None and app.store.command(command) is not None:
+        raise Refused(Refusal.TAKEN, f"command {command} was taken already")
+
+
 def reserve_new(app: App, prepared: Prepared, facts: dict[str, HostFacts], *,
                 pinned: str | None = None, label: str | None = None, kind: str = "issue",
                 parent: str | None = None, pr_number: int | None = None,
@@ -210,17 +229,8 @@ def reserve_new(app: App, prepared: Prepared, facts: dict[str, HostFacts], *,
     """
     it = prepared.intake
     issue = it.issue
-    if label is not None and label not in issue.labels:
-        raise Refused(Refusal.LABEL_REMOVED, f"the `{label}` label was removed meanwhile")
     with app.store.locked():
-        # Asked before placing (the rule Store.create applies again), so that a duplicate
-        # is said as such even when the fleet is full.
-        gate = issue_refusal(app, issue.repo, issue.number, retake=label is not None,
-                             read_at=prepared.read_at)
-        if gate is not None:
-            raise gate
-        if command is not None and app.store.command(command) is not None:
-            raise Refused(Refusal.TAKEN, f"command {command} was taken already")
+        check_new_task(app, prepared, label=label, command=command)
         try:
             placement = _placed(app, it, facts, prepared.forge, pinned, prefer)
             if placement.host is None:

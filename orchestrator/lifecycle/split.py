@@ -52,7 +52,7 @@ from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..store import DuplicateTask, InvalidTransition
 from . import claims
-from .admit import Prepared, issue_refusal
+from .admit import Prepared, check_new_task
 from .refusals import Refusal, Refused
 from .tell import tell, tell_split
 
@@ -119,15 +119,8 @@ async def begin(app: App, forge: Forge, prepared: Prepared, parts: list[Part], *
     `command`: the key of the `@orch split` comment that asks, taken in the same locked
     write that makes the parent (lifecycle/conversation.py), so it runs once."""
     issue = prepared.intake.issue
-    if label is not None and label not in issue.labels:
-        raise Refused(Refusal.LABEL_REMOVED, f"the `{label}` label was removed meanwhile")
     with app.store.locked():
-        gate = issue_refusal(app, issue.repo, issue.number, retake=label is not None,
-                             read_at=prepared.read_at)
-        if gate is not None:
-            raise gate
-        if command is not None and app.store.command(command) is not None:
-            raise Refused(Refusal.TAKEN, f"command {command} was taken already")
+        check_new_task(app, prepared, label=label, command=command)
         try:
             parent = app.store.create(
                 issue.repo, issue.number, issue.title, "general", forge=prepared.forge,
