@@ -96,10 +96,9 @@ def _keygen(path: Path, comment: str) -> str:
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
-def _children(pid: int) -> list[int]:
-    """Every descendant of `pid`, found through /proc (per-connection sshd processes
-    call setsid(), so a process group kill would miss them)."""
-    parents: dict[int, list[int]] = {}
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every process now:
+    state, ppid, pgrp, ... (proc(5)); a process gone meanwhile is skipped."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -108,8 +107,15 @@ def _children(pid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
+        yield int(entry), stat.rsplit(")", 1)[1].split()
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of `pid`, found through /proc (per-connection sshd processes
+    call setsid(), so a process group kill would miss them)."""
+    parents: dict[int, list[int]] = {}
+    for child, fields in proc_stats():
+        parents.setdefault(int(fields[1]), []).append(child)
     out: list[int] = []
     todo = [pid]
     while todo:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures_ssh import proc_stats
+
 FINAL = ("succeeded", "failed", "cancelled")
 # The job's test step takes no time: these tests are about orch, not about pytest.
 FAST_TESTS = {"command": "true"}
@@ -40,19 +42,11 @@ def by_issue(w) -> dict[int, list[Any]]:
 def proc_groups() -> dict[int, list[tuple[int, str]]]:
     """Live (non-zombie) processes by process group: pgid -> [(pid, state)]."""
     groups: dict[int, list[tuple[int, str]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        rest = stat.rsplit(")", 1)[1].split()
-        state, pgrp = rest[0], int(rest[2])
+    for pid, fields in proc_stats():
+        state, pgrp = fields[0], int(fields[2])
         if state in ("Z", "X"):
             continue          # a zombie waiting for a lazy init is dead for our purpose
-        groups.setdefault(pgrp, []).append((int(entry), state))
+        groups.setdefault(pgrp, []).append((pid, state))
     return groups
 
 
