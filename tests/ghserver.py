@@ -1144,6 +1144,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     server_obj: GitHubServer
     protocol_version = "HTTP/1.1"
+    # The headers and the body go out in two writes: with Nagle on, the body waits for
+    # the client's delayed ACK of the headers (~40 ms a request on loopback), a stall
+    # GitHub's servers do not have. TCP_NODELAY sends both at once.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:   # quiet: tests read .requests
         pass
