@@ -5,7 +5,8 @@ fresh interpreter, on what it imported:
 - `orch tasks` / `orch show`: no asyncio (~35 ms), no forge, no SSH, no Jinja2;
 - every `--json` command: no rich (~20 ms: render/__init__.py);
 - `orch hosts --json`: no YAML round-trip parser, no templates, no store;
-- `orch dispatch --json`: no bootstrap runner (fleet/verdicts.py).
+- `orch dispatch --json`: no bootstrap runner (fleet/verdicts.py), and from its second
+  run on no ruamel (the playbook comes from orch's cache: job/steps.py).
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def test_hosts_json_imports_no_rich_yaml_editor_templates_or_store(tmp_path):
                   "orchestrator.render.term", "orchestrator.fleet.bootstrap") == []
 
 
-def test_dispatch_json_imports_no_rich_nor_bootstrap(make_world, tmp_path):
+def test_dispatch_json_imports_no_rich_nor_bootstrap_and_reads_the_playbook_once(
+        make_world, tmp_path):
     w = make_world(hosts=1, tests={"command": "true", "max_fix_attempts": 0})
+    w.env_extra["XDG_CACHE_HOME"] = str(tmp_path / "cache")      # a cold cache of its own
+    seen = []
     for title in ("First dispatch", "Second dispatch"):
         n = w.issue(title, "orch-standin: write a.txt a\n")
         modules, r = imported(tmp_path, ["dispatch", f"{w.repo}#{n}", "--json"], env=w.env(),
@@ -72,3 +76,6 @@ def test_dispatch_json_imports_no_rich_nor_bootstrap(make_world, tmp_path):
         assert loaded(modules, "rich", "orchestrator.render.term", "orchestrator.render.tasks",
                       "orchestrator.render.log", "orchestrator.fleet.bootstrap",
                       "orchestrator.fleet.checks") == []
+        seen.append(modules)
+    assert loaded(seen[0], "ruamel") == ["ruamel"]      # the first one parsed the playbook
+    assert loaded(seen[1], "ruamel") == []              # the second one read it from the cache
