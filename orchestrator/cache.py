@@ -18,9 +18,11 @@ compiled code is loaded from it.
 
 from __future__ import annotations
 
+import hashlib
 import marshal
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,28 @@ def store(name: str, key: str, value: Any) -> None:
         replace_file(private_dir(cache_dir()) / name, data)
     except (OSError, ValueError):    # read-only home, full disk, a value marshal refuses
         pass
+
+
+def key(*parts: bytes) -> str:
+    """A key for an entry made from `parts` (each one delimited: no two lists of parts
+    give the same key) by this Python."""
+    h = hashlib.sha256()
+    for part in (sys.version.encode(), *parts):
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.hexdigest()
+
+
+def file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A file's bytes for a key (a module's `__file__`, say). One that cannot be read
+    gives random bytes: a key no entry was made for, so nothing stale is ever served."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return os.urandom(16)
+
+
+def entry_name(kind: str, path: str | os.PathLike[str]) -> str:
+    """The entry of `kind` for the file or directory at `path` (one per real path, so
+    an edited file replaces its entry instead of adding one)."""
+    return f"{kind}-" + hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:20]

@@ -20,13 +20,11 @@ strictness, no quoting.
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.bccache
 
 from ..config import yamlfile
 from ..core import shell
@@ -103,32 +101,6 @@ def _render(template: Callable[[], jinja2.Template], ctx: dict[str, Any], *, fil
         raise ConfigError(file, f"{what}: {exc.message}", line=line, hint=hint) from None
     except jinja2.TemplateError as exc:
         raise ConfigError(file, f"{what}: cannot render: {exc}", line=line, hint=hint) from None
-
-
-class Bytecode(jinja2.BytecodeCache):
-    """Compiled templates by Jinja2's bucket key, in memory: Jinja2's public cache
-    interface over `entries`, which the owner keeps where it likes (job/steps.py: in
-    orch's cache). Jinja2 checks each entry against its template's source; an entry
-    that does not load is compiled again, never an error."""
-
-    def __init__(self, entries: dict[str, bytes] | None = None) -> None:
-        self.entries: dict[str, bytes] = dict(entries or {})
-        self.changed = False
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        data = self.entries.get(bucket.key)
-        if data is None:
-            return
-        try:
-            bucket.bytecode_from_string(data)
-        except Exception:  # noqa: BLE001 - unreadable: compile
-            bucket.reset()
-        if bucket.code is not None and not isinstance(bucket.code, types.CodeType):
-            bucket.reset()
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        self.entries[bucket.key] = bucket.bytecode_to_string()
-        self.changed = True
 
 
 def with_bodies(env: jinja2.Environment, bodies: dict[str, str],

@@ -11,10 +11,7 @@ mistake is read again each time and fails the same way, naming its file and line
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +19,12 @@ from typing import Any
 import jinja2
 
 from .. import cache
+from ..bytecode import Bytecode, code_key
 from ..config import yamlfile
 from ..errors import ConfigError
 from . import engine
 
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# The code whose behaviour a cached playbook stands for: a change in any is a new key.
-_CODE = (Path(__file__), Path(engine.__file__), Path(yamlfile.__file__))
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ class Compiled:
 
     playbook: Playbook
     env: jinja2.Environment
-    bytecode: engine.Bytecode
+    bytecode: Bytecode
     entry: str                  # the cache entry's name (one per playbook file)
     key: str                    # what the entry must have been made for
     parsed: bool                # read from the file now, not from the cache
@@ -106,26 +102,19 @@ class Compiled:
 def compiled(path: Path) -> Compiled:
     """The playbook at `path`, from the cache when its text is the one cached."""
     text = yamlfile.read_text(path)     # its errors (missing, not UTF-8) as read_document's
-    key = _key(text)
-    entry = "playbook-" + hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:20]
+    # The code whose behaviour a cached playbook stands for: a change in any is a new key.
+    key = cache.key(text.encode(), code_key(__file__, engine.__file__, yamlfile.__file__).encode())
+    entry = cache.entry_name("playbook", path)
     hit = _from_cache(cache.load(entry, key), path)
     if hit is None:
-        pb, bytecode = load_playbook(path, text), engine.Bytecode()
+        pb, bytecode = load_playbook(path, text), Bytecode()
     else:
         pb, bytecode = hit
     env = engine.with_bodies(engine.shell_environment(), pb.bodies(), bytecode)
     return Compiled(pb, env, bytecode, entry, key, parsed=hit is None)
 
 
-def _key(text: str) -> str:
-    h = hashlib.sha256()
-    for part in (text.encode(), jinja2.__version__.encode(), sys.version.encode(),
-                 *(p.read_bytes() for p in _CODE)):
-        h.update(len(part).to_bytes(8, "big") + part)
-    return h.hexdigest()
-
-
-def _from_cache(value: Any, path: Path) -> tuple[Playbook, engine.Bytecode] | None:
+def _from_cache(value: Any, path: Path) -> tuple[Playbook, Bytecode] | None:
     """The cached playbook and bytecode, or None unless `value` has exactly their shape
     (an entry is only ever written by `Compiled.save`; anything else is a miss)."""
     try:
@@ -140,4 +129,4 @@ def _from_cache(value: Any, path: Path) -> tuple[Playbook, engine.Bytecode] | No
             or not all(n is None or type(n) is int for n in lines) \
             or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in codes.items()):
         return None
-    return pb, engine.Bytecode(codes)
+    return pb, Bytecode(codes)

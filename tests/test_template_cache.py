@@ -1,6 +1,7 @@
-"""The dispatch playbook is read and compiled once per content (job/steps.py, in orch's
-cache: orchestrator/cache.py). Counted, never timed: how often the YAML parser and
-Jinja2's compiler ran, on the shipped playbook and on a user's own."""
+"""The dispatch playbook is read and compiled once per content (job/steps.py), and the
+prompts compiled once per content (core/prompts.py, orchestrator/bytecode.py), in orch's
+cache (orchestrator/cache.py). Counted, never timed: how often the YAML parser and
+Jinja2's compiler ran, on the shipped files and on a user's own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from orchestrator import cache
 from orchestrator.config import yamlfile
 from orchestrator.config.resources import playbooks_dir
 from orchestrator.config.settings import Settings
+from orchestrator.core.models import Comment, Issue
+from orchestrator.core.prompts import render_fix_prompt, render_prompt
 from orchestrator.errors import ConfigError
 from orchestrator.job.playbook import render_job
 from tests.test_playbook import SHIPPED, spec
@@ -43,9 +46,9 @@ def counted(tmp_path, monkeypatch):
     return counts
 
 
-def entries() -> list[Path]:
+def entries(kind: str = "playbook") -> list[Path]:
     d = cache.cache_dir()
-    return sorted(d.iterdir()) if d.is_dir() else []
+    return sorted(d.glob(f"{kind}-*")) if d.is_dir() else []
 
 
 def user_playbook(directory: Path, marker: str) -> Path:
@@ -174,3 +177,60 @@ def test_the_cache_directory_follows_xdg(tmp_path, monkeypatch):
     assert cache.cache_dir() == Path(os.path.expanduser("~/.cache/orch"))
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache.cache_dir() == Path(os.path.expanduser("~/.cache/orch"))
+
+
+SHIPPED_PROMPTS = SHIPPED.parent.parent / "prompts"
+ISSUE = Issue("acme/calc", 7, "Add a greeting", "Say {{ hello }} $(id)",
+              comments=(Comment(author="alice", body="and a bye"),))
+
+
+def prompts(directory: Path | None = None) -> tuple[str, str]:
+    kw = dict(issue=ISSUE, repo="acme/calc", branch="orch/7-add", test_command="pytest",
+              prompts_dir=directory)
+    return (render_prompt("backend", **kw),
+            render_fix_prompt(**kw, specialty="backend"))
+
+
+def test_the_prompts_are_compiled_once(counted):
+    first = prompts(SHIPPED_PROMPTS)
+    assert counted["compile"] >= 3       # backend.md.j2 extends general.md.j2; fix.md.j2
+    assert "Say {{ hello }} $(id)" in first[0] and "and a bye" in first[0]
+    [entry] = entries("prompts")
+    assert entry.stat().st_mode & 0o077 == 0
+    counted.update(compile=0)
+    assert prompts(SHIPPED_PROMPTS) == first
+    assert counted["compile"] == 0
+
+
+def test_an_edited_prompt_is_compiled_again(counted, tmp_path):
+    mine = tmp_path / "prompts"
+    mine.mkdir()
+    for f in SHIPPED_PROMPTS.iterdir():
+        (mine / f.name).write_text(f.read_text())
+    first = prompts(mine)
+    counted.update(compile=0)
+    backend = mine / "backend.md.j2"
+    backend.write_text(backend.read_text().replace("{% block intro %}\n", "{% block intro %}\nEDITED ", 1))
+    edited = prompts(mine)
+    assert "EDITED" in edited[0] and edited[1] == first[1]
+    assert counted["compile"] == 1       # backend.md.j2 alone
+    counted.update(compile=0)
+    assert prompts(mine) == edited and counted["compile"] == 0
+    assert len(entries("prompts")) == 1  # one entry per prompts directory
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: b"junk",
+    lambda data: data[:-40],
+    lambda data: marshal.dumps(("orch-cache-1", marshal.loads(data)[1], {"k": "not bytes"})),
+    lambda data: marshal.dumps(("orch-cache-1", marshal.loads(data)[1],
+                                {k: b"x" + v[1:] for k, v in marshal.loads(data)[2].items()})),
+], ids=["garbage", "truncated", "wrong-types", "bad-bytecode"])
+def test_a_corrupt_prompts_entry_is_ignored(counted, damage):
+    expected = prompts(SHIPPED_PROMPTS)
+    [entry] = entries("prompts")
+    entry.write_bytes(damage(entry.read_bytes()))
+    assert prompts(SHIPPED_PROMPTS) == expected
+    counted.update(compile=0)
+    assert prompts(SHIPPED_PROMPTS) == expected
+    assert counted["compile"] == 0       # the damaged entry was replaced
