@@ -4,9 +4,11 @@ fresh interpreter, on what it imported:
 
 - `orch tasks` / `orch show`: no asyncio (~35 ms), no forge, no SSH, no Jinja2;
 - every `--json` command: no rich (~20 ms: render/__init__.py);
-- `orch hosts --json`: no YAML round-trip parser, no templates, no store;
+- `orch hosts --json`: no YAML round-trip parser, no templates, no store, and from its
+  second run on no PyYAML either (what it read is in orch's cache: config/yamlfile.py);
 - `orch dispatch --json`: no bootstrap runner (fleet/verdicts.py), and from its second
-  run on no ruamel (the playbook comes from orch's cache: job/steps.py).
+  run on neither YAML library (the playbook, orch.yml and hosts.yml come from orch's
+  cache: job/steps.py, config/yamlfile.py).
 """
 
 from __future__ import annotations
@@ -50,16 +52,23 @@ def test_task_listings_import_no_event_loop_and_no_forge(tmp_path, args):
         assert loaded(modules, "rich") == []
 
 
-def test_hosts_json_imports_no_rich_yaml_editor_templates_or_store(tmp_path):
+def test_hosts_json_imports_no_rich_yaml_editor_templates_or_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))    # a cold cache
     inv = tmp_path / "hosts.yml"
     inv.write_text("hosts:\n  here:\n    connection: local\n"
                    f"    workspace_root: {tmp_path / 'ws'}\n    agent: /bin/true\n")
-    modules, r = imported(tmp_path, ["--inventory", str(inv), "--state-dir",
-                                     str(tmp_path / "state"), "hosts", "--json"])
-    assert r.returncode == 0, r.stderr
-    assert '"name": "here"' in r.stdout
-    assert loaded(modules, "rich", "ruamel", "jinja2", "github", "tinydb", "orchestrator.store",
-                  "orchestrator.render.term", "orchestrator.fleet.bootstrap") == []
+    seen = []
+    for _ in range(2):
+        modules, r = imported(tmp_path, ["--inventory", str(inv), "--state-dir",
+                                         str(tmp_path / "state"), "hosts", "--json"])
+        assert r.returncode == 0, r.stderr
+        assert '"name": "here"' in r.stdout
+        assert loaded(modules, "rich", "ruamel", "jinja2", "github", "tinydb",
+                      "orchestrator.store", "orchestrator.render.term",
+                      "orchestrator.fleet.bootstrap") == []
+        seen.append(modules)
+    assert loaded(seen[0], "yaml") == ["yaml"]      # the first run read hosts.yml with libyaml
+    assert loaded(seen[1], "yaml") == []            # the second one from orch's cache
 
 
 def test_dispatch_json_imports_no_rich_nor_bootstrap_and_reads_the_playbook_once(
@@ -78,4 +87,5 @@ def test_dispatch_json_imports_no_rich_nor_bootstrap_and_reads_the_playbook_once
                       "orchestrator.fleet.checks") == []
         seen.append(modules)
     assert loaded(seen[0], "ruamel") == ["ruamel"]      # the first one parsed the playbook
-    assert loaded(seen[1], "ruamel") == []              # the second one read it from the cache
+    # the second one read it, orch.yml and hosts.yml from the cache
+    assert loaded(seen[1], "ruamel", "yaml") == []
