@@ -13,6 +13,7 @@ Python's versions). An entry that does not load is compiled again, never an erro
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import jinja2
 import jinja2.bccache
@@ -33,10 +34,15 @@ class Bytecode(jinja2.BytecodeCache):
     @classmethod
     def kept(cls, entry: str, key: str) -> Bytecode:
         """The compiled templates cached under `entry` for `key` (none on a miss)."""
-        value = cache.load(entry, key)
-        entries = value if isinstance(value, dict) and all(
-            isinstance(k, str) and isinstance(v, bytes) for k, v in value.items()) else None
-        return cls(entries, entry=entry, key=key)
+        return cls(cls.entries_in(cache.load(entry, key)), entry=entry, key=key)
+
+    @staticmethod
+    def entries_in(value: Any) -> dict[str, bytes] | None:
+        """`value` if it has the shape of `entries` (read back from a cache), else None."""
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes)
+                                           for k, v in value.items()):
+            return value
+        return None
 
     def save(self) -> None:
         if self.changed and self._entry is not None:

@@ -120,13 +120,12 @@ def _from_cache(value: Any, path: Path) -> tuple[Playbook, Bytecode] | None:
     try:
         steps = tuple(Step(name, run, line) for name, run, line in value["steps"])
         pb = Playbook(str(path), value["prelude"], steps, value["prelude_line"])
-        codes = dict(value["bytecode"])
+        codes = Bytecode.entries_in(value["bytecode"])
     except Exception:  # noqa: BLE001 - a miss
         return None
     texts = [pb.prelude, *(x for s in steps for x in (s.name, s.run))]
     lines = [pb.prelude_line, *(s.line for s in steps)]
-    if not all(isinstance(t, str) for t in texts) \
-            or not all(n is None or type(n) is int for n in lines) \
-            or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in codes.items()):
+    if codes is None or not all(isinstance(t, str) for t in texts) \
+            or not all(n is None or type(n) is int for n in lines):
         return None
     return pb, Bytecode(codes)
