@@ -63,7 +63,7 @@ def test_hosts_json_imports_no_rich_yaml_editor_templates_or_store(tmp_path, mon
                                          str(tmp_path / "state"), "hosts", "--json"])
         assert r.returncode == 0, r.stderr
         assert '"name": "here"' in r.stdout
-        assert loaded(modules, "rich", "ruamel", "jinja2", "github", "tinydb",
+        assert loaded(modules, "rich", "ruamel", "jinja2", "github", "tinydb", "difflib",
                       "orchestrator.store", "orchestrator.render.term",
                       "orchestrator.fleet.bootstrap") == []
         seen.append(modules)

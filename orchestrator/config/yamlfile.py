@@ -21,7 +21,6 @@ Three parts:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import io
 import os
@@ -417,6 +416,7 @@ class Loc:
 
 def suggest(word: str, candidates: Iterable[str]) -> str | None:
     """The closest known name to a mistyped one, or None if nothing is close."""
+    import difflib  # here: only a mistake needs it, every command reads YAML
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return matches[0] if matches else None
 
