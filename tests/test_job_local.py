@@ -21,6 +21,7 @@ from orchestrator.errors import WorkError
 from orchestrator.job import remote
 from orchestrator.job.playbook import JobSpec, render_job
 from orchestrator.transport.local import LocalConnection
+from tests.fixtures_git import git
 from tests.helpers_job import (
     IS_ROOT,
     STANDIN,
@@ -91,6 +92,37 @@ def test_second_task_reuses_the_mirror_and_a_plain_clone_works(conn, tmp_path, g
     st2, log2 = run_job(conn, spec2, issue2)
     assert st2.state == "succeeded" and "mirror" not in log2
     assert git_remote.read("orch/8-second", "b.txt") == "two\n"
+
+
+def test_the_mirror_follows_a_new_default_branch_only_for_a_job_without_a_base(
+        conn, tmp_path, git_remote):
+    """The mirror asks the forge for its HEAD only when the job is not told its base
+    branch: a job told `main` starts there even after the default moved; one told nothing
+    starts from the new default."""
+    work = tmp_path / "work"
+    first = make_issue("orch-standin: write a.txt one\n")
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, first,
+                                      workspace=str(work / "t1")), first)
+    assert st.state == "succeeded", log
+    tmp = tmp_path / "trunk"
+    git("clone", "-q", git_remote.url, str(tmp))
+    git("-C", str(tmp), "checkout", "-q", "-b", "trunk")
+    (tmp / "TRUNK.txt").write_text("on trunk\n")
+    git("-C", str(tmp), "add", "TRUNK.txt")
+    git("-C", str(tmp), "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "-m", "trunk")
+    git("-C", str(tmp), "push", "-q", "origin", "trunk")
+    git("-C", git_remote.url, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    told = make_issue("orch-standin: write b.txt two\n", title="Told main", number=8)
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, told, base_branch="main",
+                                      workspace=str(work / "t2")), told)
+    assert st.state == "succeeded", log
+    assert "TRUNK.txt" not in git_remote.files("orch/8-told-main")
+    untold = make_issue("orch-standin: write c.txt three\n", title="Told nothing", number=9)
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, untold, base_branch=None,
+                                      workspace=str(work / "t3")), untold)
+    assert st.state == "succeeded", log
+    assert "branch orch/9-told-nothing from trunk at" in log
+    assert "TRUNK.txt" in git_remote.files("orch/9-told-nothing")
 
 
 def test_fix_loop_succeeds_after_one_fix(conn, tmp_path, git_remote):
@@ -457,7 +489,9 @@ def test_dangerous_workspaces_are_refused(conn, ws):
 @pytest.mark.parametrize("dollars, micros, back", [
     ("0.0123", 12300, "0.0123"), ("12.5", 12500000, "12.5"), ("0", 0, "0"), ("", 0, "0"),
     ("007.080", 7080000, "7.08"), ("1e-07", 0, "0"), ("0.1234567", 123456, "0.123456"),
-    ("-3", 0, "0"), ("abc", 0, "0"), ("5", 5000000, "5")])
+    ("-3", 0, "0"), ("abc", 0, "0"), ("5", 5000000, "5"), ("1.2.3", 0, "0"),
+    ("0.000001", 1, "0.000001"), ("100", 100000000, "100"), ("010.010", 10010000, "10.01"),
+    (".5", 500000, "0.5"), ("9" * 13, 999999999999, "999999.999999")])
 def test_money_in_sh(dollars, micros, back):
     """sh has no floats: job.sh keeps cost in integer micro-dollars."""
     script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
@@ -466,6 +500,41 @@ def test_money_in_sh(dollars, micros, back):
                             f'fmt_micros "$(to_micros {shlex.quote(dollars)})"')
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
     assert out == [str(micros), back]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("short and plain", "short and plain"),
+    ("two\nlines\r\tand a tab", "two lines  and a tab"),
+    ("x" * 100, "x" * 100),
+    ("y" * 500, "y" * 400),
+    ("é" * 250, "é" * 200),                    # 400 bytes, not 400 characters
+    ("$(touch /tmp/never) `id` *", "$(touch /tmp/never) `id` *"),
+    ("", "")])
+def test_one_line_in_sh(text, line):
+    """Markers and status values are one line of at most 400 bytes; the short plain case
+    (no fork) and the long or multi-line one (tr and cut) give the same shape."""
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    script = script.replace('orch_main "$@"', 'one_line "$1"; printf "|"; one_line_to "$1"; '
+                            'printf "%s" "$OL"')
+    out = subprocess.run(["sh", "-c", script, "sh", text], capture_output=True).stdout
+    printed, _, assigned = out.partition(b"|")
+    assert printed == assigned == line.encode()[:400]
+
+
+@pytest.mark.parametrize("stat, pgid", [
+    ("4242 (sh) S 1 4242 4242 0 -1 4194560 176", "4242"),
+    ("77 (odd) name (x) ) R 12 345 345 0", "345"),      # a command name with ") " in it
+    ("99 (a*b) S 1 7 7 0", "7")])                     # globbing stays off
+def test_the_jobs_process_group_is_read_from_proc_stat(stat, pgid, tmp_path):
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    (tmp_path / "abxb").write_text("")
+    script = script.replace('orch_main "$@"', 'set -- keep me; pgid_from_stat "$STAT"; '
+                            'printf "%s|%s" "$PGID" "$*"')
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env={"STAT": stat, "PATH": "/usr/bin:/bin"}).stdout
+    assert out == f"{pgid}|keep me"
 
 
 def test_result_fields_in_sh():
