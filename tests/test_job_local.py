@@ -464,6 +464,25 @@ def test_start_refuses_a_running_workspace_then_remove(conn, tmp_path, git_remot
     assert gone is None and not Path(spec.workspace).exists()
 
 
+def test_remove_without_waiting_stops_the_job_and_deletes_the_workspace(conn, tmp_path, git_remote):
+    """remove(wait=False) returns once the host has begun; the job is stopped and the
+    workspace goes all the same, after the session has ended."""
+    issue = make_issue("orch-standin: sleep-forever\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+
+    async def go():
+        pgid = await start_job(conn, spec, issue)
+        await remote.remove(conn, spec.workspace, wait=False)
+        return pgid
+
+    pgid = asyncio.run(go())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (Path(spec.workspace).exists() or group_alive(pgid)):
+        time.sleep(0.1)
+    assert not Path(spec.workspace).exists()
+    assert not group_alive(pgid)
+
+
 def test_no_workspace(conn, tmp_path):
     ws = str(tmp_path / "nothing" / "here")
 
@@ -535,6 +554,21 @@ def test_the_jobs_process_group_is_read_from_proc_stat(stat, pgid, tmp_path):
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path,
                          env={"STAT": stat, "PATH": "/usr/bin:/bin"}).stdout
     assert out == f"{pgid}|keep me"
+
+
+def test_the_jobs_clock_needs_no_fork_and_agrees_with_date():
+    """now() reads /proc (boot time + uptime) once it has checked them against date; with
+    no boot time it asks date. Both give the epoch seconds."""
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    script = script.replace('orch_main "$@"', 'printf "%s " "$BOOT_AT"; now; BOOT_AT=; now')
+    before = time.time()
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
+    after = time.time()
+    boot, fast, slow = out
+    assert int(boot) > 0                       # Linux: the fork-free clock is in use
+    for value in (fast, slow):
+        assert before - 2 <= int(value) <= after + 2
 
 
 def test_result_fields_in_sh():

@@ -531,11 +531,19 @@ echo "result=1"
 """
 
 
-async def remove(conn: Connection, workspace: str) -> None:
-    """Delete the workspace (stopping its job first if it still runs); one round trip."""
+async def remove(conn: Connection, workspace: str, *, wait: bool = True) -> None:
+    """Delete the workspace (stopping its job first if it still runs); one round trip.
+
+    `wait=False`: the host does it in the background and the round trip ends as soon as
+    that has started (finalize, once the outcome is recorded: removing a large checkout
+    takes seconds, and nothing waits on it; a workspace left behind costs only disk).
+    """
     ws = _ws(workspace)
     # The kill script runs in a subshell: its early `exit 0` (no running job) ends only that.
     cmd = f"(\n{_kill_script(workspace, 3.0)}\n) > /dev/null 2>&1\ncd / && rm -rf {ws}\n"
+    if not wait:
+        # nohup and no tie to the session's streams: it outlives the channel's close.
+        cmd = f"nohup sh -c {shell.quote(cmd)} > /dev/null 2>&1 < /dev/null &\n"
     result = await conn.run(cmd)
     if not result.ok:
         raise WorkError(f"{conn.host.name}: could not remove {workspace}: {result.stderr.strip()}")
