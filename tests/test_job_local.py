@@ -505,6 +505,15 @@ def test_dangerous_workspaces_are_refused(conn, ws):
 # --------------------------------------------------------------------------- shell helpers
 
 
+def library_sh(tail: str, *args: str, **run) -> subprocess.CompletedProcess:
+    """Run `tail` under sh after job.sh's library (its call to orch_main replaced)."""
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    run.setdefault("text", True)
+    return subprocess.run(["sh", "-c", script.replace('orch_main "$@"', tail), "sh", *args],
+                          capture_output=True, **run)
+
+
 @pytest.mark.parametrize("dollars, micros, back", [
     ("0.0123", 12300, "0.0123"), ("12.5", 12500000, "12.5"), ("0", 0, "0"), ("", 0, "0"),
     ("007.080", 7080000, "7.08"), ("1e-07", 0, "0"), ("0.1234567", 123456, "0.123456"),
@@ -513,11 +522,7 @@ def test_dangerous_workspaces_are_refused(conn, ws):
     (".5", 500000, "0.5"), ("9" * 13, 999999999999, "999999.999999")])
 def test_money_in_sh(dollars, micros, back):
     """sh has no floats: job.sh keeps cost in integer micro-dollars."""
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
-    script = script.replace('orch_main "$@"', f'to_micros {shlex.quote(dollars)}; '
-                            f'fmt_micros "$(to_micros {shlex.quote(dollars)})"')
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
+    out = library_sh('to_micros "$1"; fmt_micros "$(to_micros "$1")"', dollars).stdout.split()
     assert out == [str(micros), back]
 
 
@@ -532,11 +537,8 @@ def test_money_in_sh(dollars, micros, back):
 def test_one_line_in_sh(text, line):
     """Markers and status values are one line of at most 400 bytes; the short plain case
     (no fork) and the long or multi-line one (tr and cut) give the same shape."""
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
-    script = script.replace('orch_main "$@"', 'one_line "$1"; printf "|"; one_line_to "$1"; '
-                            'printf "%s" "$OL"')
-    out = subprocess.run(["sh", "-c", script, "sh", text], capture_output=True).stdout
+    out = library_sh('one_line "$1"; printf "|"; one_line_to "$1"; printf "%s" "$OL"', text,
+                     text=False).stdout
     printed, _, assigned = out.partition(b"|")
     assert printed == assigned == line.encode()[:400]
 
@@ -546,24 +548,17 @@ def test_one_line_in_sh(text, line):
     ("77 (odd) name (x) ) R 12 345 345 0", "345"),      # a command name with ") " in it
     ("99 (a*b) S 1 7 7 0", "7")])                     # globbing stays off
 def test_the_jobs_process_group_is_read_from_proc_stat(stat, pgid, tmp_path):
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
     (tmp_path / "abxb").write_text("")
-    script = script.replace('orch_main "$@"', 'set -- keep me; pgid_from_stat "$STAT"; '
-                            'printf "%s|%s" "$PGID" "$*"')
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                         env={"STAT": stat, "PATH": "/usr/bin:/bin"}).stdout
+    out = library_sh('STAT=$1; set -- keep me; pgid_from_stat "$STAT"; printf "%s|%s" "$PGID" "$*"',
+                     stat, cwd=tmp_path).stdout
     assert out == f"{pgid}|keep me"
 
 
 def test_the_jobs_clock_needs_no_fork_and_agrees_with_date():
     """now() reads /proc (boot time + uptime) once it has checked them against date; with
     no boot time it asks date. Both give the epoch seconds."""
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
-    script = script.replace('orch_main "$@"', 'printf "%s " "$BOOT_AT"; now; BOOT_AT=; now')
     before = time.time()
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
+    out = library_sh('printf "%s " "$BOOT_AT"; now; BOOT_AT=; now').stdout.split()
     after = time.time()
     boot, fast, slow = out
     assert int(boot) > 0                       # Linux: the fork-free clock is in use
@@ -571,14 +566,22 @@ def test_the_jobs_clock_needs_no_fork_and_agrees_with_date():
         assert before - 2 <= int(value) <= after + 2
 
 
+def test_several_result_fields_in_one_awk_run():
+    """json_fields: the agent run's four fields from one awk run, as json_field reads each
+    (top level only, strings unescaped to one line, a missing key left out)."""
+    line = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":41,'
+            '"result":"a\\nb","total_cost_usd":1.5e-07,"usage":{"num_turns":9,"subtype":"x"}}')
+    out = library_sh('json_fields "num_turns total_cost_usd is_error subtype absent result" "$1"',
+                     line).stdout.splitlines()
+    assert out == ["num_turns=41", "total_cost_usd=1.5e-07", "is_error=true",
+                   "subtype=error_max_turns", "result=a b"]
+
+
 def test_result_fields_in_sh():
     line = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":41,'
             '"result":"text with \\"quotes\\"","total_cost_usd":1.5e-07,"usage":{"num_turns":9}}')
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
-    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_field num_turns \"$l\"; "
-                            "json_field total_cost_usd \"$l\"; json_field subtype \"$l\"")
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
+    out = library_sh('json_field num_turns "$1"; json_field total_cost_usd "$1"; '
+                     'json_field subtype "$1"', line).stdout.split("\n")
     assert out[:3] == ["41", "1.5e-07", "error_max_turns"]   # top level, not usage's
 
 
