@@ -601,7 +601,8 @@ def targets(rows: list[dict], n: int) -> list[dict]:
             else f"orch is {1 / v:.2f}x slower than {n} parallel ssh")
     if get.get("floor"):
         v = orch / get["floor"]
-        add("orch/floor <= 1.2", v, v <= 1.2, f"orch takes {v:.2f}x the bare asyncssh floor")
+        # issue 10 item 2: within 1.15x of the floor (an earlier round asked 1.2x)
+        add("orch/floor <= 1.15", v, v <= 1.15, f"orch takes {v:.2f}x the bare asyncssh floor")
     return out
 
 

@@ -92,3 +92,12 @@ def init_event(log: str) -> dict:
 def assert_log_well_formed(log: str) -> None:
     assert log.endswith("\n"), "every line of job.log must end with a newline"
     assert "Terminated" not in log
+
+
+def gone_soon(path: str | Path, within: float = 30.0) -> bool:
+    """Whether `path` is gone within `within` seconds: finalize removes a remote host's
+    workspace in the background (job/remote.py remove(wait=False))."""
+    end = time.monotonic() + within
+    while Path(path).exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    return not Path(path).exists()

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from orchestrator.app import App
 from orchestrator.lifecycle.dispatch import dispatch
 from tests.ghserver import Fault
+from tests.helpers_job import gone_soon
 
 REPO = "octo/app"
 
@@ -57,7 +57,7 @@ def test_a_dispatch_reads_the_log_once_while_following(one_host):
     text = copy.read_text()
     assert text.startswith("::orch:: start ") and "::orch:: done succeeded" in text
     assert "a.txt" in text                       # the agent's own lines are in it
-    assert Path(task["workspace"]).exists() is False
+    assert gone_soon(task["workspace"])
 
 
 def test_a_dispatch_deletes_only_labels_the_issue_has(one_host):

@@ -21,6 +21,7 @@ from orchestrator.errors import WorkError
 from orchestrator.job import remote
 from orchestrator.job.playbook import JobSpec, render_job
 from orchestrator.transport.local import LocalConnection
+from tests.fixtures_git import git
 from tests.helpers_job import (
     IS_ROOT,
     STANDIN,
@@ -91,6 +92,37 @@ def test_second_task_reuses_the_mirror_and_a_plain_clone_works(conn, tmp_path, g
     st2, log2 = run_job(conn, spec2, issue2)
     assert st2.state == "succeeded" and "mirror" not in log2
     assert git_remote.read("orch/8-second", "b.txt") == "two\n"
+
+
+def test_the_mirror_follows_a_new_default_branch_only_for_a_job_without_a_base(
+        conn, tmp_path, git_remote):
+    """The mirror asks the forge for its HEAD only when the job is not told its base
+    branch: a job told `main` starts there even after the default moved; one told nothing
+    starts from the new default."""
+    work = tmp_path / "work"
+    first = make_issue("orch-standin: write a.txt one\n")
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, first,
+                                      workspace=str(work / "t1")), first)
+    assert st.state == "succeeded", log
+    tmp = tmp_path / "trunk"
+    git("clone", "-q", git_remote.url, str(tmp))
+    git("-C", str(tmp), "checkout", "-q", "-b", "trunk")
+    (tmp / "TRUNK.txt").write_text("on trunk\n")
+    git("-C", str(tmp), "add", "TRUNK.txt")
+    git("-C", str(tmp), "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "-m", "trunk")
+    git("-C", str(tmp), "push", "-q", "origin", "trunk")
+    git("-C", git_remote.url, "symbolic-ref", "HEAD", "refs/heads/trunk")
+    told = make_issue("orch-standin: write b.txt two\n", title="Told main", number=8)
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, told, base_branch="main",
+                                      workspace=str(work / "t2")), told)
+    assert st.state == "succeeded", log
+    assert "TRUNK.txt" not in git_remote.files("orch/8-told-main")
+    untold = make_issue("orch-standin: write c.txt three\n", title="Told nothing", number=9)
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, untold, base_branch=None,
+                                      workspace=str(work / "t3")), untold)
+    assert st.state == "succeeded", log
+    assert "branch orch/9-told-nothing from trunk at" in log
+    assert "TRUNK.txt" in git_remote.files("orch/9-told-nothing")
 
 
 def test_fix_loop_succeeds_after_one_fix(conn, tmp_path, git_remote):
@@ -432,6 +464,25 @@ def test_start_refuses_a_running_workspace_then_remove(conn, tmp_path, git_remot
     assert gone is None and not Path(spec.workspace).exists()
 
 
+def test_remove_without_waiting_stops_the_job_and_deletes_the_workspace(conn, tmp_path, git_remote):
+    """remove(wait=False) returns once the host has begun; the job is stopped and the
+    workspace goes all the same, after the session has ended."""
+    issue = make_issue("orch-standin: sleep-forever\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+
+    async def go():
+        pgid = await start_job(conn, spec, issue)
+        await remote.remove(conn, spec.workspace, wait=False)
+        return pgid
+
+    pgid = asyncio.run(go())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (Path(spec.workspace).exists() or group_alive(pgid)):
+        time.sleep(0.1)
+    assert not Path(spec.workspace).exists()
+    assert not group_alive(pgid)
+
+
 def test_no_workspace(conn, tmp_path):
     ws = str(tmp_path / "nothing" / "here")
 
@@ -454,28 +505,83 @@ def test_dangerous_workspaces_are_refused(conn, ws):
 # --------------------------------------------------------------------------- shell helpers
 
 
+def library_sh(tail: str, *args: str, **run) -> subprocess.CompletedProcess:
+    """Run `tail` under sh after job.sh's library (its call to orch_main replaced)."""
+    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
+                                commit_message="m"))
+    run.setdefault("text", True)
+    return subprocess.run(["sh", "-c", script.replace('orch_main "$@"', tail), "sh", *args],
+                          capture_output=True, **run)
+
+
 @pytest.mark.parametrize("dollars, micros, back", [
     ("0.0123", 12300, "0.0123"), ("12.5", 12500000, "12.5"), ("0", 0, "0"), ("", 0, "0"),
     ("007.080", 7080000, "7.08"), ("1e-07", 0, "0"), ("0.1234567", 123456, "0.123456"),
-    ("-3", 0, "0"), ("abc", 0, "0"), ("5", 5000000, "5")])
+    ("-3", 0, "0"), ("abc", 0, "0"), ("5", 5000000, "5"), ("1.2.3", 0, "0"),
+    ("0.000001", 1, "0.000001"), ("100", 100000000, "100"), ("010.010", 10010000, "10.01"),
+    (".5", 500000, "0.5"), ("9" * 13, 999999999999, "999999.999999")])
 def test_money_in_sh(dollars, micros, back):
     """sh has no floats: job.sh keeps cost in integer micro-dollars."""
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
-    script = script.replace('orch_main "$@"', f'to_micros {shlex.quote(dollars)}; '
-                            f'fmt_micros "$(to_micros {shlex.quote(dollars)})"')
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split()
+    out = library_sh('to_micros "$1"; fmt_micros "$(to_micros "$1")"', dollars).stdout.split()
     assert out == [str(micros), back]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("short and plain", "short and plain"),
+    ("two\nlines\r\tand a tab", "two lines  and a tab"),
+    ("x" * 100, "x" * 100),
+    ("y" * 500, "y" * 400),
+    ("é" * 250, "é" * 200),                    # 400 bytes, not 400 characters
+    ("$(touch /tmp/never) `id` *", "$(touch /tmp/never) `id` *"),
+    ("", "")])
+def test_one_line_in_sh(text, line):
+    """Markers and status values are one line of at most 400 bytes; the short plain case
+    (no fork) and the long or multi-line one (tr and cut) give the same shape."""
+    out = library_sh('one_line "$1"; printf "|"; one_line_to "$1"; printf "%s" "$OL"', text,
+                     text=False).stdout
+    printed, _, assigned = out.partition(b"|")
+    assert printed == assigned == line.encode()[:400]
+
+
+@pytest.mark.parametrize("stat, pgid", [
+    ("4242 (sh) S 1 4242 4242 0 -1 4194560 176", "4242"),
+    ("77 (odd) name (x) ) R 12 345 345 0", "345"),      # a command name with ") " in it
+    ("99 (a*b) S 1 7 7 0", "7")])                     # globbing stays off
+def test_the_jobs_process_group_is_read_from_proc_stat(stat, pgid, tmp_path):
+    (tmp_path / "abxb").write_text("")
+    out = library_sh('STAT=$1; set -- keep me; pgid_from_stat "$STAT"; printf "%s|%s" "$PGID" "$*"',
+                     stat, cwd=tmp_path).stdout
+    assert out == f"{pgid}|keep me"
+
+
+def test_the_jobs_clock_needs_no_fork_and_agrees_with_date():
+    """now() reads /proc (boot time + uptime) once it has checked them against date; with
+    no boot time it asks date. Both give the epoch seconds."""
+    before = time.time()
+    out = library_sh('printf "%s " "$BOOT_AT"; now; BOOT_AT=; now').stdout.split()
+    after = time.time()
+    boot, fast, slow = out
+    assert int(boot) > 0                       # Linux: the fork-free clock is in use
+    for value in (fast, slow):
+        assert before - 2 <= int(value) <= after + 2
+
+
+def test_several_result_fields_in_one_awk_run():
+    """json_fields: the agent run's four fields from one awk run, as json_field reads each
+    (top level only, strings unescaped to one line, a missing key left out)."""
+    line = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":41,'
+            '"result":"a\\nb","total_cost_usd":1.5e-07,"usage":{"num_turns":9,"subtype":"x"}}')
+    out = library_sh('json_fields "num_turns total_cost_usd is_error subtype absent result" "$1"',
+                     line).stdout.splitlines()
+    assert out == ["num_turns=41", "total_cost_usd=1.5e-07", "is_error=true",
+                   "subtype=error_max_turns", "result=a b"]
 
 
 def test_result_fields_in_sh():
     line = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":41,'
             '"result":"text with \\"quotes\\"","total_cost_usd":1.5e-07,"usage":{"num_turns":9}}')
-    script = render_job(JobSpec(task_id="t", workspace="/w/t", clone_url="u", branch="b",
-                                commit_message="m"))
-    script = script.replace('orch_main "$@"', f"l={shlex.quote(line)}; json_field num_turns \"$l\"; "
-                            "json_field total_cost_usd \"$l\"; json_field subtype \"$l\"")
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
+    out = library_sh('json_field num_turns "$1"; json_field total_cost_usd "$1"; '
+                     'json_field subtype "$1"', line).stdout.split("\n")
     assert out[:3] == ["41", "1.5e-07", "error_max_turns"]   # top level, not usage's
 
 

@@ -28,6 +28,7 @@ from ..forge.clone import clone_url
 from ..job import relay, remote
 from ..private import FILE_MODE
 from ..store import FenceLost
+from ..transport import runs_here
 from ..transport.base import Connection
 from . import claims
 from .kinds import kind_of
@@ -199,6 +200,9 @@ async def _bring_back(app: App, conn: Connection, forge: Forge, task: Task) -> N
 
 async def _remove_quietly(conn: Connection, task: Task) -> None:
     try:
-        await remote.remove(conn, task.workspace or "")
+        # On a remote host in the background (a large checkout takes seconds to delete,
+        # and nothing waits on it); on this machine waited for: `orch demo` deletes the
+        # state dir the workspace is in right after.
+        await remote.remove(conn, task.workspace or "", wait=runs_here(conn.host))
     except OrchError:
         pass   # a workspace left behind costs disk, not correctness
