@@ -681,8 +681,9 @@ class GithubForge:
                     and (last.get("user") or {}).get("login") == self._me()):
                 return int(last["id"])
             made = issue.create_comment(body)
+            # Its author as GitHub answered (no GET /user for who orch is).
             self._last_comment[key] = {"id": made.id, "body": body,
-                                       "user": {"login": self._me()}}
+                                       "user": _raw(made).get("user") or {}}
             return int(made.id)
 
     def _ensure_labels(self, repo: str, names: list[str]) -> None:
