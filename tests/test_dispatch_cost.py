@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
