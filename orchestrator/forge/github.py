@@ -520,9 +520,9 @@ class GithubForge:
 
     def open_pull_request(self, repo: str, *, head: str, base: str, title: str, body: str) -> str:
         branch = head_branch(head)
-        existing = self.find_pull_request(repo, branch)
-        if existing:
-            return existing
+        # No lookup first: GitHub refuses a second open pull request from the same head
+        # (422 "already exists"), and that answer leads to the lookup below. One request
+        # in the usual case, where a lookup first always cost two.
         what = f"opening a pull request {branch} -> {base} in {repo}"
         with self._api(what, missing=f"repository {repo} not found at {_display_url(self.url)}"):
             try:
