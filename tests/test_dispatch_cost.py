@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -128,14 +129,36 @@ def test_the_log_is_followed_while_the_issue_hears_running(one_host, monkeypatch
     assert task.comment_id == comment["id"] and task.pr_url in comment["body"]
 
 
-def test_a_dispatch_makes_at_most_14_github_requests(one_host):
-    """Read: the repository, the issue, who wrote what (GraphQL), the author's permission,
-    orch's own login. Running: the comment (the issue's last comment is known from the
-    read: no listing), the label list (once), the label. Done: the PR lookup and the PR,
-    the comment edited, the label, two labels off. The hand-written baseline: 4."""
+def test_a_dispatch_makes_at_most_12_github_requests(one_host):
+    """Read: the repository, the issue, who wrote what (GraphQL), the author's permission
+    (orch's own login only when the issue has comments to tell apart). Running: the
+    comment (the issue's last comment is known from the read: no listing), the label list
+    (once), the label. Done: the PR (looked up only when GitHub says it exists), the
+    comment edited, the label, two labels off. The hand-written baseline: 4."""
     w, host = one_host
     _dispatch(w, host, "Warm up: the labels are created on first use")
     _n, task, _ssh, gh = _dispatch(w, host, "Count every request")
     assert task["status"] == "succeeded", task
     assert f"GET /repos/{REPO}/issues/N/comments" not in gh, gh
-    assert sum(gh.values()) <= 14, gh
+    assert "GET /user" not in gh, gh
+    assert f"GET /repos/{REPO}/pulls" not in gh, gh
+    assert sum(gh.values()) <= 12, gh
+
+
+def test_an_issue_with_comments_still_leaves_orchs_own_out(make_world):
+    """With comments to tell apart, orch asks who it is, and a comment by its own account
+    (even without orch's marker) never reaches the prompt; the author's does."""
+    w = make_world(hosts=1, tests={"command": "true", "max_fix_attempts": 0},
+                   workspace={"keep_on_success": True})
+    n = w.issue("Comments to tell apart", "orch-standin: write a.txt a\n")
+    w.github.add_comment(REPO, n, "a note by orch's own account", user=w.github.user)
+    w.github.add_comment(REPO, n, "please name it a.txt", user="alice")
+    requests = len(w.github.requests_matching())
+    out = w.orch_json("dispatch", f"{REPO}#{n}")
+    gh = [f"{r.method} {r.path}" for r in w.github.requests_matching()[requests:]]
+    assert "GET /user" in gh, gh
+    task = w.orch_json("show", out["task_id"])
+    assert task["status"] == "succeeded", task
+    prompt = (Path(task["workspace"]) / "prompt.md").read_text()
+    assert "please name it a.txt" in prompt and "by @alice" in prompt
+    assert "orch's own account" not in prompt

@@ -520,9 +520,9 @@ class GithubForge:
 
     def open_pull_request(self, repo: str, *, head: str, base: str, title: str, body: str) -> str:
         branch = head_branch(head)
-        existing = self.find_pull_request(repo, branch)
-        if existing:
-            return existing
+        # No lookup first: GitHub refuses a second open pull request from the same head
+        # (422 "already exists"), and that answer leads to the lookup below. One request
+        # in the usual case, where a lookup first always cost two.
         what = f"opening a pull request {branch} -> {base} in {repo}"
         with self._api(what, missing=f"repository {repo} not found at {_display_url(self.url)}"):
             try:
@@ -681,8 +681,9 @@ class GithubForge:
                     and (last.get("user") or {}).get("login") == self._me()):
                 return int(last["id"])
             made = issue.create_comment(body)
+            # Its author as GitHub answered (no GET /user for who orch is).
             self._last_comment[key] = {"id": made.id, "body": body,
-                                       "user": {"login": self._me()}}
+                                       "user": _raw(made).get("user") or {}}
             return int(made.id)
 
     def _ensure_labels(self, repo: str, names: list[str]) -> None:

@@ -57,7 +57,9 @@ async def vetted_issue(forge: Forge, repo: str, number: int, settings: Settings)
     permissions = {login: await asyncio.to_thread(forge.author_permission, issue.repo, login)
                    for login in logins_to_check(issue, t.label, t.comments, t.min_permission)}
     check_eligible(issue, permissions.get(issue.author, "none"), settings)
-    own = await asyncio.to_thread(forge.login) if t.comments != "none" else ""
+    # orch's own login only tells its own comments apart: an issue without comments needs
+    # no request for it.
+    own = await asyncio.to_thread(forge.login) if t.comments != "none" and issue.comments else ""
     try:
         return vet_issue(issue, permissions, need=t.min_permission, label=t.label,
                          comments=t.comments, own_login=own)
