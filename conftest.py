@@ -10,6 +10,9 @@ the fast tier (`make test-fast` = `pytest -m "not integration"`, `make test-inte
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         function = getattr(item, "originalname", item.name)
         if is_integration(item.path, function, getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+_CACHE_HOME: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """orch's cache (orchestrator/cache.py) in a directory of this run, for the tests and
+    every orch they start: never the user's ~/.cache/orch."""
+    global _CACHE_HOME
+    _CACHE_HOME = tempfile.mkdtemp(prefix="orch-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CACHE_HOME:
+        shutil.rmtree(_CACHE_HOME, ignore_errors=True)

@@ -30,6 +30,7 @@ from orchestrator.core.models import Host
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.fleet import bootstrap as bs
 from orchestrator.fleet import checks as ck
+from orchestrator.fleet.verdicts import failed_hosts, load_state
 
 IS_ROOT = os.geteuid() == 0
 FAKE_VERSION = "2.1.197 (Claude Code)"
@@ -141,7 +142,7 @@ def test_cli_mixed_fleet_json_exit_code_and_failed_hosts(setup):
     assert blocked["agent"]["ok"] is True
     assert blocked["disk"]["ok"] is True          # measured on the nearest existing parent
 
-    failed = bs.failed_hosts(tmp / "state")
+    failed = failed_hosts(tmp / "state")
     assert set(failed) == {"b2", "b3"}
     assert failed["b2"].startswith("bootstrap failed: agent: ")
     assert failed["b3"].startswith("bootstrap failed: workspace: ")
@@ -154,8 +155,8 @@ def test_cli_mixed_fleet_json_exit_code_and_failed_hosts(setup):
     proc = run_orch(tmp, "bootstrap", "b2", "b3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 of 2 hosts ready" in proc.stdout
-    assert bs.failed_hosts(tmp / "state") == {}
-    state = bs.load_state(tmp / "state")
+    assert failed_hosts(tmp / "state") == {}
+    state = load_state(tmp / "state")
     assert set(state) == {"b1", "b2", "b3"} and all(e["ok"] for e in state.values())
 
 
@@ -214,7 +215,7 @@ def test_root_without_allow_root_fails_with_the_fix(setup):
     assert not root.ok and "root" in root.detail
     assert root.fix == ("set agent.allow_root: true in orch.yml (sets IS_SANDBOX=1) "
                         "or use a normal user")
-    assert bs.failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: root: ")
+    assert failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: root: ")
 
 
 def test_node_check_follows_the_agents_shebang(setup, tmp_path):
@@ -256,10 +257,10 @@ def test_unreachable_host_is_reported_and_keeps_its_verdict(setup):
     assert hosts["dead"]["ok"] is False and hosts["dead"]["checks"] == []
     assert "refused" in hosts["dead"]["error"]
     # Nothing was learned about `dead`: its last real verdict stands.
-    state = bs.load_state(tmp / "state")
+    state = load_state(tmp / "state")
     assert state["dead"]["ok"] is False and state["dead"]["at"] == "earlier"
     assert "refused" in state["dead"]["last_error"]
-    assert bs.failed_hosts(tmp / "state")["dead"] == "bootstrap failed: agent: claude not found"
+    assert failed_hosts(tmp / "state")["dead"] == "bootstrap failed: agent: claude not found"
 
 
 def test_values_reach_sh_quoted(setup, tmp_path):
@@ -386,7 +387,7 @@ def test_repo_targets_from_options_and_config(github_server, github_forge):
 
 
 def test_failed_hosts_state_file(tmp_path):
-    assert bs.failed_hosts(tmp_path) == {}                     # never bootstrapped
+    assert failed_hosts(tmp_path) == {}                     # never bootstrapped
     bs.record_reports(tmp_path, [
         bs.HostReport("a", [ck.CheckResult("git", "ok", "git version 2"),
                             ck.CheckResult("agent", "fail", "claude not found"),
@@ -394,14 +395,14 @@ def test_failed_hosts_state_file(tmp_path):
         bs.HostReport("b", [ck.CheckResult("git", "ok", "")], at="t1"),
         bs.HostReport("c", [], error="x", error_kind="refused", at="t1"),
     ])
-    assert bs.failed_hosts(tmp_path) == {
+    assert failed_hosts(tmp_path) == {
         "a": "bootstrap failed: agent: claude not found (and 1 more)"}
     bs.record_reports(tmp_path, [bs.HostReport("a", [ck.CheckResult("git", "ok", "")], at="t2")])
-    assert bs.failed_hosts(tmp_path) == {}
+    assert failed_hosts(tmp_path) == {}
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / "bootstrap.json").write_text("{not json")
     with pytest.raises(UsageError, match="corrupted"):
-        bs.failed_hosts(tmp_path)
+        failed_hosts(tmp_path)
 
 
 def test_failed_hosts_feed_the_scheduler(tmp_path):
@@ -411,7 +412,7 @@ def test_failed_hosts_feed_the_scheduler(tmp_path):
     facts = [HostFacts(name=n, address=n, reachable=True, load1=0.1, cpus=4, running_tasks=0)
              for n in ("a", "b")]
     bs.record_reports(tmp_path, [bs.HostReport("a", [ck.CheckResult("git", "fail", "no git")])])
-    placement = place("backend", "label", hosts, facts, unhealthy=bs.failed_hosts(tmp_path))
+    placement = place("backend", "label", hosts, facts, unhealthy=failed_hosts(tmp_path))
     assert placement.host == "b"
     verdict = next(v for v in placement.verdicts if v.host == "a")
     assert "bootstrap failed: git: no git" in verdict.reason
@@ -426,7 +427,7 @@ def test_concurrent_writers_keep_every_host(tmp_path):
     names = [f"h{i}" for i in range(12)]
     with multiprocessing.get_context("spawn").Pool(6) as pool:
         pool.map(_record_one, [(str(tmp_path), n) for n in names])
-    assert set(bs.failed_hosts(tmp_path)) == set(names)
+    assert set(failed_hosts(tmp_path)) == set(names)
 
 
 def test_disk_minimum_is_a_playbook_var(setup):
@@ -435,7 +436,7 @@ def test_disk_minimum_is_a_playbook_var(setup):
     assert proc.returncode == 1, proc.stderr
     disk = checks_of(by_name(json.loads(proc.stdout))["b1"])["disk"]
     assert disk["ok"] is False and "below the 999999999 MB minimum" in disk["detail"]
-    assert bs.failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: disk: ")
+    assert failed_hosts(tmp / "state")["b1"].startswith("bootstrap failed: disk: ")
     proc = run_orch(tmp, "bootstrap", "--var", "min_fre_mb=1", "b1")
     assert proc.returncode == 2 and "unknown playbook var min_fre_mb" in proc.stderr
 

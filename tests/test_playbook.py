@@ -14,12 +14,12 @@ from orchestrator.config.settings import Settings
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.job.playbook import (
     JobSpec,
-    load_playbook,
     mirror_path,
     parse_author,
     render_job,
     valid_branch,
 )
+from orchestrator.job.steps import load_playbook
 
 HOSTILE = "$(touch /tmp/orch-pwned); `id` ${HOME} \"'\\ \n; rm -rf ~ #\t\u202e✓ EOF\n'EOF'"
 

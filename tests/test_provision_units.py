@@ -207,12 +207,12 @@ def test_lookup_quotes_hostile_names(home, tmp_path):
 # --------------------------------------------------------------------------- rendering
 
 def test_host_text_is_printed_as_data_not_markup(monkeypatch):
-    import orchestrator.render
+    import orchestrator.render.term
     from orchestrator.render import provision as render
     buf = io.StringIO()
     console = Console(file=buf, width=200, color_system=None)
     monkeypatch.setattr(render, "console", console)
-    monkeypatch.setattr(orchestrator.render, "console", console)   # the fixes under the table
+    monkeypatch.setattr(orchestrator.render.term, "console", console)   # the fixes under the table
     r = HostProvision("h1", steps=[StepReport("agent", "failed", "[bold red]boom[/] $(x)", "[link]fix[/]")])
     render.provision_table([r])
     out = buf.getvalue()

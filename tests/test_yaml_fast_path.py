@@ -102,7 +102,9 @@ def test_project_examples_agree() -> None:
     assert _check(texts[0]) is not _UNSURE
 
 
-def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
+def _load_both(tmp_path: Path) -> list[str]:
+    """Load the example inventory and a config in a fresh interpreter: [what it read,
+    which YAML libraries it had imported]."""
     inv = tmp_path / "hosts.yml"
     inv.write_text((REPO / "inventory" / "hosts.example.yml").read_text())
     cfg = tmp_path / "orch.yml"
@@ -112,11 +114,19 @@ def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
             f"from orchestrator.config.load import load_settings\n"
             f"hosts = load_inventory(Path({str(inv)!r}))\n"
             f"s = load_settings(Path({str(cfg)!r}))\n"
-            f"assert [h.name for h in hosts] == ['backend-1', 'frontend-1'], hosts\n"
-            f"assert hosts[1].enabled is False and hosts[0].port == 22\n"
-            f"assert s.ssh.connect_timeout == 5.0 and s.agent.max_cost_usd == 2.5\n"
-            f"assert 'ruamel.yaml' not in sys.modules, 'ruamel imported'\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+            f"print([h.name for h in hosts], hosts[1].enabled, hosts[0].port, "
+            f"s.ssh.connect_timeout, s.agent.max_cost_usd)\n"
+            f"print(sorted(m for m in ('yaml', 'ruamel') if m in sys.modules))\n")
+    return subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                          capture_output=True, text=True).stdout.splitlines()
+
+
+READ = "['backend-1', 'frontend-1'] False 22 5.0 2.5"
+
+
+def test_reading_a_valid_file_does_not_import_ruamel(tmp_path: Path) -> None:
+    read, libraries = _load_both(tmp_path)
+    assert read == READ and "ruamel" not in libraries
 
 
 def test_an_invalid_file_still_names_its_line(tmp_path: Path) -> None:
@@ -127,3 +137,45 @@ def test_an_invalid_file_still_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_inventory(inv)
     assert caught.value.line == 4 and "true or false" in str(caught.value)
+
+
+def test_a_file_read_before_is_neither_parsed_nor_needs_pyyaml(tmp_path: Path, monkeypatch) -> None:
+    """What libyaml read is kept in orch's cache: the next process reads the same config
+    and inventory without parsing them, without importing PyYAML (or ruamel)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    runs = [_load_both(tmp_path) for _ in range(2)]
+    assert runs[0][0] == runs[1][0] == READ
+    assert runs[0][1] == "['yaml']"          # the first one parsed them with libyaml
+    assert runs[1][1] == "[]"                # the second one read them from the cache
+
+
+def test_a_kept_file_changed_or_damaged_is_parsed_again(tmp_path: Path, monkeypatch) -> None:
+    from orchestrator import cache
+    from orchestrator.config import yamlfile
+    from orchestrator.fleet.inventory import load_inventory
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    parsed = []
+    real = yamlfile.fast_parse
+    monkeypatch.setattr(yamlfile, "fast_parse", lambda text: parsed.append(text) or real(text))
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("hosts:\n  a:\n    address: x\n")
+    assert [h.address for h in load_inventory(inv)] == ["x"]
+    assert [h.address for h in load_inventory(inv)] == ["x"] and len(parsed) == 1
+    inv.write_text("hosts:\n  a:\n    address: y\n")             # same size, new text
+    assert [h.address for h in load_inventory(inv)] == ["y"] and len(parsed) == 2
+    [entry] = cache.cache_dir().glob("yaml-*")                    # one entry per file
+    entry.write_bytes(b"\x00damaged")
+    assert [h.address for h in load_inventory(inv)] == ["y"] and len(parsed) == 3
+    assert [h.address for h in load_inventory(inv)] == ["y"] and len(parsed) == 3
+
+
+def test_a_kept_file_with_a_mistake_still_names_its_line(tmp_path: Path, monkeypatch) -> None:
+    from orchestrator.errors import ConfigError
+    from orchestrator.fleet.inventory import load_inventory
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("hosts:\n  a:\n    address: x\n    max_tasks: many\n")
+    for _ in range(2):              # the second time from the cache: the same error
+        with pytest.raises(ConfigError) as caught:
+            load_inventory(inv)
+        assert caught.value.line == 4 and "max_tasks" in str(caught.value)

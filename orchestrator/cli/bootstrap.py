@@ -28,8 +28,9 @@ def bootstrap(ctx: click.Context, names: tuple[str, ...], as_json: bool,
     (created if missing, writable), free disk, access to the repository, root policy
     and git identity. Exits 1 when any host fails or cannot be reached; dispatch skips
     a host whose last bootstrap failed until it passes."""
-    from ..fleet.bootstrap import STATE_FILE, run_bootstrap
+    from ..fleet.bootstrap import run_bootstrap
     from ..fleet.checks import parse_var
+    from ..fleet.verdicts import STATE_FILE
     from ..render import bootstrap as render
     from ..render import print_json
 

@@ -36,8 +36,9 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
     Exit 0 when the task succeeded, 1 otherwise.
     """
     from ..demo.run import run_demo
-    from ..render import console, err_console, notice, print_json, text
+    from ..render import notice, print_json
     from ..render.log import LogPrinter
+    from ..render.term import console, err_console, text
 
     out = err_console if as_json else console
 
@@ -64,8 +65,8 @@ def demo(app: App, directory: str | None, agent: str, keep: bool, fix_loop: bool
 def _summary(result: DemoResult, orch: str) -> None:
     from rich.rule import Rule
 
-    from ..render import console, text
     from ..render import tasks as render
+    from ..render.term import console, text
 
     task = result.task
     show = f"{orch} show {task.id}"

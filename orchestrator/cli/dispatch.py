@@ -28,33 +28,37 @@ def dispatch(app: App, issue: str, local_repo: str | None, host: str | None,
     """Run ISSUE (OWNER/NAME#N, an issue URL, or a Markdown file with --repo) on the best host."""
     from ..forge import kind_for_ref
     from ..lifecycle.dispatch import dispatch as run_dispatch
-    from ..render import err_console, notice, print_json, text
-    from ..render import tasks as render
-    from ..render.log import LogPrinter
+    from ..render import notice, print_json
 
     kind = kind_for_ref(issue, local_repo)     # each forge reads its own references
     forge = app.forge(kind.name)
     repo, number = kind.resolve(forge, issue, local_repo)
 
-    printer = LogPrinter()
-    on_line = None if as_json else printer.line
-    on_notice = notice
+    on_line = None
+    if not as_json:      # --json prints one document and no live log: no rich (~20 ms)
+        from ..render.log import LogPrinter
+        on_line = LogPrinter().line
 
     result = asyncio.run(run_dispatch(app, forge, repo, number, host=host, specialty=specialty,
                                       dry_run=dry_run, detach=detach, on_line=on_line,
-                                      on_notice=on_notice, followup=followup))
+                                      on_notice=notice, followup=followup))
     ctx = click.get_current_context()
+    if as_json:
+        from ..render.shapes import dispatch_json, plan_json
+        if dry_run:
+            print_json(plan_json(repo, number, result.placement, result.live))
+            ctx.exit(0 if result.placement.host else 1)
+        assert result.task is not None
+        print_json(dispatch_json(result.task))
+        ctx.exit(1 if result.task.status == "failed" else 0)
+    from ..render import tasks as render
+    from ..render.term import err_console, text
     if dry_run:
-        if as_json:
-            print_json(render.plan_json(repo, number, result.placement, result.live))
-        else:
-            render.plan(result.placement, f"{repo}#{number}", result.live)
+        render.plan(result.placement, f"{repo}#{number}", result.live)
         ctx.exit(0 if result.placement.host else 1)
     task = result.task
     assert task is not None
-    if as_json:
-        print_json(render.dispatch_json(task))
-    elif detach:
+    if detach:
         err_console.print(text("task ", (task.id, "bold"), " started on ",
                                (task.host or "", "bold"),
                                f" (branch {task.branch}); follow it with `orch logs {task.id} -f`"))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -30,6 +28,7 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
     facts = asyncio.run(run())
     if as_json:
         from ..fleet.facts import hosts_json
+        from ..render import print_json
         print_json(hosts_json(facts))
     else:
         from ..render import hosts as render
@@ -42,10 +41,3 @@ def hosts(ctx: click.Context, as_json: bool, names: tuple[str, ...]) -> None:
         click.echo(f"orch: {NO_INVENTORY_NOTE}\nhint: {NO_INVENTORY_HINT}", err=True)
     if any(f.enabled and not f.reachable for f in facts):
         ctx.exit(1)
-
-
-def print_json(data: Any) -> None:
-    """render.print_json's exact output, without importing render/ (and rich, ~40 ms of
-    start-up that --json never uses); tests/test_hosts_json.py keeps the two identical."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    sys.stdout.flush()

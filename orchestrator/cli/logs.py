@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 @click.pass_obj
 def logs(app: App, task_id: str, follow: bool, raw: bool) -> None:
     """Show the log of TASK_ID (any unique prefix of its id)."""
-    from ..render import err_console, notice, text
+    from ..render import notice
     from ..render.log import LogPrinter
+    from ..render.term import err_console, text
     task = app.store.get(task_id)
     if task.kind == "split":   # every part's log, each line prefixed with its part
         asyncio.run(_split_logs(app, task, raw, follow, notice))

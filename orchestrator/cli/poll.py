@@ -23,8 +23,9 @@ def poll(app: App, repos: tuple[str, ...], as_json: bool) -> None:
     """
     from ..lifecycle.poll import poll_pass
     from ..ops.metrics import day_start, render_tally, write_textfile
-    from ..render import err_console, print_json, text
+    from ..render import print_json
     from ..render.poll import summary
+    from ..render.term import err_console, text
     result = asyncio.run(poll_pass(app, list(repos)))
     if app.settings.metrics.textfile and not result.busy:
         write_textfile(app.settings.metrics.textfile,

@@ -19,11 +19,12 @@ def tasks(app: App, status: str | None, repo: str | None, everything: bool,
           as_json: bool) -> None:
     """The task table, newest first: live and recent tasks (--all: every task)."""
     from ..render import print_json
-    from ..render import tasks as render
     found = app.store.list(status=status, repo=repo, archived=everything)
     if as_json:
-        print_json([render.task_json(t) for t in found])
+        from ..render.shapes import task_json
+        print_json([task_json(t) for t in found])
     else:
+        from ..render import tasks as render
         render.task_table(found, archived=0 if everything else app.store.archived_count())
 
 
@@ -35,18 +36,19 @@ def show(app: App, task_id: str, as_json: bool) -> None:
     """One task in full (with the local pull-request record for local issues)."""
     from ..forge import forge_kind
     from ..render import print_json
-    from ..render import tasks as render
     task = app.store.get(task_id)
     kind = forge_kind(task.forge)
     extra = kind.describe(app.forge(kind.name), task) if kind.describe else {}
     if as_json:
-        data = render.task_json(task)
+        from ..render.shapes import task_json
+        data = task_json(task)
         data.update({kind.name: extra} if extra else {})
         if task.kind == "split":   # docs/split.md: its parts and integrations
             from ..lifecycle.split import parts_json
             data["parts"] = parts_json(app, task)
         print_json(data)
     else:
+        from ..render import tasks as render
         render.task_detail(task, dict(extra.items()) if extra else None)
 
 
@@ -59,11 +61,12 @@ def cancel(app: App, task_id: str, as_json: bool) -> None:
     import asyncio  # here: `orch tasks` and `orch show` never pay for it (~35 ms)
 
     from ..lifecycle.control import cancel_task
-    from ..render import console, print_json, text
-    from ..render import tasks as render
+    from ..render import print_json
+    from ..render.shapes import task_json
+    from ..render.term import console, text
     task = asyncio.run(cancel_task(app, task_id))
     if as_json:
-        print_json(render.task_json(task))
+        print_json(task_json(task))
     else:
         console.print(text(f"task {task.id} cancelled ({task.error or 'stopped'})"))
 
@@ -78,11 +81,12 @@ def retry(app: App, task_id: str, now: bool, as_json: bool) -> None:
     import asyncio
 
     from ..lifecycle.control import retry_task
-    from ..render import console, print_json, text
-    from ..render import tasks as render
+    from ..render import print_json
+    from ..render.shapes import task_json
+    from ..render.term import console, text
     task = asyncio.run(retry_task(app, task_id, now=now))
     if as_json:
-        print_json(render.task_json(task))
+        print_json(task_json(task))
     else:
         console.print(text(f"task {task.id} is {task.status}"
                            + ("" if task.status != "queued" else "; the next `orch poll` dispatches it")))

@@ -43,7 +43,8 @@ async def _once(app: App, interval: float, as_json: bool) -> None:
     from ..ops.watch import watching
     async with watching(app, interval=interval) as watcher:
         snap = await watcher.refresh()
-    from ..render import console, print_json
+    from ..render import print_json
+    from ..render.term import console
     from ..render.top import frame, top_json
     if as_json:
         print_json(top_json(snap))

@@ -29,10 +29,10 @@ from ..core.models import LIVE_STATUSES, Task
 from ..errors import OrchError
 from ..ops import snapshot as snap_mod
 from ..ops.watch import Watcher, watching
-from ..render import console
 from ..render import top as draw
 from ..render.keys import TerminalKeys
 from ..render.log import LogPrinter, clean
+from ..render.term import console
 
 FOLLOW_KEEP = 2000          # log rows kept while following
 CANCELLABLE = (*LIVE_STATUSES, "lost")   # what lifecycle.control.cancel_task stops

@@ -10,7 +10,8 @@ Three parts:
   ConfigError carrying the line; `load_validated` first tries libyaml (PyYAML's C
   loader, ~20x faster than ruamel's pure-Python round trip) on a text whose every
   scalar it reads exactly as ruamel would, and falls back to ruamel for anything it
-  cannot promise and for every mistake, so errors keep their lines and wording;
+  cannot promise and for every mistake, so errors keep their lines and wording; what
+  libyaml read is kept in orch's cache, so an unchanged file is not parsed again;
 - validating: `Loc` (where a value is) and small composable validators that raise
   ConfigError through it, so a schema is a table of key -> validator;
 - editing: `append_entry`, `replace_value`, `remove_entry` move the comment text that
@@ -20,7 +21,6 @@ Three parts:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import io
 import os
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from .. import cache
 from ..atomic import replace_file
 from ..errors import ConfigError
 
@@ -155,13 +156,29 @@ def load_validated(path: Path, validate: Callable[[Any], T], *,
     and their wording are those of `read_document` + `validate`, always.
     """
     text = read_text(path)
-    data = fast_parse(text)
+    data = _fast_parse_kept(text, path)
     if data is not _UNSURE:
         try:
             return validate(data)
         except Exception:  # noqa: BLE001 - the round-trip path says what is wrong, where
             pass
     return validate(parse_document(text, path, duplicate_hints=duplicate_hints))
+
+
+def _fast_parse_kept(text: str, path: Path) -> Any:
+    """`fast_parse(text)`, kept in orch's cache (orchestrator/cache.py) under the text and
+    this module's source: a config or inventory read before is not parsed again, and
+    PyYAML (~12 ms of start-up) is not even imported. Only plain data is kept (what
+    fast_parse answers), so it reads back exactly; `_UNSURE` texts are parsed each time."""
+    key = cache.key(text.encode(), cache.file_bytes(__file__))
+    entry = cache.entry_name("yaml", path)
+    kept = cache.load(entry, key)
+    if isinstance(kept, tuple) and len(kept) == 1:
+        return kept[0]
+    data = fast_parse(text)
+    if data is not _UNSURE:
+        cache.store(entry, key, (data,))
+    return data
 
 
 class _Unsure(Exception):
@@ -399,6 +416,7 @@ class Loc:
 
 def suggest(word: str, candidates: Iterable[str]) -> str | None:
     """The closest known name to a mistyped one, or None if nothing is close."""
+    import difflib  # here: only a mistake needs it, every command reads YAML
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return matches[0] if matches else None
 

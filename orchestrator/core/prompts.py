@@ -10,7 +10,8 @@ login: `{{ comment }}` is its text, `{{ comment.author }}` who wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +26,24 @@ MAX_COMMENTS = 5
 COMMENT_LIMIT = 4000
 
 
-def _env(prompts_dir: Path | str | None) -> jinja2.Environment:
+@contextmanager
+def _env(prompts_dir: Path | str | None) -> Iterator[jinja2.Environment]:
+    """The templates of `prompts_dir`, compiled once per content: the compiled ones come
+    from orch's cache and what was compiled meanwhile goes back (orchestrator/bytecode.py:
+    ~12 ms a dispatch otherwise). The key is this file's source, where the options are."""
     import jinja2
+
+    from .. import cache
+    from ..bytecode import Bytecode, code_key
     if prompts_dir is None:
         from ..config.resources import prompts_dir as find
         prompts_dir = find()
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir)),
-                              undefined=jinja2.StrictUndefined, autoescape=False,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    bytecode = Bytecode.kept(cache.entry_name("prompts", prompts_dir), code_key(__file__))
+    yield jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir)),
+                             undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             bytecode_cache=bytecode)
+    bytecode.save()
 
 
 def _defang(text: str) -> str:
@@ -129,23 +140,24 @@ def render_prompt(specialty: str, *, issue: Issue, repo: str, branch: str,
     """The first run's prompt: `<specialty>.md.j2`, or general.md.j2 for an unknown one;
     `template` names another (followup.md.j2, plan.md.j2). `request`: what a command
     asked (Task.request), shown after the issue."""
-    env = _env(prompts_dir)
     name = template or f"{specialty}.md.j2"
-    try:
-        chosen = env.get_template(name)
-    except Exception:   # jinja2.TemplateNotFound, without importing jinja2 at module level
-        if template is not None:
-            raise
-        chosen = env.get_template("general.md.j2")
-    return chosen.render(_context(issue, repo, branch, test_command, specialty, request))
+    with _env(prompts_dir) as env:
+        try:
+            chosen = env.get_template(name)
+        except Exception:   # jinja2.TemplateNotFound, without importing jinja2 at module level
+            if template is not None:
+                raise
+            chosen = env.get_template("general.md.j2")
+        return chosen.render(_context(issue, repo, branch, test_command, specialty, request))
 
 
 def render_fix_prompt(*, issue: Issue, repo: str, branch: str, test_command: str | None,
                       prompts_dir: Path | str | None = None, specialty: str = "general") -> str:
     """fix.md.j2: starts with FIX_PROMPT_TAG and holds TEST_OUTPUT_MARKER on a line of its
     own (added at the end if a customised template forgot it)."""
-    text = _env(prompts_dir).get_template("fix.md.j2").render(
-        _context(issue, repo, branch, test_command, specialty))
+    with _env(prompts_dir) as env:
+        text = env.get_template("fix.md.j2").render(
+            _context(issue, repo, branch, test_command, specialty))
     if not text.startswith(FIX_PROMPT_TAG):
         text = f"{FIX_PROMPT_TAG}\n{text}"
     if f"\n{TEST_OUTPUT_MARKER}\n" not in text:
@@ -169,10 +181,11 @@ def render_part_prompt(specialty: str, *, issue: Issue, repo: str, branch: str,
     `part`/`parts`: core.split.Part; `integrated`: [{k, specialty, commit}]."""
     whole = render_prompt(specialty, issue=issue, repo=repo, branch=branch,
                           test_command=test_command, prompts_dir=prompts_dir)
-    section = _env(prompts_dir).get_template("part.md.j2").render(
-        part=_shown_part(part), parts=[_shown_part(p) for p in parts],
-        integrated=[{"k": int(c["k"]), "specialty": _defang(str(c["specialty"])),
-                     "commit": _defang(str(c["commit"]))} for c in integrated])
+    with _env(prompts_dir) as env:
+        section = env.get_template("part.md.j2").render(
+            part=_shown_part(part), parts=[_shown_part(p) for p in parts],
+            integrated=[{"k": int(c["k"]), "specialty": _defang(str(c["specialty"])),
+                         "commit": _defang(str(c["commit"]))} for c in integrated])
     return whole.rstrip("\n") + "\n" + section
 
 
@@ -184,14 +197,17 @@ def render_merge_prompt(*, issue: Issue, repo: str, branch: str,
     shown = [{"k": int(p["k"]), "specialty": _defang(str(p["specialty"])),
               "title": _defang(str(p["title"])), "branch": _defang(str(p["branch"])),
               "summary": _defang(str(p.get("summary") or ""))[:COMMENT_LIMIT]} for p in parts]
-    return _env(prompts_dir).get_template("merge.md.j2").render(
-        number=issue.number, title=_defang(issue.title), repo=repo, branch=branch, parts=shown,
-        body=_defang(issue.body or "").rstrip() or "(no description)")
+    with _env(prompts_dir) as env:
+        return env.get_template("merge.md.j2").render(
+            number=issue.number, title=_defang(issue.title), repo=repo, branch=branch,
+            parts=shown, body=_defang(issue.body or "").rstrip() or "(no description)")
 
 
 def render_plan_prompt(*, issue: Issue, specialties: list[str], max_parts: int,
                        prompts_dir: Path | str | None = None) -> str:
     """split-plan.md.j2: a planning run's prompt (its answer: split-schema.json)."""
-    return _env(prompts_dir).get_template("split-plan.md.j2").render(
-        number=issue.number, title=_defang(issue.title), specialties=specialties,
-        max_parts=int(max_parts), body=_defang(issue.body or "").rstrip() or "(no description)")
+    with _env(prompts_dir) as env:
+        return env.get_template("split-plan.md.j2").render(
+            number=issue.number, title=_defang(issue.title), specialties=specialties,
+            max_parts=int(max_parts),
+            body=_defang(issue.body or "").rstrip() or "(no description)")

@@ -332,7 +332,7 @@ def refused_local_host(state: Path) -> None:
     """Dispatch never chooses a host whose last `orch bootstrap` failed, and the demo does
     not bend that rule: it says so before building anything, and how to go on."""
     from ..app import LOCAL_HOST_NAME
-    from ..fleet.bootstrap import failed_hosts
+    from ..fleet.verdicts import failed_hosts
     verdict = failed_hosts(state).get(LOCAL_HOST_NAME)
     if verdict:
         if len(verdict) > 100:
@@ -365,7 +365,7 @@ class DemoResult:
         return self.task.status == "succeeded"
 
     def to_json(self) -> dict[str, Any]:
-        from ..render.tasks import task_json
+        from ..render.shapes import task_json
         task = task_json(self.task)
         if self.local:
             task["local"] = self.local

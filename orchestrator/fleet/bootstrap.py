@@ -5,7 +5,7 @@ of that script's output) are fleet/checks.py; this module runs them over the fle
 connections and keeps the verdicts.
 
 Why a state file: dispatch must not choose a host that is known to be broken
-(`failed_hosts`, used by lifecycle/launch.py), yet bootstrap is recommended, not
+(`failed_hosts` in fleet/verdicts.py, asked by lifecycle/admit.py), yet bootstrap is recommended, not
 mandatory: a host never bootstrapped is not refused. `bootstrap.json` keeps each
 host's last verdict; it is replaced atomically under a file lock, so concurrent
 `orch bootstrap` runs on different hosts never lose each other's results. A host
@@ -53,12 +53,12 @@ from .checks import (
     render_script,
     with_vars,
 )
+from .verdicts import read_state, state_path
 
 if TYPE_CHECKING:
     from ..app import App
     from .pool import Fleet
 
-STATE_FILE = "bootstrap.json"
 LOCK_FILE = "bootstrap.json.lock"
 DEFAULT_TIMEOUT = 120.0            # seconds for one host's whole script
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -232,26 +232,6 @@ async def run_bootstrap(app: App, names: Iterable[str] | None = None, *,
 
 # --------------------------------------------------------------------------- state
 
-def _state_path(state_dir: Path) -> Path:
-    return Path(state_dir) / STATE_FILE
-
-
-def _read_state(state_dir: Path) -> dict[str, Any]:
-    path = _state_path(state_dir)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {"version": 1, "hosts": {}}
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or not isinstance(data.get("hosts"), dict):
-            raise ValueError("no `hosts` mapping")
-    except ValueError as exc:
-        raise UsageError(f"{path}: corrupted bootstrap state ({exc})",
-                         hint=f"remove {path} and run `orch bootstrap` again") from None
-    return data
-
-
 def record_reports(state_dir: Path, reports: Iterable[HostReport]) -> None:
     """Merge these verdicts into bootstrap.json (atomic replace, under the file lock).
 
@@ -262,7 +242,7 @@ def record_reports(state_dir: Path, reports: Iterable[HostReport]) -> None:
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(state_dir / LOCK_FILE), timeout=60):
-        data = _read_state(state_dir)
+        data = read_state(state_dir)
         hosts: dict[str, Any] = data["hosts"]
         for r in reports:
             if not r.reachable:
@@ -275,36 +255,12 @@ def record_reports(state_dir: Path, reports: Iterable[HostReport]) -> None:
                 "failed": [{"name": c.name, "detail": c.detail} for c in r.failed],
                 "last_attempt_at": r.at, "last_error": None}
         data["version"] = 1
-        replace_file(_state_path(state_dir), json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def load_state(state_dir: Path) -> dict[str, dict[str, Any]]:
-    """host -> its last recorded bootstrap entry (for `orch hosts`, metrics, tests)."""
-    return dict(_read_state(Path(state_dir))["hosts"])
-
-
-def failed_hosts(state_dir: Path) -> dict[str, str]:
-    """host -> "bootstrap failed: <check>: <detail>" for hosts whose LAST bootstrap
-    failed. Hosts never bootstrapped (or only ever unreachable) are not listed."""
-    out: dict[str, str] = {}
-    for name, entry in load_state(state_dir).items():
-        if entry.get("ok") is not False:
-            continue
-        failed = entry.get("failed") or []
-        if failed:
-            first = failed[0]
-            reason = f"bootstrap failed: {first.get('name')}: {first.get('detail') or 'failed'}"
-            if len(failed) > 1:
-                reason += f" (and {len(failed) - 1} more)"
-        else:
-            reason = f"bootstrap failed: {entry.get('error') or 'see `orch bootstrap ' + name + '`'}"
-        out[name] = reason
-    return out
+        replace_file(state_path(state_dir), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def report_json(reports: Iterable[HostReport]) -> list[dict[str, Any]]:
     return [r.to_json() for r in reports]
 
 
-__all__ = ["HostReport", "bootstrap_host", "failed_hosts", "load_state", "record_reports",
+__all__ = ["HostReport", "bootstrap_host", "record_reports",
            "redact", "repo_targets", "report_json", "run_bootstrap"]

@@ -20,6 +20,7 @@ strictness, no quoting.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,22 @@ def render(env: jinja2.Environment, source: str, ctx: dict[str, Any], *, file: s
     line inside the body, an undefined variable at the body's start (Jinja2 does not say
     where it was used).
     """
+    return _render(lambda: env.from_string(source), ctx, file=file, what=what, line=line,
+                   hint=hint)
+
+
+def render_named(env: jinja2.Environment, name: str, ctx: dict[str, Any], *, file: str,
+                 line: int | None, hint: str | None = None) -> str:
+    """`render` for one of the bodies `with_bodies` gave `env`: `name` is also the part
+    its errors name."""
+    return _render(lambda: env.get_template(name), ctx, file=file, what=name, line=line,
+                   hint=hint)
+
+
+def _render(template: Callable[[], jinja2.Template], ctx: dict[str, Any], *, file: str,
+            what: str, line: int | None, hint: str | None) -> str:
     try:
-        return env.from_string(source).render(ctx)
+        return template().render(ctx)
     except jinja2.TemplateSyntaxError as exc:
         at = (line + exc.lineno - 1) if line and exc.lineno else line
         raise ConfigError(file, f"{what}: {exc.message}", line=at) from None
@@ -88,10 +103,20 @@ def render(env: jinja2.Environment, source: str, ctx: dict[str, Any], *, file: s
         raise ConfigError(file, f"{what}: cannot render: {exc}", line=line, hint=hint) from None
 
 
-def load_document(file: Path) -> Any:
-    """A playbook's YAML, read by config/yamlfile (the one YAML-with-lines reader): every
-    mistake is a ConfigError with its line; mappings and lists carry their lines."""
-    return yamlfile.read_document(Path(file))
+def with_bodies(env: jinja2.Environment, bodies: dict[str, str],
+                bytecode: jinja2.BytecodeCache) -> jinja2.Environment:
+    """`env` (its filters and policy) whose templates are `bodies` by name, loaded
+    through `bytecode`: a body compiled before is not compiled again."""
+    return env.overlay(loader=jinja2.DictLoader(bodies), bytecode_cache=bytecode)
+
+
+def load_document(file: Path, text: str | None = None) -> Any:
+    """A playbook's YAML (`text`, else the file's), read by config/yamlfile (the one
+    YAML-with-lines reader): every mistake is a ConfigError with its line; mappings and
+    lists carry their lines."""
+    if text is None:
+        return yamlfile.read_document(Path(file))
+    return yamlfile.parse_document(text, Path(file))
 
 
 def key_line(container: Any, key: Any) -> int | None:

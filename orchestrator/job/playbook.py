@@ -1,4 +1,4 @@
-"""JobSpec + playbooks/dispatch.yml -> job.sh (pure: no I/O but reading the playbook).
+"""JobSpec + playbooks/dispatch.yml -> job.sh (no I/O but reading the playbook: job/steps.py).
 
 The remote job is data the user can edit (a YAML list of named steps whose bodies are
 Jinja2 templates), so adding `npm ci` needs no Python. Safety does not depend on the
@@ -21,13 +21,13 @@ from typing import Any
 from ..config.settings import GIT_VIA, AgentSettings, GitSettings, Settings, TestsSettings
 from ..core import agentpath, shell
 from ..core.prompts import TEST_OUTPUT_MARKER
-from ..errors import ConfigError, UsageError
+from ..errors import UsageError
 from . import credentials, engine
+from .steps import Compiled, compiled
 
 DEFAULT_PLAYBOOK = "dispatch.yml"
 # plan: the agent only answers, in plan mode (no edits): no tests, commit or push
 JOB_MODES = ("work", "integrate", "plan")
-_STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")   # what finalize records
 _AUTHOR = re.compile(r"^\s*([^<>\n]*?)\s*<([^<>\s]+)>\s*$")
@@ -202,55 +202,9 @@ def credential_reads(names: tuple[str, ...]) -> str:
                    for i, _ in enumerate(names))
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    run: str
-    line: int | None = None     # where its body starts in the playbook, for errors
-
-
-@dataclass(frozen=True)
-class Playbook:
-    path: str
-    prelude: str
-    steps: tuple[Step, ...]
-    prelude_line: int | None = None
-
-
-def load_playbook(path: Path) -> Playbook:
-    """Read and validate a playbook's shape; errors name the file and line."""
-    where = str(path)
-    data = engine.load_document(Path(path))
-    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
-        raise ConfigError(where, "expected a mapping with `prelude:` (text) and `steps:` (a list)")
-    prelude = data.get("prelude") or ""
-    if not isinstance(prelude, str):
-        raise ConfigError(where, "must be text (a `|` block)", key="prelude",
-                          line=engine.key_line(data, "prelude"))
-    steps: list[Step] = []
-    seen: set[str] = set()
-    for i, item in enumerate(data["steps"]):
-        line = engine.key_line(data["steps"], i)
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
-                or not isinstance(item.get("run"), str):
-            raise ConfigError(where, "each step needs `name:` and `run:` (text)",
-                              key=f"steps[{i}]", line=line)
-        name = item["name"]
-        if not _STEP_NAME.match(name) or name in seen:
-            raise ConfigError(where, f"step name {name!r} is not a unique simple word",
-                              key=f"steps[{i}].name", line=line)
-        unknown = set(item) - {"name", "run"}
-        if unknown:
-            raise ConfigError(where, f"unknown key(s) {', '.join(sorted(unknown))}",
-                              key=f"steps[{i}]", line=line)
-        seen.add(name)
-        steps.append(Step(name, str(item["run"]), engine.body_line(item, "run")))
-    return Playbook(where, str(prelude), tuple(steps), engine.body_line(data, "prelude"))
-
-
-def _render(pb: Playbook, what: str, source: str, line: int | None, ctx: dict[str, Any]) -> str:
-    return engine.render(engine.shell_environment(), source, ctx, file=pb.path, what=what,
-                         line=line, hint="templates see `spec` (JobSpec fields) and `job` (derived values)")
+def _render(book: Compiled, what: str, line: int | None, ctx: dict[str, Any]) -> str:
+    return engine.render_named(book.env, what, ctx, file=book.playbook.path, line=line,
+                               hint="templates see `spec` (JobSpec fields) and `job` (derived values)")
 
 
 def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
@@ -263,24 +217,26 @@ def render_job(spec: JobSpec, playbook_path: str | Path | None = None) -> str:
     if playbook_path is None:
         from ..config.resources import playbooks_dir
         playbook_path = playbooks_dir() / DEFAULT_PLAYBOOK
-    pb = load_playbook(Path(playbook_path))
+    book = compiled(Path(playbook_path))     # parsed and compiled once per content
+    pb = book.playbook
     ctx = {"spec": spec, "job": job_values(spec)}
     out = ["#!/bin/sh",
            "# shellcheck disable=SC2317  # steps run by name (run_step), handlers by trap",
            f"# job.sh for orch task {_comment(spec.task_id)}: rendered from {_comment(pb.path)}.",
            "# Edit the playbook, not this file. Run: setsid sh job.sh >> job.log 2>&1 < /dev/null",
            "",
-           _render(pb, "prelude", pb.prelude, pb.prelude_line, ctx).rstrip("\n"),
+           _render(book, "prelude", pb.prelude_line, ctx).rstrip("\n"),
            ""]
     calls = []
     for i, step in enumerate(pb.steps, 1):
-        body = _render(pb, f"step {step.name}", step.run, step.line, ctx).rstrip("\n")
+        body = _render(book, f"step {step.name}", step.line, ctx).rstrip("\n")
         out += [f"# ---- step {step.name} " + "-" * max(0, 70 - len(step.name)),
                 f"orch_step_{i}() {{", body or ":", "}", ""]
         calls.append(f"  run_step {shell.quote(step.name)} orch_step_{i}")
     out += [_RUNNER, "orch_main() {", credential_reads(spec.credential_names) + _MAIN_START.rstrip("\n"), *calls,
             '  fail "the playbook ended without a report step (finish succeeded)" job_error', "}", "",
             'orch_main "$@"', ""]
+    book.save()
     return "\n".join(out)
 
 

@@ -123,7 +123,7 @@ def unhealthy_hosts(app: App, forge: str) -> dict[str, str]:
     """Hosts never chosen for a task of `forge` (a forge kind): those whose last
     `orch bootstrap` failed, until they pass; and, for an issue strangers may have written,
     hosts whose jobs run on this machine unless the operator opted in (core/trust.py)."""
-    from ..fleet.bootstrap import failed_hosts
+    from ..fleet.verdicts import failed_hosts
     return {**local_refusals([h for h in app.hosts if runs_here(h)], forge_kind(forge).strangers,
                              app.settings.allow_local_github),
             **failed_hosts(app.state_dir)}

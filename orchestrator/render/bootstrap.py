@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..fleet.bootstrap import HostReport
-from . import console, print_fixes, text
+from .term import console, print_fixes, text
 
 _STYLE = {"ok": "green", "info": "cyan", "skip": "dim", "fail": "bold red"}
 

@@ -7,7 +7,7 @@ from rich.text import Text
 
 from ..core.models import Host, HostFacts
 from ..fleet.facts import JSON_KEYS, hosts_json  # the --json shape (no rich there)
-from . import console, text
+from .term import console, text
 
 __all__ = ["JSON_KEYS", "hosts_json", "hosts_table", "local_notes"]
 

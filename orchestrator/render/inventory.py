@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..core.models import Host
 from ..transport import transport
-from . import console, text
+from .term import console, text
 
 
 def inventory_json(hosts: list[Host]) -> list[dict[str, Any]]:

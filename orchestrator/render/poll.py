@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import console, text
+from .term import console, text
 
 if TYPE_CHECKING:
     from ..lifecycle.poll import PassResult

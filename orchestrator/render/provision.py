@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..fleet.provision import HostProvision
-from . import console, print_fixes, text
+from .term import console, print_fixes, text
 
 _STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim"}
 DETAIL_SHOWN = 240

@@ -1,4 +1,4 @@
-"""Tasks and plans on the terminal, and their --json shapes (docs/SPEC.md).
+"""Tasks and plans on the terminal (their --json shapes: shapes.py, no rich).
 
 A task's title, error and history reasons come from issues, hosts and the forge: every
 cell and line is built with `text` (cleaned, never parsed as markup).
@@ -14,34 +14,10 @@ from rich.text import Text
 from ..core.models import Placement, Task
 from ..core.split import CHILD_KINDS
 from ..core.text import clean_line
-from . import console, text
+from .term import console, text
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green",
                 "failed": "red", "cancelled": "magenta", "lost": "red"}
-
-
-def task_json(task: Task) -> dict[str, Any]:
-    """The docs/SPEC.md task record plus `task_id` (the dispatch shape) for scripts."""
-    data = task.to_json()
-    data["task_id"] = task.id
-    return data
-
-
-def dispatch_json(task: Task) -> dict[str, Any]:
-    keys = ("repo", "issue", "host", "specialty", "status", "branch", "pr_url", "error",
-            "cost_usd", "turns", "attempts", "workspace", "tests", "commit", "kind", "parent",
-            "pr_number", "session_id")
-    data: dict[str, Any] = {"task_id": task.id}
-    data.update({k: getattr(task, k) for k in keys})
-    return data
-
-
-def plan_json(repo: str, issue: int, placement: Placement, live: Task | None) -> dict[str, Any]:
-    return {"dry_run": True, "repo": repo, "issue": issue, "specialty": placement.specialty,
-            "specialty_reason": placement.specialty_reason, "host": placement.host,
-            "reason": placement.reason, "live_task": live.id if live else None,
-            "hosts": [{"name": v.host, "eligible": v.eligible, "reason": v.reason,
-                       "score": v.score} for v in placement.verdicts]}
 
 
 def _status(status: str) -> Text:

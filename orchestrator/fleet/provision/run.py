@@ -185,7 +185,7 @@ def make_plan(app: App, names: Iterable[str] = (), *, check: bool = False) -> Pl
     targets = {h.name: _target(app, h, source) for h in hosts} if source else {}
     if not check:
         _check_bootstrap(app, hosts)
-        from ..bootstrap import load_state
+        from ..verdicts import load_state
         load_state(app.state_dir)   # a corrupted bootstrap.json: say so before, not after
     return Plan(tuple(hosts), check, source, local_file, sha, targets)
 
