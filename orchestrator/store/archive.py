@@ -39,6 +39,7 @@ from ..core.tally import TaskTally, duration_seconds, parse_stamp
 from ..errors import UsageError
 from .errors import ArchiveCorrupt, StoreBusy
 from .hotfile import STATE_MODE, fsync_dir
+from .sql import task_filters
 
 ARCHIVE_FILE = "archive.sqlite"
 SCHEMA_VERSION = 1
@@ -174,13 +175,7 @@ class Archive:
     def newest_first(self, status: str | None = None,
                      repo: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         """Every record, newest first, optionally of one status and/or repo."""
-        where, params = [], []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if repo is not None:
-            where.append("repo = ?")
-            params.append(repo)
+        where, params = task_filters("?", status, repo)
         sql = "SELECT seq, doc FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
         for seq, doc in self._query(sql + " ORDER BY seq DESC", params):
             yield seq, json.loads(doc)

@@ -39,6 +39,7 @@ from ..errors import UsageError, WorkError
 from . import transitions as rules
 from .clock import parse_time
 from .errors import DuplicateTask, NoSlot, StoreUnreachable, TaskNotFound, redact_url
+from .sql import task_filters
 
 KEEP_RECENT = 50   # finished, reported tasks `orch tasks` shows (as the TinyDB store)
 CONNECT_TIMEOUT = 10   # seconds
@@ -279,13 +280,9 @@ class PgStore:
         if status is not None and status not in TASK_STATUSES:
             raise UsageError(f"unknown task status {status!r} "
                              f"(known: {', '.join(TASK_STATUSES)})")
-        clauses, params = ([] if archived else [self._recent_clause()]), []
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(status)
-        if repo is not None:
-            clauses.append("repo = %s")
-            params.append(repo)
+        clauses, params = task_filters("%s", status, repo)
+        if not archived:
+            clauses.insert(0, self._recent_clause())
         return self._tasks(" AND ".join(clauses) or "TRUE", tuple(params))
 
     def archived_count(self) -> int:
