@@ -566,6 +566,14 @@ def test_the_jobs_clock_needs_no_fork_and_agrees_with_date():
         assert before - 2 <= int(value) <= after + 2
 
 
+def test_read_file_to_takes_the_first_line_and_empties_the_variable_without_a_file(tmp_path):
+    f = tmp_path / "one"
+    f.write_text("4242\nsecond\n")
+    out = library_sh('v=old; read_file_to v "$1"; printf "%s|" "$v"; '
+                     'read_file_to v "$2"; printf "%s|" "$v"', str(f), str(tmp_path / "none")).stdout
+    assert out == "4242||"
+
+
 def test_several_result_fields_in_one_awk_run():
     """json_fields: the agent run's four fields from one awk run, as json_field reads each
     (top level only, strings unescaped to one line, a missing key left out)."""
