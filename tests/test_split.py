@@ -31,6 +31,26 @@ def split_done(ts: list[Any]) -> bool:
     return any(t.kind == "split" and t.status in ("succeeded", "failed", "cancelled") for t in ts)
 
 
+def two_parts(backend_slow: int = 0, frontend_slow: int = 0, ui: str = "ui") -> str:
+    """An issue body of a backend part (api.txt) and a frontend part (ui.txt), each
+    optionally slow for that many seconds."""
+    body = "orch-standin[backend]: write api.txt api\n"
+    if backend_slow:
+        body += f"orch-standin[backend]: slow {backend_slow}\n"
+    body += f"orch-standin[frontend]: write ui.txt {ui}\n"
+    if frontend_slow:
+        body += f"orch-standin[frontend]: slow {frontend_slow}\n"
+    return body
+
+
+def split_started(w, title: str, body: str) -> tuple[int, Any]:
+    """A labelled split issue and the first poll pass: (its number, the split's parent)."""
+    n = w.issue(title, body, labels=LABELS)
+    proc, _ = poll(w)
+    assert proc.returncode == 0, proc.stderr
+    return n, parent_of(w)
+
+
 def status_times(w) -> dict[str, tuple[int, int]]:
     """Each job's (started_at, finished_at) as its host wrote them."""
     out = {}
@@ -163,13 +183,7 @@ def test_a_failing_part_cancels_the_other_and_fails_the_parent(make_world):
 
 def test_cancel_then_retry_of_a_parent(make_world):
     w = make_world(hosts=2, specialties=TWO, tests={"command": "true"})
-    n = w.issue("Slow pair", "orch-standin[backend]: write api.txt api\n"
-                             "orch-standin[backend]: slow 60\n"
-                             "orch-standin[frontend]: write ui.txt ui\n"
-                             "orch-standin[frontend]: slow 60\n", labels=LABELS)
-    proc, _ = poll(w)
-    assert proc.returncode == 0, proc.stderr
-    parent = parent_of(w)
+    n, parent = split_started(w, "Slow pair", two_parts(60, 60))
     kids = children(w, parent)
     wait_for(lambda: all(group_alive(t.pid) for t in children(w, parent)), 30, "parts running")
     out = w.orch("cancel", parent.id)
@@ -181,8 +195,7 @@ def test_cancel_then_retry_of_a_parent(make_world):
     assert "orch:running" not in w.github.labels(w.repo, n)
 
     # retried: the same parts run again (the issue no longer asks them to be slow)
-    w.github.edit_issue(w.repo, n, by="alice", body="orch-standin[backend]: write api.txt api\n"
-                                                    "orch-standin[frontend]: write ui.txt ui\n")
+    w.github.edit_issue(w.repo, n, by="alice", body=two_parts())
     out = w.orch("retry", parent.id)
     assert out.returncode == 0, out.stdout + out.stderr
     assert parent_of(w).status == "running"
@@ -206,8 +219,7 @@ def test_retry_of_a_failed_parent_reruns_only_the_failed_part(make_world):
     assert parent.status == "failed"
     backend, frontend = children(w, parent)[:2]
     assert (backend.status, frontend.status) == ("failed", "succeeded")
-    w.github.edit_issue(w.repo, n, by="alice", body="orch-standin[backend]: write api.txt api\n"
-                                                    "orch-standin[frontend]: write ui.txt changed\n")
+    w.github.edit_issue(w.repo, n, by="alice", body=two_parts(ui="changed"))
     assert w.orch("retry", parent.id).returncode == 0
     run_passes(w, split_done, timeout=240)
     parent = parent_of(w)
@@ -224,13 +236,7 @@ def test_a_host_killed_during_its_part_requeues_that_part_alone(make_world):
     w = make_world(hosts=3, specialties={"h1": ["backend"], "h2": ["frontend"],
                                          "h3": ["backend"]},
                    tests={"command": "true"})
-    w.issue("Survive a host", "orch-standin[backend]: write api.txt api\n"
-                                  "orch-standin[backend]: slow 8\n"
-                                  "orch-standin[frontend]: write ui.txt ui\n"
-                                  "orch-standin[frontend]: slow 3\n", labels=LABELS)
-    proc, _ = poll(w)
-    assert proc.returncode == 0, proc.stderr
-    parent = parent_of(w)
+    _n, parent = split_started(w, "Survive a host", two_parts(8, 3))
     backend, frontend = children(w, parent)
     first_host = backend.host
     assert first_host in ("h1", "h3")
@@ -251,8 +257,7 @@ def test_overlapping_polls_start_each_part_once(make_world, monkeypatch):
     from orchestrator.lifecycle.poll import run_pass
 
     w = make_world(hosts=2, specialties=TWO, max_tasks=4, tests={"command": "true"})
-    w.issue("Once each", "orch-standin[backend]: write api.txt api\n"
-                             "orch-standin[frontend]: write ui.txt ui\n", labels=LABELS)
+    w.issue("Once each", two_parts(), labels=LABELS)
     monkeypatch.setenv("GITHUB_TOKEN", w.token)
 
     async def passes() -> None:
@@ -339,13 +344,7 @@ def test_an_invalid_plan_is_refused_with_the_reason_in_the_comment(make_world):
 def test_seeing_a_split_tasks_show_json_and_logs_follow(make_world):
     import json
     w = make_world(hosts=2, specialties=TWO, tests={"command": "true"})
-    w.issue("Watch me", "orch-standin[backend]: write api.txt api\n"
-                        "orch-standin[backend]: slow 2\n"
-                        "orch-standin[frontend]: write ui.txt ui\n"
-                        "orch-standin[frontend]: slow 2\n", labels=LABELS)
-    proc, _ = poll(w)
-    assert proc.returncode == 0, proc.stderr
-    parent = parent_of(w)
+    _n, parent = split_started(w, "Watch me", two_parts(2, 2))
     follower = w.popen("logs", parent.id, "-f")
     run_passes(w, split_done, timeout=240)
     out, err = follower.communicate(timeout=60)
