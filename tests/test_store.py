@@ -61,6 +61,22 @@ def test_create_records_a_queued_task(store: Store) -> None:
     assert [d["id"] for d in data["tasks"].values()] == [t.id]
 
 
+def test_the_file_holds_one_task_per_line_and_reads_back_whole(store: Store) -> None:
+    """state.json is written one record per line (the C encoder, not indent=: issue 10),
+    still plain JSON: a line per task for people, the same tables for any reader."""
+    tasks = [make(store, s) for s in ("queued", "running", "succeeded")]
+    store.update(tasks[0].id, error="a \"quoted\" line\nwith a break and \u00e9")
+    text = store.path.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[1] == ' "tasks": {' and lines[-1] == "}"
+    task_lines = [ln for ln in lines if ln.startswith('  "')]
+    assert len(task_lines) == 3 and all(json.loads(ln.split(": ", 1)[1].rstrip(","))["id"]
+                                        for ln in task_lines)
+    assert {d["id"] for d in json.loads(text)["tasks"].values()} == {t.id for t in tasks}
+    assert store.get(tasks[0].id).error == "a \"quoted\" line\nwith a break and \u00e9"
+    assert "\u00e9" in text and "\\u00e9" not in text   # UTF-8, not \u-escaped
+
+
 def test_create_refuses_a_second_live_task_for_the_issue(store: Store) -> None:
     t = store.create(REPO, 7, "x", "backend")
     with pytest.raises(DuplicateTask) as ei:

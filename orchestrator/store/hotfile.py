@@ -139,7 +139,7 @@ class HotStorage(Storage):
         return data
 
     def write_file(self, data: Tables) -> None:
-        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)
+        text = encode(data)
         replace_file(self.path, text, mode=STATE_MODE, before_replace=self._backup_current)
         fsync_dir(self.path.parent)
         _remove_stale_temps(self.path.parent, self.path.name)
@@ -165,6 +165,26 @@ class HotStorage(Storage):
             os.replace(tmp, self.backup)
         except OSError:
             tmp.unlink(missing_ok=True)   # a missing backup must not block the state write
+
+
+def encode(data: Tables) -> str:
+    """The file's text: one line per record, keys sorted, so a person can read, grep and
+    diff it. Each record is encoded by the json module's C encoder, which `indent=` turns
+    off: a whole-file `json.dumps(indent=1)` took ~9 ms for the hot file's 100 tasks, and a
+    dispatch writes it five times. Any JSON reader (TinyDB's, the previous orch's) reads
+    it: the layout is whitespace only."""
+    def one(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    def table(rows: dict[str, Any]) -> str:
+        if not rows:
+            return "{}"
+        return "{\n" + ",\n".join(f"  {one(k)}: {one(v)}" for k, v in sorted(rows.items())) + "\n }"
+
+    if not data:
+        return "{}\n"
+    return "{\n" + ",\n".join(f" {one(name)}: {table(rows) if isinstance(rows, dict) else one(rows)}"
+                              for name, rows in sorted(data.items())) + "\n}\n"
 
 
 def fsync_dir(directory: Path) -> None:
