@@ -483,6 +483,40 @@ def test_remove_without_waiting_stops_the_job_and_deletes_the_workspace(conn, tm
     assert not group_alive(pgid)
 
 
+def test_a_second_start_in_a_finished_workspace_replaces_the_old_run(conn, tmp_path, git_remote):
+    """The starter removes the previous run's files only when there are some (a new
+    workspace has none: no rm to fork), and then the new run is all that is there."""
+    issue = make_issue("orch-standin: write docs/a.txt 'A'\n")
+    spec = make_spec(tmp_path, git_remote.url, issue)
+    first, _ = run_job(conn, spec, issue)
+    ws = Path(spec.workspace)
+    (ws / "test-tail.txt").write_text("left by the first run\n")
+    second, log = run_job(conn, spec, issue)
+    assert first.state == second.state == "succeeded", log
+    assert log.count("::orch:: start ") == 1 and not (ws / "test-tail.txt").exists()
+
+
+@pytest.mark.parametrize("text, state, pgid", [
+    ("state=running\nstep=agent\npgid=4242\n", "running", "4242"),
+    ("state=succeeded\npgid=77", "succeeded", "77"),                # no final newline
+    ("pgid=0\nstate=running\n", "running", ""),                     # init's groups: never
+    ("state=running\npgid=1\n", "running", ""),
+    ("state=running\npgid=12x\n", "running", ""),
+    ("state=running\npgid=\n", "running", ""),
+    ("state=failed\nstate=running\npgid=5\npgid=6\n", "failed", "5"),   # the first line wins
+    ("xstate=running\n pgid=5\n", "", ""),                          # keys at the line start only
+    (None, "", "")])                                                 # no status file
+def test_the_starters_status_reader_needs_no_fork(tmp_path, text, state, pgid):
+    """status_get (job/remote.py): the state and the process group from one read of the
+    status file by the shell itself, checked as the sed it replaced checked them."""
+    f = tmp_path / "status"
+    if text is not None:
+        f.write_text(text)
+    script = remote._SH_STATUS + 'ST_STATE=old ST_PGID=old; status_get "$1"; printf "%s|%s" "$ST_STATE" "$ST_PGID"'
+    out = subprocess.run(["sh", "-c", script, "sh", str(f)], capture_output=True, text=True)
+    assert out.stdout == f"{state}|{pgid}", out.stderr
+
+
 def test_no_workspace(conn, tmp_path):
     ws = str(tmp_path / "nothing" / "here")
 

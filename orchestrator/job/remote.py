@@ -197,10 +197,20 @@ def _ws(workspace: str) -> str:
 
 
 # Reads a pgid from the status file, refusing anything but a plain number above 1.
-_SH_PGID = r"""pgid_of() {
-  p=$(sed -n 's/^pgid=//p' "$1" 2>/dev/null | head -n 1)
-  case $p in ''|*[!0-9]*|0|1) p= ;; esac
-  echo "$p"
+_SH_STATUS = r"""# status_get FILE: ST_STATE and ST_PGID (a group id, else empty) from a status file, both
+# from one version of it (the job replaces it whole), read by the shell itself: these
+# scripts ask at every start (every 10 ms while it waits), follow, status read and stop,
+# and a `sed | head` for each answer cost two forks.
+status_get() {
+  ST_STATE= ST_PGID=
+  [ -f "$1" ] || return 0
+  while IFS= read -r sg_l || [ -n "$sg_l" ]; do
+    case $sg_l in
+      state=*) [ -n "$ST_STATE" ] || ST_STATE=${sg_l#state=} ;;
+      pgid=*) [ -n "$ST_PGID" ] || ST_PGID=${sg_l#pgid=} ;;
+    esac
+  done < "$1" 2>/dev/null
+  case $ST_PGID in ''|*[!0-9]*|0|1) ST_PGID= ;; esac
 }
 """
 
@@ -246,7 +256,7 @@ async def start(conn: Connection, workspace: str, job_sh: str, prompt: str, fix_
     parts = [job_sh.encode(), prompt.encode(), fix_prompt.encode()]
     n1, n2, n3 = (len(p) for p in parts)
     ticks = max(1, int(wait * 10))
-    cmd = _SH_PGID + f"""umask 077
+    cmd = _SH_STATUS + f"""umask 077
 ws={_ws(workspace)}
 mkdir -p "$ws" && cd "$ws" || {{ echo "orch: cannot create the workspace $ws" >&2; exit 3; }}
 # One start at a time per workspace, from the check to the job's first status: a start
@@ -256,18 +266,20 @@ exec 9> .start.lock
 if command -v flock > /dev/null 2>&1; then
   flock -w 30 9 || {{ echo "orch: another start holds $ws/.start.lock" >&2; exit 7; }}
 fi
-pg=$(pgid_of status)
-if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] && [ -n "$pg" ] \\
-    && kill -0 -"$pg" 2>/dev/null; then
-  echo "orch: a job is already running in $ws (process group $pg)" >&2; exit 4
+status_get status
+if [ "$ST_STATE" = running ] && [ -n "$ST_PGID" ] && kill -0 -"$ST_PGID" 2>/dev/null; then
+  echo "orch: a job is already running in $ws (process group $ST_PGID)" >&2; exit 4
 fi
-{reads}rm -rf {" ".join(WORKSPACE_FILES)}
+{reads}for f in {" ".join(WORKSPACE_FILES)}; do   # a new workspace has none: no rm to fork
+  if [ -e "$f" ] || [ -L "$f" ]; then rm -rf {" ".join(WORKSPACE_FILES)}; break; fi
+done
 cat > .upload || exit 5
 head -c {n1} .upload > job.sh && tail -c +{n1 + 1} .upload | head -c {n2} > prompt.md \\
   && tail -c +{n1 + n2 + 1} .upload > fix-prompt.md || exit 5
 rm -f .upload
-if [ "$(wc -c < job.sh)" -ne {n1} ] || [ "$(wc -c < prompt.md)" -ne {n2} ] \\
-    || [ "$(wc -c < fix-prompt.md)" -ne {n3} ]; then
+# shellcheck disable=SC2046  # wc's words, on purpose: one fork for the three sizes
+set -- $(wc -c job.sh prompt.md fix-prompt.md)
+if [ "$1" != {n1} ] || [ "$3" != {n2} ] || [ "$5" != {n3} ]; then
   echo "orch: the upload arrived incomplete" >&2; exit 5
 fi
 chmod 700 job.sh
@@ -280,17 +292,17 @@ chmod 700 job.sh
 {"unset " + " ".join(f"s{i}" for i in range(len(secrets))) if secrets else ":"}
 # A job writes its first status within milliseconds of its start: ask every 10 ms for the
 # first 0.3 s (a 0.1 s tick made every dispatch wait ~90 ms for nothing), then every 0.1 s.
-i=0; pg=
+i=0
 while [ "$i" -lt {ticks + 30} ]; do
-  pg=$(pgid_of status)
-  [ -n "$pg" ] && break
+  status_get status
+  [ -n "$ST_PGID" ] && break
   if [ "$i" -lt 30 ]; then sleep 0.01; else sleep 0.1; fi
   i=$((i + 1))
 done
-if [ -z "$pg" ]; then
+if [ -z "$ST_PGID" ]; then
   echo "orch: the job did not start; the end of job.log:" >&2; tail -n 20 job.log >&2; exit 6
 fi
-echo "pgid=$pg"
+echo "pgid=$ST_PGID"
 """
     head = "".join(f"{v}\n" for v in secrets).encode()
     result = await conn.run(cmd, input=head + b"".join(parts))
@@ -337,15 +349,16 @@ async def _read_status(conn: Connection, workspace: str, *, settle: float = 0.0,
     # "dead" followed by a read that still says running really is a job that died. (The
     # other order misreads a job that finishes between the two as dead.)
     ticks = max(0, int(settle * 20))
-    cmd = _SH_PGID + f"""ws={_ws(workspace)}
+    cmd = _SH_STATUS + f"""ws={_ws(workspace)}
 [ -f "$ws/status" ] || exit 0
 i=0
-while [ "$i" -lt {ticks} ] && [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ] \
-    && kill -0 -"$(pgid_of "$ws/status")" 2>/dev/null; do   # a dead job writes nothing more
-  sleep 0.05; i=$((i + 1))
+status_get "$ws/status"
+while [ "$i" -lt {ticks} ] && [ "$ST_STATE" = running ] && [ -n "$ST_PGID" ] \
+    && kill -0 -"$ST_PGID" 2>/dev/null; do   # a dead job writes nothing more
+  sleep 0.05; i=$((i + 1)); status_get "$ws/status"
 done
-pg=$(pgid_of "$ws/status")
-if [ -n "$pg" ] && kill -0 -"$pg" 2>/dev/null; then a=1; else a=0; fi
+status_get "$ws/status"
+if [ -n "$ST_PGID" ] && kill -0 -"$ST_PGID" 2>/dev/null; then a=1; else a=0; fi
 {'echo "@log_size=$(wc -c < "$ws/job.log" 2>/dev/null)"' if log_size else ''}
 head -c {STATUS_MAX_BYTES} "$ws/status"
 echo
@@ -416,7 +429,7 @@ async def follow(conn: Connection, workspace: str, offset: int = 0
     """
     if offset < 0:
         raise ValueError("offset must be >= 0")
-    cmd = _SH_PGID + f"""ws={_ws(workspace)}; f="$ws/job.log"
+    cmd = _SH_STATUS + f"""ws={_ws(workspace)}; f="$ws/job.log"
 [ -f "$f" ] || {{ echo "{_FOLLOW_TAG} missing"; exit 0; }}
 LC_ALL=C; export LC_ALL
 off={int(offset)}
@@ -427,10 +440,9 @@ if [ "$off" -gt 0 ]; then
   fi
 fi
 echo "{_FOLLOW_TAG} start $off"
-pg=$(pgid_of "$ws/status")
-if [ "$(sed -n 's/^state=//p' "$ws/status" 2>/dev/null)" = running ] && [ -n "$pg" ] \\
-    && kill -0 "$pg" 2>/dev/null; then
-  tail -c +$((off + 1)) -F --pid="$pg" "$f" 2>/dev/null | grep -a --line-buffered -b ''
+status_get "$ws/status"
+if [ "$ST_STATE" = running ] && [ -n "$ST_PGID" ] && kill -0 "$ST_PGID" 2>/dev/null; then
+  tail -c +$((off + 1)) -F --pid="$ST_PGID" "$f" 2>/dev/null | grep -a --line-buffered -b ''
 else
   tail -c +$((off + 1)) "$f" | grep -a -b ''
 fi
@@ -503,11 +515,12 @@ async def kill(conn: Connection, workspace: str, *, grace: float = 3.0) -> bool:
 def _kill_script(workspace: str, grace: float) -> str:
     """The sh script of kill(): prints result=1 if it stopped a running job, else result=0."""
     ticks = max(1, int(grace * 5))
-    return _SH_PGID + f"""ws={_ws(workspace)}
+    return _SH_STATUS + f"""ws={_ws(workspace)}
 cd "$ws" 2>/dev/null || {{ echo "result=0"; exit 0; }}
-[ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ] || {{ echo "result=0"; exit 0; }}
+status_get status
+[ "$ST_STATE" = running ] || {{ echo "result=0"; exit 0; }}
 groups=
-for g in "$(pgid_of status)" "$(cat child.pgid 2>/dev/null)"; do
+for g in "$ST_PGID" "$(cat child.pgid 2>/dev/null)"; do
   case $g in ''|*[!0-9]*|0|1) ;; *) groups="$groups $g" ;; esac
 done
 alive() {{ for g in $groups; do kill -0 -"$g" 2>/dev/null && return 0; done; return 1; }}
@@ -517,7 +530,8 @@ for sig in INT TERM KILL; do
   i=0
   while [ "$i" -lt {ticks} ] && alive; do sleep 0.2; i=$((i + 1)); done
 done
-if [ "$(sed -n 's/^state=//p' status 2>/dev/null)" = running ]; then
+status_get status
+if [ "$ST_STATE" = running ]; then
   if [ -s job.log ] && [ -n "$(tail -c 1 job.log)" ]; then echo >> job.log; fi
   printf '::orch:: done cancelled (killed by orch)\\n' >> job.log
   now=$(date +%s)
