@@ -34,7 +34,7 @@ import heapq
 import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -158,24 +158,41 @@ class Store:
             self._lock.release()
 
     # ----------------------------------------------------------------- the hot file
-    def _records(self) -> list[tuple[int, Task]]:
-        """Every task of the hot file with its record number, oldest first."""
+    def _docs(self) -> list[Document]:
+        """Every record of the hot file as stored, oldest first; StateCorrupt if one lacks
+        a field every task has (a call that makes Tasks of a few records still refuses a
+        broken file, as one that made Tasks of them all did)."""
         docs = self._table.all()
         if not self._hot.in_section and self._overdue(docs) and self._compact():
             docs = self._table.all()
-        copy_nested = self._hot.in_section   # section data is shared: hand out copies
-        out = []
-        for doc in sorted(docs, key=lambda d: d.doc_id):
-            data = {k: copy.deepcopy(v) if copy_nested and isinstance(v, list | dict) else v
-                    for k, v in doc.items()}
-            try:
-                out.append((doc.doc_id, Task.from_json(data)))
-            except TypeError as exc:
-                raise StateCorrupt(self.path, f"record {doc.doc_id} is not a task: {exc}") from None
-        return out
+        for d in docs:
+            if not d.keys() >= _REQUIRED:
+                missing = ", ".join(sorted(_REQUIRED - d.keys()))
+                raise StateCorrupt(self.path, f"record {d.doc_id} is not a task: no {missing}")
+        return sorted(docs, key=lambda d: d.doc_id)
 
-    def _all(self) -> list[Task]:
-        return [t for _, t in self._records()]
+    def _task(self, doc: Document) -> Task:
+        """One stored record as a Task (copied: section data is shared)."""
+        copy_nested = self._hot.in_section
+        data = {k: copy.deepcopy(v) if copy_nested and isinstance(v, list | dict) else v
+                for k, v in doc.items()}
+        try:
+            return Task.from_json(data)
+        except TypeError as exc:
+            raise StateCorrupt(self.path, f"record {doc.doc_id} is not a task: {exc}") from None
+
+    def _records(self, where: Callable[[Document], bool] | None = None
+                 ) -> list[tuple[int, Task]]:
+        """The tasks of the hot file with their record numbers, oldest first; with `where`,
+        only the records it accepts. Turning a record into a Task (a deep copy and a
+        dataclass) is most of a store call's cost, and the hot file holds up to ~100: a
+        call about one issue or one host tests the stored fields first. `where` tests
+        fields no upgrade of an old record changes (id, repo, issue, status, host), and
+        callers check the Task again: a record it lets through too many is harmless."""
+        return [(d.doc_id, self._task(d)) for d in self._docs() if where is None or where(d)]
+
+    def _all(self, where: Callable[[Document], bool] | None = None) -> list[Task]:
+        return [t for _, t in self._records(where)]
 
     def _overdue(self, docs: list[Document]) -> bool:
         """More finished, reported tasks in the hot file than it keeps between batches."""
@@ -213,11 +230,13 @@ class Store:
         key = (id_or_prefix or "").strip().lower()
         if not key:
             raise TaskNotFound("a task id is required", hint="see `orch tasks`")
-        records = self._records()
+        docs = self._docs()
+        # An exact id is a prefix of itself: only the records the key starts become Tasks.
+        records = [(d.doc_id, self._task(d)) for d in docs if str(d.get("id") or "").startswith(key)]
         for seq, t in records:
             if t.id == key:
                 return _Found(seq, t, archived=False)
-        hot_ids = {t.id for _, t in records}
+        hot_ids = {d.get("id") for d in docs}
         exact = self.archive.get(key)
         if exact is not None:
             return _Found(exact[0], Task.from_json(exact[1]), archived=True)
@@ -267,15 +286,16 @@ class Store:
         """Tasks only the archive holds (what `orch tasks` leaves out)."""
         if not self.archive.exists():
             return 0
-        return self.archive.count() - len(self.archive.ids(t.id for t in self._all()))
+        return self.archive.count() - len(self.archive.ids(str(d.get("id")) for d in self._docs()))
 
     def for_issue(self, repo: str, issue: int) -> builtins.list[Task]:
         """Every task ever made for one issue, newest first (archived ones too)."""
-        records = self._records()
+        docs = self._docs()
+        records = [(d.doc_id, self._task(d)) for d in docs if _about(d, repo, issue)]
         hot = [(seq, t) for seq, t in reversed(records) if t.repo == repo and t.issue == int(issue)]
         if not self.archive.exists():
             return [t for _, t in hot]
-        hot_ids = {t.id for _, t in records}
+        hot_ids = {d.get("id") for d in docs}
         old = [(seq, Task.from_json(d)) for seq, d in self.archive.for_issue(repo, issue)
                if d.get("id") not in hot_ids]
         return [t for _, t in heapq.merge(hot, old, key=lambda st: -st[0])]
@@ -284,7 +304,7 @@ class Store:
         """The issue's queued or running task, if any (there is at most one; live tasks are
         never archived, so the hot file alone answers). A split's parts and integrations
         are not counted: their parent is live while they are, and speaks for them."""
-        return next((t for t in reversed(self._all())
+        return next((t for t in reversed(self._all(lambda d: _about(d, repo, issue)))
                      if t.repo == repo and t.issue == int(issue) and t.status in LIVE_STATUSES
                      and t.kind not in CHILD_KINDS),
                     None)
@@ -305,7 +325,8 @@ class Store:
 
     def running_on(self, host: str) -> builtins.list[Task]:
         """Tasks the store believes are running on `host`."""
-        return [t for t in self._all() if t.status == "running" and t.host == host]
+        return [t for t in self._all(lambda d: d.get("host") == host)
+                if t.status == "running" and t.host == host]
 
     def reserved(self) -> dict[str, builtins.list[str]]:
         """Live task ids per host: the `reserved` argument of `schedule.place`.
@@ -314,7 +335,7 @@ class Store:
         taken before it started); the scheduler adds the ones the host does not show.
         """
         ids: dict[str, builtins.list[str]] = {}
-        for t in self._all():
+        for t in self._all(lambda d: d.get("status") in LIVE_STATUSES):
             if t.status in LIVE_STATUSES and t.host:
                 ids.setdefault(t.host, []).append(t.id)
         return ids
@@ -393,7 +414,7 @@ class Store:
         host's capacity: NoSlot (nothing changed) when that many tasks already run there."""
         with self.locked():
             if slots is not None:
-                held = [t for t in self._all() if t.status == "running" and t.host == host]
+                held = self.running_on(host)
                 if len(held) >= slots:
                     raise NoSlot(host, slots)
             return self._transition(task_id, "start", f"started on {host}",
@@ -645,6 +666,16 @@ class Store:
         n = self._table.update(_replace_with(task.to_json()), Query().id == task.id)
         if not n:
             raise TaskNotFound(f"task {task.id} vanished from {self.path}")
+
+
+# The fields a stored task cannot lack (Task has no default for them).
+_REQUIRED = frozenset(f.name for f in fields(Task)
+                      if f.default is MISSING and f.default_factory is MISSING)
+
+
+def _about(doc: Document, repo: str, issue: int) -> bool:
+    """A stored record of this repository's issue (the test before a Task is made)."""
+    return doc.get("repo") == repo and doc.get("issue") == int(issue)
 
 
 def _json_dumps(data: dict[str, str]) -> str:
