@@ -74,6 +74,42 @@ def test_migrate_20000_tasks_to_postgresql_and_back(tmp_path: Path, pg_url: str)
     pg.close()
 
 
+def test_a_database_migrated_away_refuses_every_change_until_migrated_back(
+        tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL -> TinyDB marks the database moved: the database itself (a trigger per
+    table) refuses any later change, from this orch or any other, with where the state
+    went (exit 2); it still reads; migrating back into it makes it writable again."""
+    pg = open_store(pg_url, tmp_path)
+    t = pg.create("octo/api", 1, "one", "general", forge="local")
+    pg.take_command("octo/api#1/c1", task_id=t.id)
+    out = tmp_path / "tiny"
+    r = orch("--state-dir", str(tmp_path / "other"), "store", "migrate", "--to", f"tinydb:{out}",
+             "--json", env={"ORCH_STATE_URL": pg_url})
+    assert r.returncode == 0, r.stderr
+    assert pg.moved_to() == f"tinydb:{out}"
+    for write in (lambda: pg.create("octo/api", 2, "two", "general"),
+                  lambda: pg.update(t.id, error="x"),
+                  lambda: pg.cancel(t.id),
+                  lambda: pg.take_command("octo/api#1/c2", task_id=t.id),
+                  lambda: pg.set_cursor("octo/api", "2026-12-01T00:00:00+00:00")):
+        try:
+            write()
+            raise AssertionError("a moved database accepted a write")
+        except StateMoved as exc:
+            assert f"moved to tinydb:{out}" in exc.message and PASSWORD not in str(exc)
+            assert "orch store migrate --to postgresql://" in (exc.hint or "")
+    assert [x.id for x in pg.list()] == [t.id] and pg.get(t.id).status == "queued"   # reads
+    r = orch("--state-dir", str(tmp_path / "other"), "cancel", t.id, env={"ORCH_STATE_URL": pg_url})
+    assert r.returncode == 2 and "this state was moved to tinydb:" in r.stderr, r.stderr
+    assert Store(out).get(t.id).status == "queued"                      # the copy took it
+    # Back: the TinyDB state into the database, which is the state in force again.
+    r = orch("--state-dir", str(out), "store", "migrate", "--to", pg_url, "--json")
+    assert r.returncode == 0, r.stderr
+    assert pg.moved_to() is None
+    assert pg.cancel(t.id).status == "cancelled"
+    pg.close()
+
+
 def test_unreachable_database_is_exit_1_without_password(tmp_path: Path) -> None:
     url = f"postgresql://orch:{PASSWORD}@127.0.0.1:{_free_port()}/orch"
     r = orch("--state-dir", str(tmp_path), "tasks", env={"ORCH_STATE_URL": url})

@@ -134,13 +134,16 @@ class StoreUnreachable(WorkError):
 
 
 class StateMoved(UsageError):
-    """The TinyDB state was migrated elsewhere (`orch store migrate`): it is read-only."""
+    """The state was migrated elsewhere (`orch store migrate`): it is read-only. `here`:
+    the TinyDB state file, or the database (as shown); `back`: what `--to` takes to
+    migrate back (default: the TinyDB state's directory)."""
 
-    def __init__(self, path: Path, where: str) -> None:
-        super().__init__(f"{path}: this state was moved to {where} by `orch store migrate`; "
+    def __init__(self, here: Path | str, where: str, *, back: str | None = None) -> None:
+        back = back or f"tinydb:{Path(here).parent}"
+        super().__init__(f"{here}: this state was moved to {where} by `orch store migrate`; "
                          f"it is read-only and nothing was changed",
                          hint=f"set `state: {where}` in orch.yml (or $ORCH_STATE_URL), or "
-                              f"migrate back with `orch store migrate --to tinydb:{path.parent}`")
+                              f"migrate back with `orch store migrate --to {back}`")
         self.where = where
 
 

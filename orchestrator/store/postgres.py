@@ -38,7 +38,7 @@ from ..core.tally import TaskTally, duration_seconds, spend_stamp
 from ..errors import UsageError, WorkError
 from . import transitions as rules
 from .clock import parse_time
-from .errors import DuplicateTask, NoSlot, StoreUnreachable, TaskNotFound, redact_url
+from .errors import DuplicateTask, NoSlot, StateMoved, StoreUnreachable, TaskNotFound, redact_url
 from .sql import task_filters
 
 KEEP_RECENT = 50   # finished, reported tasks `orch tasks` shows (as the TinyDB store)
@@ -94,6 +94,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX orch_commands_task ON orch_commands (task_id)",
         "CREATE TABLE orch_cursors (name text PRIMARY KEY, at text NOT NULL)",
     ),
+    # `orch store migrate` away from this database: where the state went (one row), and
+    # the database itself refusing every later change of the state (a trigger per table),
+    # whichever orch version or process tries it.
+    3: (
+        """CREATE TABLE orch_moved (
+             one boolean PRIMARY KEY DEFAULT true CHECK (one),
+             moved_to text NOT NULL,
+             at timestamptz NOT NULL DEFAULT now())""",
+        """CREATE FUNCTION orch_refuse_if_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF EXISTS (SELECT 1 FROM orch_moved) THEN
+               RAISE EXCEPTION 'orch: this state was moved to %',
+                 (SELECT moved_to FROM orch_moved) USING ERRCODE = '55000';
+             END IF;
+             RETURN NULL;
+           END $$""",
+        *(f"CREATE TRIGGER {t}_moved BEFORE INSERT OR UPDATE OR DELETE ON {t} "
+          "FOR EACH STATEMENT EXECUTE FUNCTION orch_refuse_if_moved()"
+          for t in ("orch_tasks", "orch_slots", "orch_commands", "orch_cursors")),
+    ),
 }
 
 
@@ -131,8 +151,27 @@ class PgStore:
         return redact_url(self.url)
 
     def moved_to(self) -> str | None:
-        """A database is never marked moved (`orch store migrate` leaves it as it is)."""
-        return None
+        """Where `orch store migrate` moved this state (None: it is the state in force)."""
+        rows = self._rows("SELECT moved_to FROM orch_moved")
+        return str(rows[0][0]) if rows else None
+
+    def mark_moved(self, where: str) -> None:
+        """After `orch store migrate` away: every later change is refused by the database
+        (migration 3's triggers) with where the state went (StateMoved, exit 2). Readers
+        still read it."""
+        with self.locked():
+            self._rows("INSERT INTO orch_moved (moved_to) VALUES (%s) ON CONFLICT (one) "
+                       "DO UPDATE SET moved_to = excluded.moved_to, at = now()", (where,))
+
+    def unmark_moved(self) -> None:
+        """Make a database `orch store migrate` had moved away writable again (migrating
+        back into it)."""
+        with self.locked():
+            self._rows("DELETE FROM orch_moved")
+
+    def _moved(self) -> StateMoved:
+        return StateMoved(self.where, self.moved_to() or "another state",
+                          back=self.where)
 
     # ----------------------------------------------------------------- connection
     def _connection(self) -> Any:
@@ -171,6 +210,10 @@ class PgStore:
                     yield self
                 finally:
                     self._depth -= 1
+        except self._pg.errors.ObjectNotInPrerequisiteState:   # an OperationalError: first
+            if self._depth:
+                raise       # an outer locked(): the outermost one says it
+            raise self._moved() from None
         except (self._pg.OperationalError, self._pg.InterfaceError) as exc:
             self._lost_connection()
             raise StoreUnreachable(self.url, self._scrub(str(exc))) from None
@@ -185,6 +228,10 @@ class PgStore:
         try:
             cur = conn.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
+        except pg.errors.ObjectNotInPrerequisiteState:   # an OperationalError: first
+            if self._depth:
+                raise       # the transaction is aborted: locked() says why, after rollback
+            raise self._moved() from None
         except (pg.OperationalError, pg.InterfaceError) as exc:
             self._lost_connection()
             raise StoreUnreachable(self.url, self._scrub(str(exc))) from None
