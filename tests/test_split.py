@@ -51,6 +51,14 @@ def split_started(w, title: str, body: str) -> tuple[int, Any]:
     return n, parent_of(w)
 
 
+def split_finished(w, title: str, body: str) -> tuple[int, Any, list[Any]]:
+    """A labelled split issue run to its end: (its number, the parent, its children)."""
+    n = w.issue(title, body, labels=LABELS)
+    run_passes(w, split_done, timeout=240)
+    parent = parent_of(w)
+    return n, parent, children(w, parent)
+
+
 def status_times(w) -> dict[str, tuple[int, int]]:
     """Each job's (started_at, finished_at) as its host wrote them."""
     out = {}
@@ -165,12 +173,10 @@ def test_an_unresolved_conflict_fails_the_split_naming_the_files(make_world):
 
 def test_a_failing_part_cancels_the_other_and_fails_the_parent(make_world):
     w = make_world(hosts=2, specialties=TWO, tests={"command": "true"})
-    n = w.issue("Half works", "orch-standin[backend]: is-error\n"
-                              "orch-standin[frontend]: write ui.txt ui\n"
-                              "orch-standin[frontend]: slow 60\n", labels=LABELS)
-    run_passes(w, split_done, timeout=240)
-    parent = parent_of(w)
-    backend, frontend = children(w, parent)
+    n, parent, (backend, frontend) = split_finished(
+        w, "Half works", "orch-standin[backend]: is-error\n"
+                         "orch-standin[frontend]: write ui.txt ui\n"
+                         "orch-standin[frontend]: slow 60\n")
     assert backend.status == "failed" and frontend.status == "cancelled"
     assert parent.status == "failed"
     assert parent.error.startswith(f"part 1 (backend, task {backend.id}) failed: ")
@@ -230,6 +236,28 @@ def test_retry_of_a_failed_parent_reruns_only_the_failed_part(make_world):
     assert b2.id == backend.id and b2.status == "succeeded"
     [pr] = w.github.pulls(w.repo)
     assert w.remote.read(pr["head"], "ui.txt") == "ui\n"
+
+
+def test_retry_now_of_a_failed_parent_starts_its_failed_part_at_once(make_world):
+    """`orch retry PARENT --now`: the failed part is placed and started by the command
+    itself (running on its specialty's host when it returns), not at the next poll."""
+    w = make_world(hosts=2, specialties=TWO, tests={"command": "true"})
+    n, parent, kids = split_finished(w, "One fails fast", "orch-standin[backend]: write api.txt api\n"
+                                                      "orch-standin[backend]: is-error\n"
+                                                      "orch-standin[frontend]: write ui.txt ui\n")
+    backend, frontend = kids[:2]
+    assert (parent.status, backend.status, frontend.status) == ("failed", "failed", "succeeded")
+    w.github.edit_issue(w.repo, n, by="alice", body=two_parts(backend_slow=2))
+    out = w.orch("retry", parent.id, "--now")
+    assert out.returncode == 0, out.stdout + out.stderr
+    again = {t.id: t for t in children(w, parent)}
+    assert again[backend.id].status == "running" and again[backend.id].host == "h1"
+    assert again[frontend.id].status == "succeeded"            # kept, not run again
+    run_passes(w, split_done, timeout=240)
+    parent = parent_of(w)
+    assert parent.status == "succeeded", parent.error
+    [pr] = w.github.pulls(w.repo)
+    assert w.remote.read(pr["head"], "api.txt") == "api\n"
 
 
 def test_a_host_killed_during_its_part_requeues_that_part_alone(make_world):

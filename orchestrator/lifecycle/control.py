@@ -101,15 +101,29 @@ async def retry_task(app: App, task_id: str, *, now: bool = False) -> Task:
         raise UsageError(f"task {task.id} is {task.status}; only a failed, cancelled or lost "
                          f"task can be queued again", hint=hint)
     if task.kind == split.PARENT_KIND:
-        return split.retry(app, task)   # its failed parts run on the next `orch poll`
+        parent = split.retry(app, task)   # its failed parts queued again
+        if now:
+            await _start_now(app, [c for c in app.store.children(parent) if c.status == "queued"])
+        return app.store.get(parent.id)
     task = app.store.requeue(task.id, "retried by user", reset_attempts=True)
-    if not now:
-        return task
-    forge = app.forge(task.forge)
+    if now:
+        await _start_now(app, [task])
+    return app.store.get(task.id)
+
+
+async def _start_now(app: App, tasks: list[Task]) -> None:
+    """Place and start queued `tasks` at once, each the way `orch poll` takes a queued
+    task; one with no room (or that can no longer run) stays as it stands, for the next
+    pass. One probe for all: the store's reserved tasks count on their hosts."""
+    if not tasks:
+        return
     async with app.fleet() as fleet:
-        try:
-            reservation = await admit_queued(app, forge, await probe(fleet), task)
-        except Refused:
-            return app.store.get(task.id)   # no room now, or it can no longer run: as it stands
-        started = await start(app, fleet, reservation)
-        return await tell_running(app, forge, started)
+        facts = await probe(fleet)
+        for task in tasks:
+            forge = app.forge(task.forge)
+            try:
+                reservation = await admit_queued(app, forge, facts, task)
+            except Refused:
+                continue
+            started = await start(app, fleet, reservation)
+            await tell_running(app, forge, started)
