@@ -6,10 +6,10 @@ fresh interpreter, on what it imported:
 - every `--json` command: no rich (~20 ms: render/__init__.py);
 - `orch hosts --json`: no YAML round-trip parser, no templates, no store, and from its
   second run on no PyYAML either (what it read is in orch's cache: config/yamlfile.py);
-- `orch dispatch --json`: no bootstrap runner (fleet/verdicts.py), nothing only a
-  follow-up or git.via: orch uses (NOT_FOR_AN_ISSUE), and from its second run on neither
-  YAML library (the playbook, orch.yml and hosts.yml come from orch's cache: job/steps.py,
-  config/yamlfile.py).
+- `orch dispatch --json`: no bootstrap runner (fleet/verdicts.py), nothing that only a
+  follow-up, git.via: orch or a split uses (NOT_FOR_AN_ISSUE), and from its second run
+  on neither YAML library (the playbook, orch.yml and hosts.yml come from orch's cache:
+  job/steps.py, config/yamlfile.py).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def loaded(modules: set[str], *names: str) -> list[str]:
 
 
 # What a plain issue's dispatch never uses, loaded where it is used: a follow-up
-# (--followup), git.via: orch (the relay and orch's mirror).
+# (--followup), git.via: orch (the relay and orch's mirror), a split's plan and parts.
 NOT_FOR_AN_ISSUE = ("orchestrator.lifecycle.followup", "orchestrator.job.relay",
-                    "orchestrator.forge.mirror")
+                    "orchestrator.forge.mirror", "orchestrator.core.split")
 
 
 @pytest.mark.parametrize("args", [["tasks", "--json"], ["tasks"], ["show", "nosuchid"]])

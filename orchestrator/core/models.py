@@ -220,9 +220,17 @@ ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its 
                     "plan_refused")       # a planning run's plan was refused (core/split.py)
 ERROR_KINDS = JOB_ERROR_KINDS + ORCH_ERROR_KINDS + ("other",)
 
-# Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends).
-TASK_KINDS = ("issue", "followup", "plan", "part")
-SPLIT_TASK_KINDS = ("split", "integrate", "planner")   # a split issue's parent and its integrations (core/split.py)
+# Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends). A split
+# issue's (core/split.py, docs/split.md): its parent, which holds no slot and runs no job,
+# and the tasks that belong to it. Named here, beside the record, so that the store and
+# the lifecycle tell them apart without loading the split's planning code.
+PARENT_KIND = "split"
+PART_KIND = "part"
+INTEGRATE_KIND = "integrate"
+PLANNER_KIND = "planner"
+CHILD_KINDS = (PART_KIND, INTEGRATE_KIND, PLANNER_KIND)   # tasks that belong to a parent split
+TASK_KINDS = ("issue", "followup", "plan", PART_KIND)
+SPLIT_TASK_KINDS = (PARENT_KIND, INTEGRATE_KIND, PLANNER_KIND)   # a split issue's parent and its integrations
 
 
 @dataclass
