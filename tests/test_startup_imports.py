@@ -7,9 +7,9 @@ fresh interpreter, on what it imported:
 - `orch hosts --json`: no YAML round-trip parser, no templates, no store, and from its
   second run on no PyYAML either (what it read is in orch's cache: config/yamlfile.py);
 - `orch dispatch --json`: no bootstrap runner (fleet/verdicts.py), nothing that only a
-  follow-up, git.via: orch or a split uses (NOT_FOR_AN_ISSUE), and from its second run
-  on neither YAML library (the playbook, orch.yml and hosts.yml come from orch's cache:
-  job/steps.py, config/yamlfile.py).
+  follow-up, git.via: orch, a split or an old state uses (NOT_FOR_AN_ISSUE), and from
+  its second run on neither YAML library (the playbook, orch.yml and hosts.yml come from
+  orch's cache: job/steps.py, config/yamlfile.py).
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def loaded(modules: set[str], *names: str) -> list[str]:
 
 
 # What a plain issue's dispatch never uses, loaded where it is used: a follow-up
-# (--followup), git.via: orch (the relay and orch's mirror), a split's plan and parts.
+# (--followup), git.via: orch (the relay and orch's mirror), a split's plan and parts,
+# the upgrade of records and messages an older orch wrote.
 NOT_FOR_AN_ISSUE = ("orchestrator.lifecycle.followup", "orchestrator.job.relay",
-                    "orchestrator.forge.mirror", "orchestrator.core.split")
+                    "orchestrator.forge.mirror", "orchestrator.core.split",
+                    "orchestrator.core.migrate")
 
 
 @pytest.mark.parametrize("args", [["tasks", "--json"], ["tasks"], ["show", "nosuchid"]])

@@ -9,8 +9,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .migrate import upgrade_task
-
 SPECIALTIES = ("backend", "frontend", "testing", "devops", "general")
 
 
@@ -232,6 +230,10 @@ CHILD_KINDS = (PART_KIND, INTEGRATE_KIND, PLANNER_KIND)   # tasks that belong to
 TASK_KINDS = ("issue", "followup", "plan", PART_KIND)
 SPLIT_TASK_KINDS = (PARENT_KIND, INTEGRATE_KIND, PLANNER_KIND)   # a split issue's parent and its integrations
 
+# The Task fields core/migrate.py derives for a record written before they existed; a
+# record that has them all is current.
+DERIVED_FIELDS = ("error_kind", "avoid_hosts")
+
 
 @dataclass
 class Task:
@@ -298,7 +300,11 @@ class Task:
     def from_json(cls, data: dict[str, Any]) -> Task:
         """A stored task; a NaN or infinite cost an older orch wrote is read as unknown."""
         known = set(cls.__dataclass_fields__)
-        task = cls(**{k: v for k, v in upgrade_task(data).items() if k in known})
+        if not all(k in data for k in DERIVED_FIELDS):
+            # written by an older orch: only then is core/migrate.py loaded
+            from .migrate import upgrade_task
+            data = upgrade_task(data)
+        task = cls(**{k: v for k, v in data.items() if k in known})
         task.cost_usd = _finite(task.cost_usd)
         return task
 

@@ -19,7 +19,6 @@ from ..app import App
 from ..atomic import replace_file
 from ..core import report
 from ..core.events import Init, last_result, parse_line
-from ..core.migrate import error_kind_from_message
 from ..core.models import ERROR_KINDS, Task
 from ..errors import OrchError
 from ..fleet.pool import Fleet
@@ -54,8 +53,11 @@ def verdict_of(status: remote.JobStatus) -> Verdict:
         return Verdict("cancelled", status.error or "cancelled on the host", "cancelled")
     reason = status.error or "the job failed"
     said = status.error_kind
-    kind = (said if said in ERROR_KINDS else "other") if said else error_kind_from_message(reason)
-    return Verdict("failed", reason, kind)
+    if said:
+        return Verdict("failed", reason, said if said in ERROR_KINDS else "other")
+    # (a job of the previous job.sh: only then is core/migrate.py loaded)
+    from ..core.migrate import error_kind_from_message
+    return Verdict("failed", reason, error_kind_from_message(reason))
 
 
 async def fetch_log(app: App, conn: Connection, task: Task) -> str:
