@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.migrate import avoid_hosts_from_history, error_kind_from_message
-from orchestrator.core.models import ERROR_KINDS, Task
+from orchestrator.core.migrate import avoid_hosts_from_history, error_kind_from_message, upgrade_task
+from orchestrator.core.models import DERIVED_FIELDS, ERROR_KINDS, Task
+from orchestrator.job.remote import JobStatus
+from orchestrator.lifecycle.finalize import verdict_of
 from orchestrator.store import Store
 
 LEGACY = Path(__file__).parent / "data" / "state-before-kinds.json"
@@ -80,8 +82,8 @@ def test_the_derived_fields_are_stored_at_the_next_write(legacy_state):
     assert raw["8e26c804"]["error_kind"] == "max_turns"
     assert raw["8e26c804"]["kind"] == "issue" and raw["8e26c804"]["avoid_hosts"] == []
     assert "error_kind" not in raw["5fd0e1d1"]          # untouched records stay as they were
-    # Once stored, the record is current: it is not derived again (upgrade_task is the
-    # identity on it), even if its message would say something else.
+    # Once stored, the record is current: it is not derived again (Task.from_json does
+    # not upgrade it), even if its message would say something else.
     doc = dict(raw["8e26c804"], error="tests still failing after 2 fix attempt(s)")
     assert Task.from_json(doc).error_kind == "max_turns"
 
@@ -179,3 +181,19 @@ def test_avoid_hosts_come_from_lost_and_failed_start_requeues_only():
         {"to": "queued", "reason": "lost: again", "previous": {"host": "h1"}},
     ]
     assert avoid_hosts_from_history(history) == ["h1", "h2"]
+
+
+def test_what_migrate_derives_is_what_marks_a_record_current():
+    """Task.from_json upgrades a record lacking one of DERIVED_FIELDS (and loads
+    core/migrate.py only then): the fields upgrade_task adds are exactly those."""
+    old = {"id": "0ld0ld00", "repo": "octo/app", "issue": 1, "title": "t", "specialty": "general",
+           "status": "failed", "error": "max turns reached"}
+    assert set(upgrade_task(old)) - set(old) == set(DERIVED_FIELDS)
+    assert Task.from_json(old).error_kind == "max_turns"
+
+
+@pytest.mark.parametrize("said, kind", [("tests_failed", "tests_failed"), ("new_word", "other"),
+                                        (None, "max_turns")])
+def test_a_failed_job_gives_its_kind_and_one_of_the_previous_job_sh_its_message_does(said, kind):
+    status = JobStatus(state="failed", alive=False, error="max turns reached", error_kind=said)
+    assert verdict_of(status).error_kind == kind

@@ -62,7 +62,7 @@ _BY_STATUS = {"cancelled": "cancelled", "lost": "lost"}
 
 @functools.cache
 def _patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    # Compiled on first use: every orch command imports this module, few need it.
+    # Compiled on first use: an old record without an error message needs none.
     return tuple((kind, re.compile(rx, re.IGNORECASE)) for kind, rx in _MESSAGES + _KEYWORDS)
 
 
@@ -92,10 +92,8 @@ def avoid_hosts_from_history(history: list[dict[str, Any]]) -> list[str]:
 
 
 def upgrade_task(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` with the fields an older version did not write derived (a new dict), or
-    `data` itself when it is current."""
-    if "error_kind" in data and "avoid_hosts" in data:
-        return data
+    """`data` (a record lacking one of core/models.py DERIVED_FIELDS: Task.from_json asks)
+    with the fields an older version did not write derived, as a new dict."""
     out = dict(data)
     if "error_kind" not in out:
         status = str(out.get("status") or "")

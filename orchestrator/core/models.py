@@ -9,8 +9,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .migrate import upgrade_task
-
 SPECIALTIES = ("backend", "frontend", "testing", "devops", "general")
 
 
@@ -220,9 +218,21 @@ ORCH_ERROR_KINDS = ("start_failed",       # the job could not be started on its 
                     "plan_refused")       # a planning run's plan was refused (core/split.py)
 ERROR_KINDS = JOB_ERROR_KINDS + ORCH_ERROR_KINDS + ("other",)
 
-# Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends).
-TASK_KINDS = ("issue", "followup", "plan", "part")
-SPLIT_TASK_KINDS = ("split", "integrate", "planner")   # a split issue's parent and its integrations (core/split.py)
+# Task.kind: what a task is (lifecycle/kinds.py owns how each kind runs and ends). A split
+# issue's (core/split.py, docs/split.md): its parent, which holds no slot and runs no job,
+# and the tasks that belong to it. Named here, beside the record, so that the store and
+# the lifecycle tell them apart without loading the split's planning code.
+PARENT_KIND = "split"
+PART_KIND = "part"
+INTEGRATE_KIND = "integrate"
+PLANNER_KIND = "planner"
+CHILD_KINDS = (PART_KIND, INTEGRATE_KIND, PLANNER_KIND)   # tasks that belong to a parent split
+TASK_KINDS = ("issue", "followup", "plan", PART_KIND)
+SPLIT_TASK_KINDS = (PARENT_KIND, INTEGRATE_KIND, PLANNER_KIND)   # a split issue's parent and its integrations
+
+# The Task fields core/migrate.py derives for a record written before they existed; a
+# record that has them all is current.
+DERIVED_FIELDS = ("error_kind", "avoid_hosts")
 
 
 @dataclass
@@ -290,7 +300,11 @@ class Task:
     def from_json(cls, data: dict[str, Any]) -> Task:
         """A stored task; a NaN or infinite cost an older orch wrote is read as unknown."""
         known = set(cls.__dataclass_fields__)
-        task = cls(**{k: v for k, v in upgrade_task(data).items() if k in known})
+        if not all(k in data for k in DERIVED_FIELDS):
+            # written by an older orch: only then is core/migrate.py loaded
+            from .migrate import upgrade_task
+            data = upgrade_task(data)
+        task = cls(**{k: v for k, v in data.items() if k in known})
         task.cost_usd = _finite(task.cost_usd)
         return task
 

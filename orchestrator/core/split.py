@@ -7,10 +7,10 @@ agent's instructions, the paths it owns and the parts it depends on. A planner's
 agent output, untrusted: `validate_plan` refuses anything but a small acyclic list of
 known specialties, with a reason a person can read (it reaches the issue, fenced).
 
-The task kinds of a split (lifecycle/kinds.py, lifecycle/split.py): the parent (`split`,
-holds no slot, runs no job), its `part`s (one job each, on a host of its specialty) and
-`integrate` runs (merge finished parts into the integration branch; the last one runs
-the whole test suite).
+The task kinds of a split (named in core/models.py; lifecycle/kinds.py, lifecycle/split.py):
+the parent (`split`, holds no slot, runs no job), its `part`s (one job each, on a host of
+its specialty) and `integrate` runs (merge finished parts into the integration branch;
+the last one runs the whole test suite).
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ from typing import Any
 
 from .shell import branch_name, slug
 
-PARENT_KIND = "split"
-PART_KIND = "part"
-INTEGRATE_KIND = "integrate"
-PLANNER_KIND = "planner"
-CHILD_KINDS = (PART_KIND, INTEGRATE_KIND, PLANNER_KIND)   # tasks that belong to a parent split
 SCHEMA_FILE = "split-schema.json"           # in prompts/: the planner's --json-schema
 SPLIT_LABEL = "orch:split"                  # asks for a planning run (docs/split.md)
 LAST_SPECIALTY = "testing"                  # by label, the testing part runs after the others

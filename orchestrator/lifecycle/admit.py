@@ -24,9 +24,8 @@ from typing import Any
 
 from ..app import App
 from ..config.settings import Settings
-from ..core.models import LIVE_STATUSES, Host, HostFacts, Issue, Placement, RepoFacts, Task
+from ..core.models import CHILD_KINDS, LIVE_STATUSES, Host, HostFacts, Issue, Placement, RepoFacts, Task
 from ..core.schedule import place
-from ..core.split import CHILD_KINDS
 from ..core.trust import LOCAL_OPT_IN, check_local_github, local_meaning, local_refusals
 from ..fleet.pool import Fleet
 from ..forge import forge_kind

@@ -19,7 +19,6 @@ from ..job import credentials
 from .admit import Reservation, check_local, place_task, prepare, probe, reserve_new
 from .finalize import finalize
 from .follow import LineSink, NoticeSink, follow
-from .followup import by_hand
 from .launch import start
 from .tell import tell_running
 
@@ -47,6 +46,8 @@ async def dispatch(app: App, forge: Forge, repo: str, number: int, *, host: str 
     check_local(app, forge.kind, host, on_notice)
     async with app.fleet() as fleet:
         if followup is not None and not dry_run:
+            # --followup only: a plain issue's dispatch never loads lifecycle/followup.py
+            from .followup import by_hand
             reservation = await by_hand(app, forge, await probe(fleet), repo, number, followup,
                                         pinned=host)
             return await _run(app, fleet, forge, reservation, detach, on_line, on_notice)

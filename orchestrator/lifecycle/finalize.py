@@ -19,13 +19,12 @@ from ..app import App
 from ..atomic import replace_file
 from ..core import report
 from ..core.events import Init, last_result, parse_line
-from ..core.migrate import error_kind_from_message
 from ..core.models import ERROR_KINDS, Task
 from ..errors import OrchError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge
 from ..forge.clone import clone_url
-from ..job import relay, remote
+from ..job import remote
 from ..private import FILE_MODE
 from ..store import FenceLost
 from ..transport import runs_here
@@ -54,8 +53,11 @@ def verdict_of(status: remote.JobStatus) -> Verdict:
         return Verdict("cancelled", status.error or "cancelled on the host", "cancelled")
     reason = status.error or "the job failed"
     said = status.error_kind
-    kind = (said if said in ERROR_KINDS else "other") if said else error_kind_from_message(reason)
-    return Verdict("failed", reason, kind)
+    if said:
+        return Verdict("failed", reason, said if said in ERROR_KINDS else "other")
+    # (a job of the previous job.sh: only then is core/migrate.py loaded)
+    from ..core.migrate import error_kind_from_message
+    return Verdict("failed", reason, error_kind_from_message(reason))
 
 
 async def fetch_log(app: App, conn: Connection, task: Task) -> str:
@@ -143,10 +145,7 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, verdict:
         # refusal that trying again cannot mend fails the task; anything else (the forge
         # or the host unreachable) leaves it running for the next finalize.
         app.store.renew(task.id, fence)   # still ours, right before the branch is pushed
-        try:
-            await _bring_back(app, conn, forge, task)
-        except relay.DeliveryRefused as exc:
-            verdict = Verdict("failed", exc.message, "push_failed")
+        verdict = await _bring_back(app, conn, forge, task, verdict)
     if verdict.state == "succeeded":
         result = last_result(lines)
         app.store.renew(task.id, fence)   # still ours, right before the PR is pushed
@@ -188,14 +187,22 @@ async def _finish(app: App, conn: Connection, forge: Forge, task: Task, verdict:
     return done
 
 
-async def _bring_back(app: App, conn: Connection, forge: Forge, task: Task) -> None:
+async def _bring_back(app: App, conn: Connection, forge: Forge, task: Task,
+                     verdict: Verdict) -> Verdict:
     """git.via: orch: the job's branch from the host's mirror to the forge, before the
-    kind delivers (a failure leaves the task running: the next finalize tries again)."""
+    kind delivers; `verdict`, or a failure when the forge refuses the branch for good
+    (any other failure raises and leaves the task running: the next finalize tries again)."""
+    # git.via: orch only: otherwise the relay and orch's mirror are never loaded
+    from ..job import relay
     url = await asyncio.to_thread(clone_url, app.settings, task.repo, lambda: forge)
     central, host_mirror = relay.mirrors(app.state_dir, app.settings, task.repo,
                                          task.workspace or "", url)
-    await relay.bring_back(conn, central, host_mirror, task.branch or "", task.commit or "",
-                           task_id=task.id)
+    try:
+        await relay.bring_back(conn, central, host_mirror, task.branch or "", task.commit or "",
+                               task_id=task.id)
+    except relay.DeliveryRefused as exc:
+        return Verdict("failed", exc.message, "push_failed")
+    return verdict
 
 
 async def _remove_quietly(conn: Connection, task: Task) -> None:

@@ -44,23 +44,13 @@ from typing import Any, Protocol
 from ..config.resources import prompts_dir
 from ..config.settings import Settings
 from ..core import report, shell
-from ..core.models import Host, Issue, RepoFacts, Task
+from ..core.models import INTEGRATE_KIND, PARENT_KIND, PART_KIND, PLANNER_KIND, Host, Issue, RepoFacts, Task
 from ..core.prompts import (
     render_fix_prompt,
     render_merge_prompt,
     render_part_prompt,
     render_plan_prompt,
     render_prompt,
-)
-from ..core.split import (
-    INTEGRATE_KIND,
-    PARENT_KIND,
-    PART_KIND,
-    PLANNER_KIND,
-    SCHEMA_FILE,
-    Part,
-    integration_branch,
-    part_branch,
 )
 from ..errors import WorkError
 from ..forge.base import Forge
@@ -197,6 +187,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (IssueKind(), FollowupKind(), PlanK
 
 
 # -- a split issue's tasks (core/split.py, lifecycle/split.py, docs/split.md) -------------
+# Their methods import core/split.py where they use it: a task of another kind never loads it.
 
 class PartKind:
     """One part of a split issue: its own branch from the integration branch as it is when
@@ -206,9 +197,11 @@ class PartKind:
     name = PART_KIND
 
     def branch(self, task: Task, issue: Issue) -> str:
+        from ..core.split import Part, part_branch
         return part_branch(issue.number, issue.title, Part.from_json((task.split or {})["part"]))
 
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
+        from ..core.split import Part
         info = task.split or {}
         return (render_part_prompt(task.specialty, issue=issue, repo=task.repo,
                                    branch=task.branch or "", test_command=settings.tests.command,
@@ -220,6 +213,7 @@ class PartKind:
 
     def job(self, settings: Settings, host: Host, task: Task, issue: Issue,
             repo: RepoFacts) -> JobSpec:
+        from ..core.split import Part, integration_branch
         part = Part.from_json((task.split or {})["part"])
         return _spec(settings, host, task, repo,
                      f"{issue.title} (#{issue.number}), part {part.k}: {part.title}\n\n"
@@ -241,6 +235,7 @@ class IntegrateKind:
     name = INTEGRATE_KIND
 
     def branch(self, task: Task, issue: Issue) -> str:
+        from ..core.split import integration_branch
         return integration_branch(issue.number, issue.title)
 
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
@@ -271,6 +266,7 @@ class PlannerKind:
     name = PLANNER_KIND
 
     def branch(self, task: Task, issue: Issue) -> str:
+        from ..core.split import integration_branch
         return integration_branch(issue.number, issue.title) + "--plan"
 
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:
@@ -294,6 +290,8 @@ def split_schema(settings: Settings) -> str:
     """The planner's JSON schema, compact (prompts/split-schema.json; the shipped one when
     a customised prompts_dir has none)."""
     import json
+
+    from ..core.split import SCHEMA_FILE
     path = prompts_dir(settings) / SCHEMA_FILE
     if not path.is_file():
         path = prompts_dir() / SCHEMA_FILE
@@ -307,6 +305,7 @@ class SplitKind:
     name = PARENT_KIND
 
     def branch(self, task: Task, issue: Issue) -> str:
+        from ..core.split import integration_branch
         return integration_branch(issue.number, issue.title)
 
     def prompts(self, settings: Settings, task: Task, issue: Issue) -> tuple[str, str]:

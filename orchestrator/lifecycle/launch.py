@@ -15,7 +15,7 @@ from ..config.resources import playbooks_dir
 from ..core.models import Task
 from ..errors import OrchError, WorkError
 from ..fleet.pool import Fleet
-from ..job import credentials, relay, remote
+from ..job import credentials, remote
 from ..job.playbook import render_job
 from ..store import DuplicateTask, FenceLost, InvalidTransition
 from . import claims
@@ -40,6 +40,7 @@ async def start(app: App, fleet: Fleet, r: Reservation) -> Task:
         prompt, fix_prompt = kind.prompts(s, task, r.issue)
         conn = await fleet.connection(host.name)
         if spec.git_via == "orch":       # the host never talks to the forge: orch sends the base
+            from ..job import relay  # loaded for git.via: orch only
             await relay.send_base(conn, *relay.mirrors(app.state_dir, s, task.repo,
                                                        spec.workspace, spec.clone_url),
                                   branch=spec.branch, task_id=task.id)

@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 
 from ..app import App
 from ..config.settings import PollSettings
-from ..core.models import HostFacts, Task
-from ..core.split import PARENT_KIND
+from ..core.models import PARENT_KIND, HostFacts, Task
 from ..errors import ForgeUnavailable, HostUnreachable, OrchError, UsageError
 from ..fleet.pool import Fleet
 from ..forge.base import Forge

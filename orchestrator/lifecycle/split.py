@@ -30,14 +30,18 @@ from typing import Any
 from ..app import App
 from ..core import report
 from ..core.events import last_result
-from ..core.models import LIVE_STATUSES, SPECIALTIES, Task
-from ..core.split import (
+from ..core.models import (
     CHILD_KINDS,
     INTEGRATE_KIND,
-    LAST_SPECIALTY,
+    LIVE_STATUSES,
     PARENT_KIND,
     PART_KIND,
     PLANNER_KIND,
+    SPECIALTIES,
+    Task,
+)
+from ..core.split import (
+    LAST_SPECIALTY,
     SPLIT_LABEL,
     Part,
     PlanRefused,

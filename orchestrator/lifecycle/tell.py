@@ -12,8 +12,7 @@ import asyncio
 
 from ..app import App
 from ..core import report
-from ..core.models import Task
-from ..core.split import CHILD_KINDS
+from ..core.models import CHILD_KINDS, Task
 from ..errors import OrchError
 from ..forge.base import Forge
 from . import answer

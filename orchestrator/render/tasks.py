@@ -11,8 +11,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..core.models import Placement, Task
-from ..core.split import CHILD_KINDS
+from ..core.models import CHILD_KINDS, Placement, Task
 from ..core.text import clean_line
 from .term import console, text
 

@@ -33,7 +33,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..core.migrate import error_kind_from_message
 from ..core.models import ERROR_KINDS, Task
 from ..core.tally import TaskTally, duration_seconds, parse_stamp
 from ..errors import UsageError
@@ -248,6 +247,8 @@ def _kind(error: str | None) -> str:
     text, whose kind core/migrate.py gives (once per distinct text: the query groups)."""
     if error in ERROR_KINDS:
         return error
+    # (a row from before kinds: only then is core/migrate.py loaded)
+    from ..core.migrate import error_kind_from_message
     return error_kind_from_message(error)
 
 

@@ -43,8 +43,7 @@ from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
-from ..core.models import FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
-from ..core.split import CHILD_KINDS
+from ..core.models import CHILD_KINDS, FINISHED_STATUSES, LIVE_STATUSES, TASK_STATUSES, Task
 from ..core.tally import TaskTally, tally
 from ..errors import UsageError
 from ..private import FILE_MODE, private_dir

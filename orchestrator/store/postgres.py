@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..core.models import TASK_STATUSES, Task
-from ..core.split import CHILD_KINDS
+from ..core.models import CHILD_KINDS, TASK_STATUSES, Task
 from ..core.tally import TaskTally, duration_seconds, spend_stamp
 from ..errors import UsageError, WorkError
 from . import transitions as rules
