@@ -266,7 +266,8 @@ pgid_from_stat() {
 }
 """
 
-_MAIN_START = r"""  exec >> "$LOG" 2>&1 < /dev/null
+_MAIN_START = r"""  log_open
+  exec < /dev/null
   cd "$WS" || exit 1
   # The process group from /proc (no fork: ps and tr cost a few ms), field 5 of stat,
   # counted after the ") " that ends the command name; ps where there is no /proc.
