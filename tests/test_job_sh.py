@@ -150,6 +150,20 @@ def test_lookalikes_are_not_results(tmp_path):
     assert out[2:] == []
 
 
+def test_the_last_result_and_its_fields_in_one_run(tmp_path):
+    """json_last: what the agent run reads of its result (the last result event among the
+    lookalikes, then its fields, a missing one left out) in one grep and one awk run;
+    nothing at all without a result event."""
+    later = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":9,'
+             '"usage":{"num_turns":1}}')
+    out = sh_lines('json_last result "num_turns total_cost_usd is_error subtype" < "$FEED"; echo end',
+                   tmp_path, stdin_lines=[RESULT_SPACED, *NOT_RESULTS, later, NOT_RESULTS[0]])
+    assert out == [f"line={later}", "num_turns=9", "is_error=true", "subtype=error_max_turns", "end"]
+    out = sh_lines('json_last result "num_turns" < "$FEED"; echo end', tmp_path,
+                   stdin_lines=NOT_RESULTS)
+    assert out == ["end"]
+
+
 def test_fields_of_odd_but_valid_json(tmp_path):
     cases = {
         '{"a":1,"a":2}': ("a", "2"),                         # the last of a duplicate key
