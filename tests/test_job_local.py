@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -679,3 +680,32 @@ def test_status_files_without_error_kind_still_parse():
     new = old.replace("tests=failed", "error_kind=tests_failed\ntests=failed")
     assert remote.parse_status(new).error_kind == "tests_failed"
     assert remote.parse_status(old.replace("tests=failed", "error_kind=\ntests=failed")).error_kind is None
+
+
+def test_gone_removes_only_what_exists_and_forks_for_nothing_else(tmp_path):
+    """gone: rm -rf of its paths, run only when one of them exists (a fresh workspace has
+    no repo/, no .guard, no status.tmp: nothing to remove, no fork); a dangling symlink
+    counts as existing."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    out = library_sh('rm() { echo "rm $*"; command rm "$@"; }; gone "$1/none" "$1/none2"; '
+                     'echo "rc=$?"; gone "$1/none" "$1/d"; gone "$1/link"', str(tmp_path)).stdout
+    assert out.splitlines() == ["rc=0", f"rm -rf -- {tmp_path}/none {tmp_path}/d",
+                                f"rm -rf -- {tmp_path}/link"]
+    assert not (tmp_path / "d").exists() and not (tmp_path / "link").is_symlink()
+
+
+def test_the_effective_uid_is_read_from_proc_status_else_id(tmp_path):
+    """euid_to: the Uid line's second field (effective, what `id -u` prints), the job's own
+    in /proc/self/status; id -u only where there is no such line."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tsh\nUmask:\t0077\nUid:\t1000\t4242\t1000\t1000\nGid:\t1\t1\t1\t1\n")
+    other = tmp_path / "other"
+    other.write_text("Name:\tsh\n")
+    out = library_sh('id() { echo "id $*" >&2; command id "$@"; }; euid_to /proc/self/status; '
+                     'printf "%s|" "$EU"; '
+                     'euid_to "$1"; printf "%s|" "$EU"; euid_to "$2"; printf "%s" "$EU"',
+                     str(status), str(other))
+    assert out.stdout == f"{os.geteuid()}|4242|{os.geteuid()}"
+    assert out.stderr == "id -u\n"

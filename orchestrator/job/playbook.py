@@ -275,7 +275,7 @@ _MAIN_START = r"""  log_open
   if read -r j_stat < "/proc/$$/stat" 2>/dev/null; then pgid_from_stat "$j_stat"; fi
   case $PGID in ''|*[!0-9]*) PGID=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ') ;; esac
   [ -n "$PGID" ] || PGID=$$
-  STARTED_AT=$(now)
+  now_to; STARTED_AT=$NOW
   status_write
   trap on_exit EXIT
   trap 'on_signal INT' INT
