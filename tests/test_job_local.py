@@ -95,6 +95,35 @@ def test_second_task_reuses_the_mirror_and_a_plain_clone_works(conn, tmp_path, g
     assert git_remote.read("orch/8-second", "b.txt") == "two\n"
 
 
+def test_the_mirror_is_still_kept_packed_after_its_fetches(conn, tmp_path, git_remote):
+    """The mirror's upkeep, now run apart from the fetch (which the job no longer waits
+    for), still happens: a mirror past its limit of packs (here 1, each fetch keeping
+    its pack) is repacked into one after the next job's fetch, and none of it reaches
+    that job's log."""
+    work = tmp_path / "work"
+    first = make_issue("orch-standin: write a.txt one\n")
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, first,
+                                      workspace=str(work / "t1")), first)
+    assert st.state == "succeeded", log
+    (mirror,) = (work / ".mirrors").glob("*.git")
+    git("-C", str(mirror), "repack", "-q", "-a", "-d")
+    git("-C", str(mirror), "config", "gc.autoPackLimit", "1")
+    git("-C", str(mirror), "config", "fetch.unpackLimit", "1")
+    assert len(list((mirror / "objects" / "pack").glob("*.pack"))) == 1
+    second = make_issue("orch-standin: write b.txt two\n", title="Second", number=8)
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, second,
+                                      workspace=str(work / "t2")), second)
+    assert st.state == "succeeded", log
+    assert "cloned from the host's mirror" in log
+    assert "maintenance" not in log and "gc" not in log.replace("::orch::", "")
+    end = time.monotonic() + 60
+    while len(list((mirror / "objects" / "pack").glob("*.pack"))) != 1:
+        assert time.monotonic() < end, "the mirror was never repacked"
+        time.sleep(0.1)
+    assert git_remote.commit("orch/7-add-a-greeting")["sha"] == git("-C", str(mirror), "rev-parse",
+                                                                   "orch/7-add-a-greeting").strip()
+
+
 def test_the_mirror_follows_a_new_default_branch_only_for_a_job_without_a_base(
         conn, tmp_path, git_remote):
     """The mirror asks the forge for its HEAD only when the job is not told its base
