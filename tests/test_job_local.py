@@ -738,3 +738,19 @@ def test_the_effective_uid_is_read_from_proc_status_else_id(tmp_path):
                      str(status), str(other))
     assert out.stdout == f"{os.geteuid()}|4242|{os.geteuid()}"
     assert out.stderr == "id -u\n"
+
+
+def test_head_is_read_from_the_loose_ref_else_asked_of_git(tmp_path):
+    """head_to: HEAD's commit from the branch's loose ref (what checkout -B and commit
+    write) without running git; packed refs and a detached HEAD ask git rev-parse."""
+    repo = tmp_path / "repo"
+    git("init", "-q", "-b", "orch/7-x", str(repo))
+    git("-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q",
+        "--allow-empty", "-m", "one")
+    sha = git("-C", str(repo), "rev-parse", "HEAD").strip()
+    tail = ('git() { echo "git $*" >&2; command git "$@"; }; REPO=$1; head_to; printf "%s|" "$HS"; '
+            'command git -C "$REPO" pack-refs --all; head_to; printf "%s|" "$HS"; '
+            'command git -C "$REPO" checkout -q --detach; head_to; printf "%s" "$HS"')
+    out = library_sh(tail, str(repo))
+    assert out.stdout == f"{sha}|{sha}|{sha}", out.stderr
+    assert out.stderr.splitlines() == [f"git -C {repo} rev-parse HEAD"] * 2

@@ -206,7 +206,7 @@ def log_run(tmp_path: Path, script: str, *, proc: bool = True) -> tuple[str, lis
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     calls = ws / "tail.calls"
-    return ((ws / "job.log").read_text(), calls.read_text().splitlines() if calls.exists() else [],
+    return ((ws / "job.log").read_bytes().decode(), calls.read_text().splitlines() if calls.exists() else [],
             out.stderr.decode())
 
 
@@ -268,6 +268,20 @@ log_size_to; echo "size=$LS" >&3
 """)
     assert log == "::orch:: step one\nanother writer\n::orch:: note two\n"
     assert err.strip() == f"size={len(log.encode())}"
+
+
+def test_a_file_copied_into_the_log_ends_with_a_newline_and_reads_nothing(tmp_path):
+    """log_file (push.out): the file's lines as they are (spaces, backslashes, a CR), its
+    last one given the newline it lacked, and the next marker needs no last byte read."""
+    (tmp_path / "push.out").write_bytes(b"To origin\n  \\ back\\slash \r\n\nno newline")
+    log, calls, _ = log_run(tmp_path, f"""
+mark step push
+log_file {shlex.quote(str(tmp_path / "push.out"))}
+mark step report
+""")
+    assert log == ("::orch:: step push\nTo origin\n  \\ back\\slash \r\n\nno newline\n"
+                   "::orch:: step report\n")
+    assert calls == []
 
 
 def test_without_proc_every_marker_reads_the_last_byte(tmp_path):
