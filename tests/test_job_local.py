@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -92,6 +93,35 @@ def test_second_task_reuses_the_mirror_and_a_plain_clone_works(conn, tmp_path, g
     st2, log2 = run_job(conn, spec2, issue2)
     assert st2.state == "succeeded" and "mirror" not in log2
     assert git_remote.read("orch/8-second", "b.txt") == "two\n"
+
+
+def test_the_mirror_is_still_kept_packed_after_its_fetches(conn, tmp_path, git_remote):
+    """The mirror's upkeep, now run apart from the fetch (which the job no longer waits
+    for), still happens: a mirror past its limit of packs (here 1, each fetch keeping
+    its pack) is repacked into one after the next job's fetch, and none of it reaches
+    that job's log."""
+    work = tmp_path / "work"
+    first = make_issue("orch-standin: write a.txt one\n")
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, first,
+                                      workspace=str(work / "t1")), first)
+    assert st.state == "succeeded", log
+    (mirror,) = (work / ".mirrors").glob("*.git")
+    git("-C", str(mirror), "repack", "-q", "-a", "-d")
+    git("-C", str(mirror), "config", "gc.autoPackLimit", "1")
+    git("-C", str(mirror), "config", "fetch.unpackLimit", "1")
+    assert len(list((mirror / "objects" / "pack").glob("*.pack"))) == 1
+    second = make_issue("orch-standin: write b.txt two\n", title="Second", number=8)
+    st, log = run_job(conn, make_spec(tmp_path, git_remote.url, second,
+                                      workspace=str(work / "t2")), second)
+    assert st.state == "succeeded", log
+    assert "cloned from the host's mirror" in log
+    assert "maintenance" not in log and "gc" not in log.replace("::orch::", "")
+    end = time.monotonic() + 60
+    while len(list((mirror / "objects" / "pack").glob("*.pack"))) != 1:
+        assert time.monotonic() < end, "the mirror was never repacked"
+        time.sleep(0.1)
+    assert git_remote.commit("orch/7-add-a-greeting")["sha"] == git("-C", str(mirror), "rev-parse",
+                                                                   "orch/7-add-a-greeting").strip()
 
 
 def test_the_mirror_follows_a_new_default_branch_only_for_a_job_without_a_base(
@@ -713,3 +743,48 @@ def test_status_files_without_error_kind_still_parse():
     new = old.replace("tests=failed", "error_kind=tests_failed\ntests=failed")
     assert remote.parse_status(new).error_kind == "tests_failed"
     assert remote.parse_status(old.replace("tests=failed", "error_kind=\ntests=failed")).error_kind is None
+
+
+def test_gone_removes_only_what_exists_and_forks_for_nothing_else(tmp_path):
+    """gone: rm -rf of its paths, run only when one of them exists (a fresh workspace has
+    no repo/, no .guard, no status.tmp: nothing to remove, no fork); a dangling symlink
+    counts as existing."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    out = library_sh('rm() { echo "rm $*"; command rm "$@"; }; gone "$1/none" "$1/none2"; '
+                     'echo "rc=$?"; gone "$1/none" "$1/d"; gone "$1/link"', str(tmp_path)).stdout
+    assert out.splitlines() == ["rc=0", f"rm -rf -- {tmp_path}/none {tmp_path}/d",
+                                f"rm -rf -- {tmp_path}/link"]
+    assert not (tmp_path / "d").exists() and not (tmp_path / "link").is_symlink()
+
+
+def test_the_effective_uid_is_read_from_proc_status_else_id(tmp_path):
+    """euid_to: the Uid line's second field (effective, what `id -u` prints), the job's own
+    in /proc/self/status; id -u only where there is no such line."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tsh\nUmask:\t0077\nUid:\t1000\t4242\t1000\t1000\nGid:\t1\t1\t1\t1\n")
+    other = tmp_path / "other"
+    other.write_text("Name:\tsh\n")
+    out = library_sh('id() { echo "id $*" >&2; command id "$@"; }; euid_to /proc/self/status; '
+                     'printf "%s|" "$EU"; '
+                     'euid_to "$1"; printf "%s|" "$EU"; euid_to "$2"; printf "%s" "$EU"',
+                     str(status), str(other))
+    assert out.stdout == f"{os.geteuid()}|4242|{os.geteuid()}"
+    assert out.stderr == "id -u\n"
+
+
+def test_head_is_read_from_the_loose_ref_else_asked_of_git(tmp_path):
+    """head_to: HEAD's commit from the branch's loose ref (what checkout -B and commit
+    write) without running git; packed refs and a detached HEAD ask git rev-parse."""
+    repo = tmp_path / "repo"
+    git("init", "-q", "-b", "orch/7-x", str(repo))
+    git("-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q",
+        "--allow-empty", "-m", "one")
+    sha = git("-C", str(repo), "rev-parse", "HEAD").strip()
+    tail = ('git() { echo "git $*" >&2; command git "$@"; }; REPO=$1; head_to; printf "%s|" "$HS"; '
+            'command git -C "$REPO" pack-refs --all; head_to; printf "%s|" "$HS"; '
+            'command git -C "$REPO" checkout -q --detach; head_to; printf "%s" "$HS"')
+    out = library_sh(tail, str(repo))
+    assert out.stdout == f"{sha}|{sha}|{sha}", out.stderr
+    assert out.stderr.splitlines() == [f"git -C {repo} rev-parse HEAD"] * 2

@@ -150,6 +150,20 @@ def test_lookalikes_are_not_results(tmp_path):
     assert out[2:] == []
 
 
+def test_the_last_result_and_its_fields_in_one_run(tmp_path):
+    """json_last: what the agent run reads of its result (the last result event among the
+    lookalikes, then its fields, a missing one left out) in one grep and one awk run;
+    nothing at all without a result event."""
+    later = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":9,'
+             '"usage":{"num_turns":1}}')
+    out = sh_lines('json_last result "num_turns total_cost_usd is_error subtype" < "$FEED"; echo end',
+                   tmp_path, stdin_lines=[RESULT_SPACED, *NOT_RESULTS, later, NOT_RESULTS[0]])
+    assert out == [f"line={later}", "num_turns=9", "is_error=true", "subtype=error_max_turns", "end"]
+    out = sh_lines('json_last result "num_turns" < "$FEED"; echo end', tmp_path,
+                   stdin_lines=NOT_RESULTS)
+    assert out == ["end"]
+
+
 def test_fields_of_odd_but_valid_json(tmp_path):
     cases = {
         '{"a":1,"a":2}': ("a", "2"),                         # the last of a duplicate key
@@ -168,3 +182,114 @@ def test_fields_of_odd_but_valid_json(tmp_path):
     bad = sh_lines("json_field a '{\"a\":01}'; echo \"rc=$?\"; json_field a '{\"a\" 1}'; echo \"rc=$?\"",
                    tmp_path)
     assert bad == ["rc=1", "rc=1"]
+
+
+# --------------------------------------------------------------------------- job.log's newline
+
+# The library with the job's own log set-up (log_open, as orch_main does) and `tail`
+# counted: a function of that name shadows the command for every call the job makes.
+LOG_HARNESS = """
+LOG="$WS/job.log"; : > "$LOG"
+tail() { echo "$*" >> "$WS/tail.calls"; command tail "$@"; }
+log_open
+"""
+
+
+def log_run(tmp_path: Path, script: str, *, proc: bool = True) -> tuple[str, list[str], str]:
+    """job.log, the tail calls the job made, and what the script printed on stderr (the
+    script's own fd 2 is kept as fd 3: log_open sends 1 and 2 to the log)."""
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    harness = LOG_HARNESS if proc else LOG_HARNESS + "LOG_FD=\n"   # as without /proc
+    full = job_library(ws) + "exec 3>&2\n" + harness + script
+    out = subprocess.run([DASH, "-c", full], capture_output=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    calls = ws / "tail.calls"
+    return ((ws / "job.log").read_bytes().decode(), calls.read_text().splitlines() if calls.exists() else [],
+            out.stderr.decode())
+
+
+def test_markers_after_the_jobs_own_lines_read_nothing(tmp_path):
+    """The job's own lines, one after the other: the log's offset says it still ends with
+    the last one's newline, so no `tail -c 1` is run; the sizes it gives are the file's."""
+    log, calls, err = log_run(tmp_path, """
+mark step one; mark note "two words"; mark note 'é and more'
+log_size_to; echo "size=$LS" >&3
+""")
+    assert log == "::orch:: step one\n::orch:: note two words\n::orch:: note é and more\n"
+    assert calls == []
+    assert err.strip() == f"size={len(log.encode())}"
+
+
+def test_a_marker_after_output_left_mid_line_starts_a_line(tmp_path):
+    """Output through the job's stdout (git, the agent, the tests write there) moves the
+    offset: the last byte is read, and a newline added where the output left none."""
+    log, calls, err = log_run(tmp_path, """
+mark step one
+printf 'partial'
+mark note two
+printf 'whole line\\n'
+mark note three
+printf 'through stderr' >&2
+mark note four
+log_size_to; echo "size=$LS" >&3
+""")
+    assert log == ("::orch:: step one\npartial\n::orch:: note two\nwhole line\n"
+                   "::orch:: note three\nthrough stderr\n::orch:: note four\n")
+    assert calls == ["-c 1 " + str(tmp_path / "ws" / "job.log")] * 3
+    assert err.strip() == f"size={len(log.encode())}"
+
+
+def test_a_guarded_run_writing_through_a_file_of_its_own_is_read_after(tmp_path):
+    """A run (the agent, the tests) that opens job.log anew writes past fd 8's offset without
+    moving it: after every guarded run the last byte is read for real, and the offset the job
+    trusts afterwards is the file's size again."""
+    log, calls, err = log_run(tmp_path, """
+mark tests running
+guarded tests 30 1 /dev/null sh -c 'printf "by name" >> "$0"' "$LOG"
+mark note after
+log_size_to; echo "size=$LS" >&3
+""")
+    assert log == "::orch:: tests running\nby name\n::orch:: note after\n"
+    assert err.strip() == f"size={len(log.encode())}"
+
+
+def test_a_line_written_by_name_between_two_markers_is_noticed_at_the_next(tmp_path):
+    """Outside a guarded run, a whole line written through another open file of job.log
+    (here the job's own `>>`) leaves fd 8's offset behind the file's end: the job's next
+    line shows it (its offset moved by more than its length), and from then on the last
+    byte is read again and the size counted (wc), not taken from the offset."""
+    log, calls, err = log_run(tmp_path, """
+mark step one
+echo 'another writer' >> "$LOG"
+mark note two
+log_size_to; echo "size=$LS" >&3
+""")
+    assert log == "::orch:: step one\nanother writer\n::orch:: note two\n"
+    assert err.strip() == f"size={len(log.encode())}"
+
+
+def test_a_file_copied_into_the_log_ends_with_a_newline_and_reads_nothing(tmp_path):
+    """log_file (push.out): the file's lines as they are (spaces, backslashes, a CR), its
+    last one given the newline it lacked, and the next marker needs no last byte read."""
+    (tmp_path / "push.out").write_bytes(b"To origin\n  \\ back\\slash \r\n\nno newline")
+    log, calls, _ = log_run(tmp_path, f"""
+mark step push
+log_file {shlex.quote(str(tmp_path / "push.out"))}
+mark step report
+""")
+    assert log == ("::orch:: step push\nTo origin\n  \\ back\\slash \r\n\nno newline\n"
+                   "::orch:: step report\n")
+    assert calls == []
+
+
+def test_without_proc_every_marker_reads_the_last_byte(tmp_path):
+    """No /proc (LOG_FD empty): the old rule, the last byte read before each line."""
+    log, calls, err = log_run(tmp_path, """
+mark step one; printf 'partial'; mark note two
+log_size_to; echo "size=$LS" >&3
+""", proc=False)
+    assert log == "::orch:: step one\npartial\n::orch:: note two\n"
+    assert calls == ["-c 1 " + str(tmp_path / "ws" / "job.log")]   # the empty log is not read
+    assert err.strip() == f"size={len(log.encode())}"

@@ -266,7 +266,8 @@ pgid_from_stat() {
 }
 """
 
-_MAIN_START = r"""  exec >> "$LOG" 2>&1 < /dev/null
+_MAIN_START = r"""  log_open
+  exec < /dev/null
   cd "$WS" || exit 1
   # The process group from /proc (no fork: ps and tr cost a few ms), field 5 of stat,
   # counted after the ") " that ends the command name; ps where there is no /proc.
@@ -274,7 +275,7 @@ _MAIN_START = r"""  exec >> "$LOG" 2>&1 < /dev/null
   if read -r j_stat < "/proc/$$/stat" 2>/dev/null; then pgid_from_stat "$j_stat"; fi
   case $PGID in ''|*[!0-9]*) PGID=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ') ;; esac
   [ -n "$PGID" ] || PGID=$$
-  STARTED_AT=$(now)
+  now_to; STARTED_AT=$NOW
   status_write
   trap on_exit EXIT
   trap 'on_signal INT' INT
