@@ -7,8 +7,6 @@ Subcommands live one module each and are imported only when invoked, so that
 
 from __future__ import annotations
 
-import atexit
-import gc
 import importlib
 import sys
 
@@ -75,13 +73,6 @@ def cli(ctx: click.Context, config_path: str | None, inventory_path: str | None,
 def run(argv: list[str] | None = None) -> None:
     """The command line `argv` (default: sys.argv): every OrchError becomes one message
     and its exit code."""
-    # At exit the interpreter's last garbage collection walks every object the imports
-    # made (PyGithub's hundreds of classes, asyncssh, rich): 0.1-0.3 s of CPU for any
-    # command here. Frozen, they are skipped. Nothing relies on that collection: state
-    # and logs are written with fsync and closed (orchestrator/atomic.py), connections
-    # are closed by their owners, and the OS takes back the rest. atexit, so that a test
-    # calling main() in-process keeps its collector until the test run ends.
-    atexit.register(gc.freeze)
     try:
         rc = cli.main(args=argv, prog_name="orch", standalone_mode=False)
     except OrchError as exc:
